@@ -1,0 +1,508 @@
+//! The dpkg backend, reading dpkg's database files directly.
+//!
+//! The original spawns `dpkg-query` three times per run, and that is where most of its time goes.
+//! We parse `/var/lib/dpkg/status`, `info/*.list`, `info/*.md5sums` and `diversions` ourselves
+//! and reproduce its rules: a package is installed when its status word is `installed`; a name
+//! maps to the package of the primary architecture or `all`; a config file is a regular file
+//! under `/etc`. Where the original silently loses a dependency (first alternative not
+//! installed, a virtual package, an `:any` qualifier), we pick an installed provider instead and
+//! say so at `-v`.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use log::{debug, info};
+
+use crate::error::{Error, IoContext, Result};
+use crate::host;
+use crate::packager::{ConfigSource, PackageFile, PackageManager, PkgId};
+
+const ADMIN_DIR: &str = "var/lib/dpkg";
+
+/// The original's detection rule: a Debian-like os-release ID, or `/etc/debian_version`.
+pub fn detected(root: &Path) -> bool {
+    if !host::path(root, "/var/lib/dpkg/status").is_file() {
+        return false;
+    }
+    let id = host::os_release_id(root);
+    matches!(id.as_deref(), Some("debian") | Some("ubuntu"))
+        || host::path(root, "/etc/debian_version").is_file()
+}
+
+struct Package {
+    name: String,
+    version: String,
+    arch: String,
+    /// Debian priority rank, lower is more essential (`required` = 0).
+    priority: u8,
+    /// `Depends` and `Pre-Depends`: groups of alternatives, qualifiers stripped.
+    depends: Vec<Vec<String>>,
+    /// Path → MD5 recorded for each conffile in the status file.
+    conffiles: Vec<(String, String)>,
+}
+
+pub struct Dpkg {
+    root: PathBuf,
+    packages: Vec<Package>,
+    by_name: HashMap<String, PkgId>,
+    /// Virtual name → installed packages providing it.
+    providers: HashMap<String, Vec<PkgId>>,
+    /// Diverted path → where the diverted file really is.
+    diversions: HashMap<String, String>,
+}
+
+impl Dpkg {
+    pub fn open(root: &Path) -> Result<Dpkg> {
+        let status_path = host::path(root, &format!("/{ADMIN_DIR}/status"));
+        let status = fs::read_to_string(&status_path).at(&status_path, "cannot read the dpkg database")?;
+        let paragraphs = parse_paragraphs(&status);
+        let arch = native_arch(&paragraphs);
+        let mut dpkg = Dpkg {
+            root: root.to_path_buf(),
+            packages: Vec::new(),
+            by_name: HashMap::new(),
+            providers: HashMap::new(),
+            diversions: HashMap::new(),
+        };
+        let mut provides = Vec::new();
+        for p in &paragraphs {
+            let installed = p.get("Status").and_then(|s| s.split(' ').nth(2)) == Some("installed");
+            let pkg_arch = p.get("Architecture").unwrap_or("");
+            if !installed || !(pkg_arch == arch || pkg_arch == "all") {
+                continue;
+            }
+            let Some(name) = p.get("Package") else { continue };
+            if dpkg.by_name.contains_key(name) {
+                continue; // the first candidate wins, as in the original
+            }
+            let mut depends = Vec::new();
+            for field in ["Pre-Depends", "Depends"] {
+                depends.extend(p.get(field).map(parse_depends).unwrap_or_default());
+            }
+            let conffiles = p
+                .get("Conffiles")
+                .map(|c| {
+                    c.lines()
+                        .filter_map(|l| {
+                            let mut w = l.split_whitespace();
+                            Some((w.next()?.to_string(), w.next()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let id = dpkg.packages.len();
+            dpkg.by_name.insert(name.to_string(), id);
+            for alt in p.get("Provides").map(parse_depends).unwrap_or_default().into_iter().flatten() {
+                provides.push((alt, id));
+            }
+            dpkg.packages.push(Package {
+                name: name.to_string(),
+                version: p.get("Version").unwrap_or("").to_string(),
+                arch: pkg_arch.to_string(),
+                priority: priority_rank(p.get("Priority")),
+                depends,
+                conffiles,
+            });
+        }
+        for (virt, id) in provides {
+            dpkg.providers.entry(virt).or_default().push(id);
+        }
+        for list in dpkg.providers.values_mut() {
+            // Deterministic choice among several providers: the most essential priority (so
+            // `awk` is mawk, as on a minimal Debian), then the shortest name, then byte order.
+            list.sort_by(|&a, &b| {
+                let (a, b) = (&dpkg.packages[a], &dpkg.packages[b]);
+                (a.priority, a.name.len(), &a.name).cmp(&(b.priority, b.name.len(), &b.name))
+            });
+        }
+        dpkg.diversions = read_diversions(root)?;
+        Ok(dpkg)
+    }
+
+    /// An installed package by name, or else an installed provider of that virtual name.
+    fn find(&self, name: &str) -> Option<(PkgId, bool)> {
+        if let Some(&id) = self.by_name.get(name) {
+            return Some((id, false));
+        }
+        self.providers.get(name).and_then(|p| p.first()).map(|&id| (id, true))
+    }
+
+    fn list_file(&self, pkg: &Package, ext: &str) -> Option<PathBuf> {
+        // Multi-Arch: same packages have `name:arch.list`; the rest `name.list`.
+        let qualified = host::path(&self.root, &format!("/{ADMIN_DIR}/info/{}:{}.{ext}", pkg.name, pkg.arch));
+        if qualified.exists() {
+            return Some(qualified);
+        }
+        let plain = host::path(&self.root, &format!("/{ADMIN_DIR}/info/{}.{ext}", pkg.name));
+        plain.exists().then_some(plain)
+    }
+
+    /// MD5 sums dpkg recorded for the package's files (conffiles and `md5sums`).
+    fn recorded_md5s(&self, id: PkgId) -> HashMap<String, String> {
+        let pkg = &self.packages[id];
+        let mut sums: HashMap<String, String> = HashMap::new();
+        if let Some(path) = self.list_file(pkg, "md5sums") {
+            if let Ok(text) = fs::read_to_string(path) {
+                for line in text.lines() {
+                    if let Some((sum, file)) = line.split_once("  ") {
+                        sums.insert(format!("/{file}"), sum.to_string());
+                    }
+                }
+            }
+        }
+        for (file, sum) in &pkg.conffiles {
+            sums.insert(file.clone(), sum.clone());
+        }
+        sums
+    }
+
+    /// The `.deb` of exactly the installed version: apt's cache, else `apt-get download`.
+    fn fetch_deb(&self, id: PkgId, tmpdir: &Path) -> Result<PathBuf> {
+        let pkg = &self.packages[id];
+        let file = format!("{}_{}_{}.deb", pkg.name, pkg.version.replace(':', "%3a"), pkg.arch);
+        let cached = host::path(&self.root, "/var/cache/apt/archives").join(&file);
+        if cached.is_file() {
+            debug!("prepare: using cached {}", cached.display());
+            return Ok(cached);
+        }
+        info!("prepare: downloading {}={}", pkg.name, pkg.version);
+        let status = Command::new("apt-get")
+            .arg("download")
+            .arg("--quiet")
+            .arg("--quiet")
+            .arg(format!("{}:{}={}", pkg.name, pkg.arch, pkg.version))
+            .current_dir(tmpdir)
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| Error::new(format!("apt-get: cannot run: {e} (install apt, or use --use-installed)")))?;
+        let path = tmpdir.join(&file);
+        if !status.success() || !path.is_file() {
+            return Err(Error::new(format!(
+                "apt-get download {}={} failed: the pristine config files of {} cannot be fetched \
+                 (check the network and apt sources, or use --use-installed)",
+                pkg.name, pkg.version, pkg.name
+            )));
+        }
+        Ok(path)
+    }
+}
+
+impl PackageManager for Dpkg {
+    fn name(&self) -> &'static str {
+        "dpkg"
+    }
+
+    fn resolve_names(&self, names: &[String]) -> Vec<PkgId> {
+        let mut out = BTreeSet::new();
+        for name in names {
+            match self.find(strip_qualifier(name)) {
+                Some((id, provider)) => {
+                    if provider {
+                        info!("package {} is virtual: using its provider {}", name, self.packages[id].name);
+                    }
+                    out.insert(id);
+                }
+                None => info!("package {} is not installed: ignored", name),
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
+        let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
+        let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
+        while let Some(id) = queue.pop_front() {
+            for group in &self.packages[id].depends {
+                let chosen = group.iter().enumerate().find_map(|(i, alt)| self.find(alt).map(|f| (i, f)));
+                match chosen {
+                    Some((i, (dep, provider))) => {
+                        if i > 0 || provider {
+                            info!(
+                                "{}: dependency {} resolved to {} (the original supermin drops it)",
+                                self.packages[id].name,
+                                group.join(" | "),
+                                self.packages[dep].name
+                            );
+                        }
+                        if seen.insert(dep) {
+                            queue.push_back(dep);
+                        }
+                    }
+                    None => debug!("{}: dependency {} not installed", self.packages[id].name, group.join(" | ")),
+                }
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    fn files(&self, pkgs: &[PkgId]) -> Result<Vec<PackageFile>> {
+        let mut paths: Vec<String> = Vec::new();
+        for &id in pkgs {
+            let pkg = &self.packages[id];
+            let Some(list) = self.list_file(pkg, "list") else {
+                debug!("{}: no file list", pkg.name);
+                continue;
+            };
+            let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
+            paths.extend(text.lines().filter(|l| l.starts_with('/') && *l != "/.").map(str::to_string));
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        Ok(paths
+            .into_iter()
+            .map(|path| {
+                let source = self
+                    .diversions
+                    .get(&path)
+                    .filter(|to| host::lstat(&self.root, to).map(|m| m.is_file()).unwrap_or(false))
+                    .cloned();
+                let config = path.starts_with("/etc/")
+                    && host::lstat(&self.root, &path).map(|m| m.is_file()).unwrap_or(false);
+                PackageFile { path, source, config }
+            })
+            .collect())
+    }
+
+    fn package_name(&self, pkg: PkgId) -> &str {
+        &self.packages[pkg].name
+    }
+
+    fn pretty_name(&self, pkg: PkgId) -> String {
+        let p = &self.packages[pkg];
+        format!("{}_{}_{}", p.name, p.version, p.arch)
+    }
+
+    fn database_files(&self) -> Vec<PathBuf> {
+        vec![host::path(&self.root, &format!("/{ADMIN_DIR}/status"))]
+    }
+
+    fn config_sources(
+        &self,
+        pkgs: &[PkgId],
+        configs: &[PackageFile],
+        use_installed: bool,
+        tmpdir: &Path,
+    ) -> Result<Vec<(String, ConfigSource)>> {
+        let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
+        let mut out = Vec::new();
+        if use_installed {
+            for path in wanted {
+                out.push((path.to_string(), ConfigSource::Host(host::path(&self.root, path))));
+            }
+            return Ok(out);
+        }
+        // For each package owning config files: keep host copies whose checksum still matches
+        // what dpkg recorded; fetch the package only for the others.
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        for &id in pkgs {
+            let Some(list) = self.list_file(&self.packages[id], "list") else { continue };
+            let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
+            let owned: Vec<&str> = text
+                .lines()
+                .filter_map(|l| wanted.get(l).copied())
+                .filter(|l| !done.contains(l))
+                .collect();
+            if owned.is_empty() {
+                continue;
+            }
+            let sums = self.recorded_md5s(id);
+            let mut need_deb = Vec::new();
+            for path in owned {
+                done.insert(path);
+                let host_path = host::path(&self.root, path);
+                match sums.get(path) {
+                    Some(sum) if md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
+                        out.push((path.to_string(), ConfigSource::Host(host_path)));
+                    }
+                    _ => need_deb.push(path),
+                }
+            }
+            if need_deb.is_empty() {
+                continue;
+            }
+            debug!("{}: {} config file(s) modified on the host", self.packages[id].name, need_deb.len());
+            let deb = self.fetch_deb(id, tmpdir)?;
+            out.extend(extract_from_deb(&deb, &need_deb)?);
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// Pull the named files out of a `.deb` via `dpkg-deb --fsys-tarfile` (which knows every
+/// compression a `.deb` can use). Files the package does not ship are skipped, as in the
+/// original.
+fn extract_from_deb(deb: &Path, paths: &[&str]) -> Result<Vec<(String, ConfigSource)>> {
+    let mut child = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .at(deb, "cannot run dpkg-deb")?;
+    let wanted: BTreeSet<&str> = paths.iter().copied().collect();
+    let mut out = Vec::new();
+    {
+        let stdout = child.stdout.take().expect("piped");
+        let mut archive = tar::Archive::new(stdout);
+        let entries = archive.entries().map_err(|e| Error::new(format!("{}: {e}", deb.display())))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::new(format!("{}: corrupt package: {e}", deb.display())))?;
+            let name = entry.path_bytes();
+            let name = String::from_utf8_lossy(&name);
+            let path = format!("/{}", name.trim_start_matches("./"));
+            if !wanted.contains(path.as_str()) || entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let mode = entry.header().mode().unwrap_or(0o644);
+            let mtime = entry.header().mtime().unwrap_or(0);
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(|e| Error::new(format!("{}: {e}", deb.display())))?;
+            out.push((path, ConfigSource::Bytes { data, mode, mtime }));
+        }
+    }
+    let status = child.wait().at(deb, "dpkg-deb")?;
+    if !status.success() {
+        return Err(Error::new(format!("{}: dpkg-deb --fsys-tarfile failed", deb.display())));
+    }
+    Ok(out)
+}
+
+fn md5_file(path: &Path) -> Option<String> {
+    use md5::{Digest, Md5};
+    let data = fs::read(path).ok()?;
+    let digest = Md5::digest(&data);
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `/var/lib/dpkg/diversions`: records of three lines (from, to, package); local diversions
+/// (package `:`) are ignored, as `dpkg-divert --list` output parsing in the original does.
+fn read_diversions(root: &Path) -> Result<HashMap<String, String>> {
+    let path = host::path(root, &format!("/{ADMIN_DIR}/diversions"));
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(Error::io(&path, "cannot read", e)),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines
+        .chunks_exact(3)
+        .filter(|r| r[2] != ":")
+        .map(|r| (r[0].to_string(), r[1].to_string()))
+        .collect())
+}
+
+/// A deb822 paragraph: field name → value (continuation lines joined with `\n`).
+pub struct Paragraph<'a> {
+    fields: Vec<(&'a str, String)>,
+}
+
+impl<'a> Paragraph<'a> {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Split a deb822 file (dpkg's `status`) into paragraphs.
+pub fn parse_paragraphs(text: &str) -> Vec<Paragraph<'_>> {
+    let mut out = Vec::new();
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !fields.is_empty() {
+                out.push(Paragraph { fields: std::mem::take(&mut fields) });
+            }
+        } else if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some((_, value)) = fields.last_mut() {
+                if !value.is_empty() {
+                    value.push('\n');
+                }
+                value.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            fields.push((k, v.trim().to_string()));
+        }
+    }
+    if !fields.is_empty() {
+        out.push(Paragraph { fields });
+    }
+    out
+}
+
+/// `a (>= 1) | b:any, c` → `[[a, b], [c]]`: version constraints and arch qualifiers dropped
+/// (the installed set is consistent, so versions need no checking).
+pub fn parse_depends(field: &str) -> Vec<Vec<String>> {
+    field
+        .split(',')
+        .map(|group| {
+            group
+                .split('|')
+                .filter_map(|alt| {
+                    let name = alt.split(|c: char| c == '(' || c == '[' || c == '<').next()?.trim();
+                    let name = strip_qualifier(name);
+                    (!name.is_empty()).then(|| name.to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
+fn priority_rank(p: Option<&str>) -> u8 {
+    match p {
+        Some("required") => 0,
+        Some("important") => 1,
+        Some("standard") => 2,
+        Some("optional") => 3,
+        _ => 4,
+    }
+}
+
+/// `foo:any`, `foo:amd64` → `foo`.
+fn strip_qualifier(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+/// dpkg's own architecture is the primary one (what `dpkg --print-architecture` prints).
+fn native_arch(paragraphs: &[Paragraph]) -> String {
+    paragraphs
+        .iter()
+        .find(|p| p.get("Package") == Some("dpkg"))
+        .and_then(|p| p.get("Architecture"))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "i386",
+                "powerpc64" => "ppc64el",
+                other => other,
+            }
+            .to_string()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_syntax() {
+        assert_eq!(
+            parse_depends("libc6 (>= 2.34), awk | mawk:any, perl:any (>= 5) [amd64], "),
+            vec![vec!["libc6".to_string()], vec!["awk".into(), "mawk".into()], vec!["perl".into()]]
+        );
+        assert!(parse_depends("").is_empty());
+    }
+
+    #[test]
+    fn paragraphs_with_continuations() {
+        let text = "Package: a\nStatus: install ok installed\nConffiles:\n /etc/a 123\n /etc/b 456\n\n\nPackage: b\n";
+        let p = parse_paragraphs(text);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].get("conffiles"), Some("/etc/a 123\n/etc/b 456"));
+        assert_eq!(p[1].get("Package"), Some("b"));
+    }
+}

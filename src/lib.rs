@@ -1,0 +1,21 @@
+//! supermin-rs: a supermin-5-compatible appliance builder.
+//!
+//! See ARCHITECTURE.md for the map. In one line: [`inputs`] reads a supermin appliance,
+//! [`packager`] (with [`dpkg`]) answers package questions, [`resolve`] turns both into one
+//! [`manifest::Manifest`], and the writers ([`chroot`]) turn the manifest into output.
+
+pub mod build;
+pub mod chroot;
+pub mod cli;
+pub mod dpkg;
+pub mod error;
+pub mod freshness;
+pub mod host;
+pub mod inputs;
+pub mod logger;
+pub mod manifest;
+pub mod outdir;
+pub mod packager;
+pub mod prepare;
+pub mod resolve;
+pub mod sys;

@@ -1,0 +1,98 @@
+//! The package-manager seam: everything `prepare` and `build` need from dpkg (or, later, rpm and
+//! pacman) goes through the [`PackageManager`] trait, so the rest of the tool never knows which
+//! database it is reading.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// An installed package, as an index into the backend's own table.
+pub type PkgId = usize;
+
+/// One path owned by a package.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PackageFile {
+    /// Where the file appears in the appliance (absolute).
+    pub path: String,
+    /// Where to read it on the host when different from `path` (a dpkg diversion).
+    pub source: Option<String>,
+    /// Config files come from the base image that `--prepare` wrote, not from the host.
+    pub config: bool,
+}
+
+impl PackageFile {
+    pub fn source_path(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// Where a pristine config file's bytes come from during `--prepare`.
+pub enum ConfigSource {
+    /// The host copy is the pristine one (checksum matches), or `--use-installed` asked for it.
+    Host(PathBuf),
+    /// Extracted from the package archive.
+    Bytes { data: Vec<u8>, mode: u32, mtime: u64 },
+}
+
+pub trait PackageManager {
+    /// `dpkg`, `rpm`, `pacman`.
+    fn name(&self) -> &'static str;
+
+    /// Map names given by the user to installed packages; names that are not installed are
+    /// dropped (and logged), as in the original.
+    fn resolve_names(&self, names: &[String]) -> Vec<PkgId>;
+
+    /// The dependency closure of `roots`, sorted, each package once.
+    fn closure(&self, roots: &[PkgId]) -> Vec<PkgId>;
+
+    /// Every file of the given packages, sorted by path, each path once.
+    fn files(&self, pkgs: &[PkgId]) -> Result<Vec<PackageFile>>;
+
+    /// The bare name (what `--prepare` writes to `packages`).
+    fn package_name(&self, pkg: PkgId) -> &str;
+
+    /// `name_version_arch` and the like, for `--include-packagelist`.
+    fn pretty_name(&self, pkg: PkgId) -> String;
+
+    /// Files whose modification means the installed set changed (for `--if-newer`).
+    fn database_files(&self) -> Vec<PathBuf>;
+
+    /// For `--prepare`: the pristine content of each config file.
+    fn config_sources(
+        &self,
+        pkgs: &[PkgId],
+        configs: &[PackageFile],
+        use_installed: bool,
+        tmpdir: &Path,
+    ) -> Result<Vec<(String, ConfigSource)>>;
+}
+
+/// The package managers we can drive, in the order the original lists its drivers.
+pub const DRIVERS: &[(&str, &str)] = &[
+    ("arch", "pacman"),
+    ("debian", "dpkg"),
+    ("openmandriva", "rpm"),
+    ("mageia", "rpm"),
+    ("opensuse", "rpm"),
+    ("ibm_powerkvm", "rpm"),
+    ("fedora", "rpm"),
+];
+
+/// Pick the package manager for the host rooted at `root`.
+pub fn detect(root: &Path) -> Result<Box<dyn PackageManager>> {
+    if crate::dpkg::detected(root) {
+        return Ok(Box::new(crate::dpkg::Dpkg::open(root)?));
+    }
+    Err(Error::new(
+        "could not detect the package manager used by this system or distro: only dpkg \
+         (Debian, Ubuntu) is supported in this version",
+    ))
+}
+
+/// Whether each driver of [`DRIVERS`] is usable here, for `--list-drivers`.
+pub fn detected(root: &Path, packager: &str) -> bool {
+    match packager {
+        "dpkg" => crate::dpkg::detected(root),
+        _ => false,
+    }
+}

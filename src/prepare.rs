@@ -1,0 +1,111 @@
+//! `--prepare`: write a supermin appliance (`packages` + `base.tar.gz`) from package names.
+//!
+//! `packages` lists the requested packages (sorted, unique; dependencies are resolved again at
+//! build time). `base.tar.gz` holds the pristine config files of the whole dependency closure,
+//! because those are the files a host is expected to have changed. Unlike the original, which
+//! downloads every package owning a config file, a host copy whose checksum still matches
+//! what dpkg recorded *is* the pristine file, so only packages with modified config files are
+//! fetched.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use log::info;
+
+use crate::error::{Error, IoContext, Result};
+use crate::outdir::Staging;
+use crate::packager::{ConfigSource, PackageManager};
+
+pub struct Options<'a> {
+    pub packages: &'a [String],
+    pub out: &'a Path,
+    pub use_installed: bool,
+    pub tmpdir: &'a Path,
+}
+
+pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
+    if opts.packages.is_empty() {
+        return Err(Error::new("prepare: no input packages specified"));
+    }
+    let roots = pm.resolve_names(opts.packages);
+    if roots.is_empty() {
+        return Err(Error::new(
+            "prepare: none of the packages listed on the command line seem to be installed",
+        ));
+    }
+    let staging = Staging::new(opts.out)?;
+
+    let mut names: Vec<&str> = roots.iter().map(|&p| pm.package_name(p)).collect();
+    names.sort_unstable();
+    names.dedup();
+    let packages_path = staging.path().join("packages");
+    let mut text = names.join("\n");
+    text.push('\n');
+    fs::write(&packages_path, text).at(&packages_path, "cannot write")?;
+
+    let closure = pm.closure(&roots);
+    info!("prepare: {} packages, including dependencies", closure.len());
+    let configs: Vec<_> = pm.files(&closure)?.into_iter().filter(|f| f.config).collect();
+    info!("prepare: {} config files", configs.len());
+    let sources = pm.config_sources(&closure, &configs, opts.use_installed, opts.tmpdir)?;
+    if !sources.is_empty() {
+        let tarball = staging.path().join("base.tar.gz");
+        write_base_image(&tarball, &sources)?;
+    }
+    staging.commit()
+}
+
+/// `base.tar.gz`: `./etc/...` members owned by root (HEAD supermin's `--owner=0 --group=0`),
+/// every mtime set to `SOURCE_DATE_EPOCH` when it is set (as HEAD's `--mtime=@…`), for reproducible appliances.
+fn write_base_image(path: &Path, sources: &[(String, ConfigSource)]) -> Result<()> {
+    let epoch: Option<u64> = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
+    let file = File::create(path).at(path, "cannot create")?;
+    let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let write_err = |e: std::io::Error| Error::io(path, "cannot write", e);
+    for (name, source) in sources {
+        let (data, mode, mtime) = match source {
+            ConfigSource::Host(host) => match fs::read(host) {
+                Ok(data) => {
+                    let meta = fs::metadata(host).at(host, "cannot stat")?;
+                    (data, meta.mode() & 0o7777, meta.mtime().max(0) as u64)
+                }
+                Err(e) => {
+                    // Unreadable (e.g. /etc/shadow-like files as non-root): the original's tar
+                    // prints a warning and goes on.
+                    log::warn!("{}: {} (not included in base.tar.gz)", host.display(), e);
+                    continue;
+                }
+            },
+            ConfigSource::Bytes { data, mode, mtime } => (data.clone(), *mode & 0o7777, *mtime),
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_username("root").map_err(write_err)?;
+        header.set_groupname("root").map_err(write_err)?;
+        header.set_mtime(epoch.unwrap_or(mtime));
+        header.set_entry_type(tar::EntryType::Regular);
+        // GNU tar keeps the `./` prefix the original's `-T files-from` list gives; the tar
+        // crate's path setter drops `.` components, so short names go in the header as is.
+        let member = format!(".{name}");
+        if member.len() < 100 {
+            let gnu = header.as_gnu_mut().expect("new_gnu header");
+            gnu.name = [0; 100];
+            gnu.name[..member.len()].copy_from_slice(member.as_bytes());
+            header.set_cksum();
+            tar.append(&header, &data[..]).map_err(write_err)?;
+        } else {
+            tar.append_data(&mut header, member, &data[..]).map_err(write_err)?;
+        }
+    }
+    let gz = tar.into_inner().map_err(write_err)?;
+    let mut buf = gz.finish().map_err(write_err)?;
+    buf.flush().map_err(write_err)?;
+    buf.into_inner().map_err(|e| write_err(e.into_error()))?.sync_all().map_err(write_err)?;
+    Ok(())
+}
