@@ -78,10 +78,24 @@ pub fn run(args: Vec<String>) -> Result<()> {
     dispatch(&matches)
 }
 
+/// The original's wording for the two common mistakes; clap's own text otherwise.
 fn clap_message(e: &clap::Error) -> String {
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
-    format!("{first} (see supermin --help)")
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    match e.kind() {
+        ErrorKind::UnknownArgument => format!("unknown option '{arg}'. (see supermin --help)"),
+        ErrorKind::InvalidValue | ErrorKind::NoEquals if !arg.is_empty() => {
+            format!("option '{arg}' needs an argument. (see supermin --help)")
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+            format!("{first} (see supermin --help)")
+        }
+    }
 }
 
 fn dispatch(m: &ArgMatches) -> Result<()> {
@@ -116,13 +130,16 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
     if prepare == build {
         return Err(Error::new("you must use --prepare or --build to select the mode"));
     }
-    let Some(out) = m.get_one::<String>("output") else {
-        return Err(Error::new("output directory (-o option) must be supplied"));
-    };
     let format = m.get_one::<String>("format");
     if prepare && format.is_some() {
         return Err(Error::new("cannot use --prepare and --format options together"));
     }
+    if build && format.is_none() {
+        return Err(Error::new("when using --build, you must specify an output --format"));
+    }
+    let Some(out) = m.get_one::<String>("output") else {
+        return Err(Error::new("output directory (-o option) must be supplied"));
+    };
     let size = m.get_one::<String>("size").map(|s| parse_size(s)).transpose()?;
     let tmpdir = tmpdir()?;
     let args: Vec<PathBuf> = m.get_many::<PathBuf>("args").map(|v| v.cloned().collect()).unwrap_or_default();
