@@ -9,7 +9,7 @@ use crate::freshness::{self, Sources};
 use crate::inputs::Inputs;
 use crate::manifest::Meta;
 use crate::outdir::Staging;
-use crate::packager::PackageManager;
+use crate::packager::{Driver, PackageManager};
 use crate::resolve::{self, Resolved};
 use crate::{chroot, sys};
 
@@ -83,8 +83,8 @@ pub fn resolve_inputs(pm: &dyn PackageManager, inputs: &[PathBuf], root: &Path, 
     resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
 }
 
-pub fn build(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
-    let database = pm.database_files();
+pub fn build(driver: Driver, opts: &Options) -> Result<()> {
+    let database = driver.database_files(&opts.root);
     let sources = Sources {
         inputs: &opts.inputs,
         database: &database,
@@ -104,7 +104,8 @@ pub fn build(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
             )))
         }
     }
-    let resolved = resolve_inputs(pm, &opts.inputs, &opts.root, opts.include_packagelist)?;
+    let pm = driver.open(&opts.root)?;
+    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist)?;
     let staging = Staging::new(&opts.out)?;
     chroot::write(&resolved.manifest, staging.path())?;
     freshness::record(staging.path(), &sources);

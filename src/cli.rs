@@ -144,7 +144,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
     let tmpdir = tmpdir()?;
     let args: Vec<PathBuf> = m.get_many::<PathBuf>("args").map(|v| v.cloned().collect()).unwrap_or_default();
 
-    let pm = packager::detect(&root)?;
+    let driver = packager::Driver::detect(&root)?;
     // Held until the process exits.
     let _lock = match m.get_one::<String>("lock") {
         Some(path) => Some(take_lock(Path::new(path))?),
@@ -160,6 +160,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
             tmpdir: &tmpdir,
         };
         let scratch = Scratch::new(&tmpdir)?;
+        let pm = driver.open(&root)?;
         return prepare::prepare(pm.as_ref(), &prepare::Options { tmpdir: &scratch.0, ..opts });
     }
 
@@ -180,7 +181,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
         size,
         root,
     };
-    build::build(pm.as_ref(), &opts)
+    build::build(driver, &opts)
 }
 
 /// `--lock FILE`: open (creating it 0644) and take a blocking POSIX lock, before anything else.

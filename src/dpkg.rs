@@ -32,6 +32,11 @@ pub fn detected(root: &Path) -> bool {
         || host::path(root, "/etc/debian_version").is_file()
 }
 
+/// dpkg rewrites `status` on every install and removal.
+pub fn database_files(root: &Path) -> Vec<PathBuf> {
+    vec![host::path(root, &format!("/{ADMIN_DIR}/status"))]
+}
+
 struct Package {
     name: String,
     version: String,
@@ -273,10 +278,6 @@ impl PackageManager for Dpkg {
     fn pretty_name(&self, pkg: PkgId) -> String {
         let p = &self.packages[pkg];
         format!("{}_{}_{}", p.name, p.version, p.arch)
-    }
-
-    fn database_files(&self) -> Vec<PathBuf> {
-        vec![host::path(&self.root, &format!("/{ADMIN_DIR}/status"))]
     }
 
     fn config_sources(

@@ -54,9 +54,6 @@ pub trait PackageManager {
     /// `name_version_arch` and the like, for `--include-packagelist`.
     fn pretty_name(&self, pkg: PkgId) -> String;
 
-    /// Files whose modification means the installed set changed (for `--if-newer`).
-    fn database_files(&self) -> Vec<PathBuf>;
-
     /// For `--prepare`: the pristine content of each config file.
     fn config_sources(
         &self,
@@ -78,15 +75,36 @@ pub const DRIVERS: &[(&str, &str)] = &[
     ("fedora", "rpm"),
 ];
 
-/// Pick the package manager for the host rooted at `root`.
-pub fn detect(root: &Path) -> Result<Box<dyn PackageManager>> {
-    if crate::dpkg::detected(root) {
-        return Ok(Box::new(crate::dpkg::Dpkg::open(root)?));
+/// The package manager of the host rooted at `root`, detected but not yet opened: opening
+/// reads the whole database, which `--if-newer` must not pay for when there is nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    Dpkg,
+}
+
+impl Driver {
+    pub fn detect(root: &Path) -> Result<Driver> {
+        if crate::dpkg::detected(root) {
+            return Ok(Driver::Dpkg);
+        }
+        Err(Error::new(
+            "could not detect the package manager used by this system or distro: only dpkg \
+             (Debian, Ubuntu) is supported in this version",
+        ))
     }
-    Err(Error::new(
-        "could not detect the package manager used by this system or distro: only dpkg \
-         (Debian, Ubuntu) is supported in this version",
-    ))
+
+    /// Files whose modification means the installed set changed (for `--if-newer`).
+    pub fn database_files(self, root: &Path) -> Vec<PathBuf> {
+        match self {
+            Driver::Dpkg => crate::dpkg::database_files(root),
+        }
+    }
+
+    pub fn open(self, root: &Path) -> Result<Box<dyn PackageManager>> {
+        match self {
+            Driver::Dpkg => Ok(Box::new(crate::dpkg::Dpkg::open(root)?)),
+        }
+    }
 }
 
 /// Whether each driver of [`DRIVERS`] is usable here, for `--list-drivers`.

@@ -1,0 +1,111 @@
+//! Times this tool against the real supermin 5 (`/usr/bin/supermin`) on the same inputs, in
+//! one run, and prints the ratios. `cargo bench --bench vs_supermin` (as root; needs
+//! scripts/install-deps.sh). Not a test: nothing here passes or fails.
+//!
+//! Each measurement is the median of several runs, each writing a fresh output directory,
+//! with a `sync` between runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ORACLE: &str = "/usr/bin/supermin";
+const LIBGUESTFS: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
+
+fn ours() -> PathBuf {
+    // benches are built in target/release/deps; the binary sits in target/release.
+    let exe = std::env::current_exe().unwrap();
+    let release = exe.parent().unwrap().parent().unwrap();
+    let bin = release.join("supermin");
+    assert!(bin.exists(), "build the binary first: cargo build --release");
+    bin
+}
+
+/// Flush what the last run wrote before the next starts. Outputs are only deleted at the end:
+/// deleting a large tree on a filesystem mounted with `discard` slows the next writer down
+/// for seconds, and would be charged to whichever tool runs next.
+fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(1000));
+}
+
+/// Median wall time of `runs` runs of `cmd(out)`, each into a fresh output path.
+fn time(runs: usize, scratch: &Path, mut cmd: impl FnMut(&Path) -> Command) -> Duration {
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let out = scratch.join(format!("out{}-{i}", scratch.read_dir().unwrap().count()));
+        let mut c = cmd(&out);
+        let start = Instant::now();
+        let status = c.status().unwrap();
+        let elapsed = start.elapsed();
+        assert!(status.success(), "{c:?} failed");
+        times.push(elapsed);
+        settle();
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn row(name: &str, theirs: Duration, mine: Duration) {
+    println!(
+        "{:<48} {:>10.1} ms {:>10.1} ms {:>8.1}x",
+        name,
+        theirs.as_secs_f64() * 1e3,
+        mine.as_secs_f64() * 1e3,
+        theirs.as_secs_f64() / mine.as_secs_f64()
+    );
+}
+
+fn main() {
+    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
+    let me = ours();
+    let scratch = PathBuf::from("/var/tmp/supermin-bench");
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+
+    println!("{:<48} {:>13} {:>13} {:>9}", "benchmark (median)", "supermin 5", "supermin-rs", "speed-up");
+
+    let prep = |bin: PathBuf| {
+        move |out: &Path| {
+            let mut c = Command::new(&bin);
+            c.args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(out);
+            c
+        }
+    };
+    let theirs = time(runs * 2, &scratch, prep(ORACLE.into()));
+    let mine = time(runs * 2, &scratch, prep(me.clone()));
+    row("prepare --use-installed bash coreutils", theirs, mine);
+
+    let build = |bin: PathBuf, input: &'static str| {
+        move |out: &Path| {
+            let mut c = Command::new(&bin);
+            c.args(["--build", "-f", "chroot", input, "-o"]).arg(out);
+            c
+        }
+    };
+    // Warm the page cache for both alike.
+    let _ = Command::new(ORACLE).args(["--build", "-f", "chroot", LIBGUESTFS, "-o"]).arg(scratch.join("warm")).status();
+    settle();
+    let theirs = time(runs, &scratch, build(ORACLE.into(), LIBGUESTFS));
+    let mine = time(runs, &scratch, build(me.clone(), LIBGUESTFS));
+    row("build -f chroot libguestfs appliance", theirs, mine);
+
+    // --if-newer with nothing to do, on an up-to-date output.
+    let uptodate = scratch.join("uptodate");
+    let noop = |bin: PathBuf, out: PathBuf| {
+        move |_: &Path| {
+            let mut c = Command::new(&bin);
+            c.args(["--build", "--if-newer", "-f", "chroot", LIBGUESTFS, "-o"]).arg(&out);
+            c
+        }
+    };
+    let _ = Command::new(ORACLE).args(["--build", "-f", "chroot", LIBGUESTFS, "-o"]).arg(&uptodate).status();
+    let theirs = time(runs * 3, &scratch, noop(ORACLE.into(), uptodate.clone()));
+    let _ = Command::new("rm").arg("-rf").arg(&uptodate).status();
+    let _ = Command::new(&me).args(["--build", "--if-newer", "-f", "chroot", LIBGUESTFS, "-o"]).arg(&uptodate).status();
+    let mine = time(runs * 3, &scratch, noop(me.clone(), uptodate.clone()));
+    row("build --if-newer, nothing to do", theirs, mine);
+
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+}
