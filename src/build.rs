@@ -11,7 +11,8 @@ use crate::manifest::Meta;
 use crate::outdir::Staging;
 use crate::packager::{Driver, PackageManager};
 use crate::resolve::{self, Resolved};
-use crate::{chroot, sys};
+use crate::error::IoContext;
+use crate::{chroot, ext2, initramfs, initrd, kernel, sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -95,19 +96,45 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         info!("if-newer: output does not need rebuilding");
         return Ok(());
     }
-    match opts.format {
-        Format::Chroot => {}
-        Format::Ext2 | Format::Initramfs => {
-            return Err(Error::new(format!(
-                "build: -f {} is not implemented yet in this version (use -f chroot)",
-                if opts.format == Format::Ext2 { "ext2" } else { "initramfs" }
-            )))
-        }
-    }
+    // Choose the kernel before the long work, so a missing one fails fast.
+    let kernel = match opts.format {
+        Format::Chroot => None,
+        Format::Ext2 | Format::Initramfs => Some(kernel::find(&opts.host_cpu)?),
+    };
     let pm = driver.open(&opts.root)?;
     let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist)?;
     let staging = Staging::new(&opts.out)?;
-    chroot::write(&resolved.manifest, staging.path())?;
-    freshness::record(staging.path(), &sources);
+    let out = staging.path();
+    match (opts.format, kernel) {
+        (Format::Chroot, _) => chroot::write(&resolved.manifest, out)?,
+        (Format::Ext2, Some(k)) => {
+            let mut manifest = resolved.manifest;
+            resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+            install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
+            initrd::write(&k.modpath, &out.join("initrd"))?;
+            ext2::write(&manifest, &out.join("root"), opts.size.unwrap_or(DEFAULT_SIZE), ext2::random_uuid())?;
+        }
+        (Format::Initramfs, Some(k)) => {
+            let mut manifest = resolved.manifest;
+            resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+            install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
+            initramfs::write(&manifest, &out.join("initrd"))?;
+        }
+        _ => unreachable!("kernel chosen above for bootable formats"),
+    }
+    freshness::record(out, &sources);
     staging.commit()
+}
+
+/// The original's default `--size`: 4 GiB (sparse).
+const DEFAULT_SIZE: u64 = 4 << 30;
+
+/// `kernel`: a symlink to the host's kernel, or with `--copy-kernel` a copy (with a fresh
+/// mtime, unlike 5.2.2's `cp -p`, so `--if-newer` sees it as new).
+fn install_kernel(k: &kernel::Kernel, dest: &Path, copy: bool) -> Result<()> {
+    if copy {
+        std::fs::copy(&k.path, dest).map(|_| ()).at(&k.path, "cannot copy the kernel")
+    } else {
+        std::os::unix::fs::symlink(&k.path, dest).at(dest, "cannot create the kernel symlink")
+    }
 }

@@ -7,11 +7,17 @@
 pub mod build;
 pub mod chroot;
 pub mod cli;
+pub mod cpio;
 pub mod dpkg;
 pub mod error;
+pub mod ext2;
 pub mod freshness;
 pub mod host;
+pub mod init;
+pub mod initramfs;
+pub mod initrd;
 pub mod inputs;
+pub mod kernel;
 pub mod logger;
 pub mod manifest;
 pub mod outdir;
