@@ -101,8 +101,10 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         Format::Chroot => None,
         Format::Ext2 | Format::Initramfs => Some(kernel::find(&opts.host_cpu)?),
     };
+    let started = std::time::Instant::now();
     let pm = driver.open(&opts.root)?;
     let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist)?;
+    info!("resolved the appliance in {} ms", started.elapsed().as_millis());
     let staging = Staging::new(&opts.out)?;
     let out = staging.path();
     match (opts.format, kernel) {
@@ -111,8 +113,13 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
             let mut manifest = resolved.manifest;
             resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
             install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
-            initrd::write(&k.modpath, &out.join("initrd"))?;
-            ext2::write(&manifest, &out.join("root"), opts.size.unwrap_or(DEFAULT_SIZE), ext2::random_uuid())?;
+            // The initrd is small and independent of the image: make it meanwhile.
+            let initrd = out.join("initrd");
+            std::thread::scope(|s| {
+                let mini = s.spawn(|| initrd::write(&k.modpath, &initrd));
+                let image = ext2::write(&manifest, &out.join("root"), opts.size.unwrap_or(DEFAULT_SIZE), ext2::random_uuid());
+                image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
+            })?;
         }
         (Format::Initramfs, Some(k)) => {
             let mut manifest = resolved.manifest;
@@ -122,6 +129,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         }
         _ => unreachable!("kernel chosen above for bootable formats"),
     }
+    info!("wrote the output in {} ms", started.elapsed().as_millis());
     freshness::record(out, &sources);
     staging.commit()
 }

@@ -64,7 +64,7 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
         let bytes = r.into_inner().unwrap().expect("every segment compressed")?;
         file.write_all(&bytes).at(out, "cannot write")?;
     }
-    file.sync_all().at(out, "cannot write")
+    Ok(())
 }
 
 fn segment(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], out: &Path) -> Result<Vec<u8>> {
