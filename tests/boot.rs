@@ -259,3 +259,47 @@ fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// Too small an image is refused before anything is written, and nothing is left behind.
+#[test]
+fn ext2_too_small_is_a_clean_error() {
+    let t = Scratch::new("ext2-small");
+    let d = appliance(&t);
+    let e = t.path("ext2");
+    fs::create_dir_all(&e).unwrap();
+    fs::write(e.join("MARKER"), "previous").unwrap();
+    let res = run(ours().args(["--build", "-f", "ext2", "--size", "100M"]).arg(&d).arg("-o").arg(&e));
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device") && err.contains("--size"), "{err}");
+    assert_eq!(fs::read_to_string(e.join("MARKER")).unwrap(), "previous");
+    let names: Vec<String> = fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("ext2.")), "half-built directory left: {names:?}");
+}
+
+/// An unreadable kernel (Ubuntu ships them 0600) is a clear error naming it and the fix.
+#[test]
+fn unreadable_kernel_is_explained() {
+    let t = Scratch::new("kernel-0600");
+    let d = appliance(&t);
+    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let kernel = t.path("vmlinuz-private");
+    fs::copy(format!("/boot/vmlinuz-{release}"), &kernel).unwrap();
+    ok(Command::new("chmod").arg("0600").arg(&kernel));
+    ok(Command::new("chmod").arg("0777").arg(&t.0));
+    let out = t.path("out");
+    let res = run(Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(env!("CARGO_BIN_EXE_supermin"))
+        .args(["--build", "-f", "ext2"])
+        .arg(&d)
+        .arg("-o")
+        .arg(&out)
+        .env("SUPERMIN_KERNEL", &kernel)
+        .env("SUPERMIN_KERNEL_VERSION", &release));
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(err.contains(&kernel.display().to_string()) && err.contains("chmod"), "{err}");
+    assert!(!out.exists());
+}
