@@ -162,3 +162,28 @@ fn build_chroot_bash_coreutils_matches_original() {
 fn build_chroot_libguestfs_appliance_matches_original() {
     check_build(Path::new(LIBGUESTFS_APPLIANCE), "libguestfs", EXTRA_LIBGUESTFS);
 }
+
+/// A config file modified on the host: `--prepare` must put the pristine file (dpkg's recorded
+/// checksum) into base.tar.gz, fetching the package; `--use-installed` takes the host copy.
+#[test]
+fn prepare_fetches_pristine_copy_of_a_modified_config() {
+    struct Restore(Vec<u8>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            std::fs::write("/etc/bash.bashrc", &self.0).unwrap();
+        }
+    }
+    let original = std::fs::read("/etc/bash.bashrc").unwrap();
+    let _restore = Restore(original.clone());
+    let mut changed = original.clone();
+    changed.extend_from_slice(b"# changed by the supermin-rs tests\n");
+    std::fs::write("/etc/bash.bashrc", &changed).unwrap();
+
+    let t = Scratch::new("prepare-modified");
+    ok(ours().args(["--prepare", "bash", "-o"]).arg(t.path("pristine")));
+    ok(ours().args(["--prepare", "--use-installed", "bash", "-o"]).arg(t.path("installed")));
+    let pristine = tar_members(&t.path("pristine/base.tar.gz"));
+    let installed = tar_members(&t.path("installed/base.tar.gz"));
+    assert_eq!(Some(md5(&pristine["./etc/bash.bashrc"].3)), recorded_md5("/etc/bash.bashrc"));
+    assert_eq!(installed["./etc/bash.bashrc"].3, changed);
+}
