@@ -256,3 +256,31 @@ fn full_disk_is_a_clean_error() {
     let names: Vec<_> = fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("out")], "temporary directory left behind");
 }
+
+/// Inputs are typed by content, with gzip and xz unwrapped: the same appliance with its
+/// files compressed (and renamed) builds the same tree, also against the original.
+#[test]
+fn compressed_inputs_are_sniffed() {
+    let t = Scratch::new("xz-inputs");
+    let plain = t.path("plain");
+    fs::create_dir_all(&plain).unwrap();
+    fs::write(plain.join("packages"), "bash\n").unwrap();
+    fs::write(plain.join("hostfiles"), "/etc/host*\n").unwrap();
+    fs::write(plain.join("base.tar"), tarball(&[("./etc/motd", tar::EntryType::Regular, "hi\n")])).unwrap();
+    let packed = t.path("packed");
+    fs::create_dir_all(&packed).unwrap();
+    for (from, to, tool) in [("packages", "a", "xz"), ("hostfiles", "b", "gzip"), ("base.tar", "c", "xz")] {
+        let out = ok(std::process::Command::new(tool).arg("-c").arg(plain.join(from)));
+        fs::write(packed.join(to), out.stdout).unwrap();
+    }
+    for (input, out) in [(&plain, "o1"), (&packed, "o2")] {
+        ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(t.path(out)));
+    }
+    ok(oracle().args(["--build", "-f", "chroot"]).arg(&packed).arg("-o").arg(t.path("o3")));
+    let d = compare(&t.path("o1"), &t.path("o2"));
+    assert!(d.missing.is_empty() && d.different.is_empty() && d.extra.is_empty());
+    let d = compare(&t.path("o3"), &t.path("o2"));
+    assert!(d.missing.is_empty() && d.different.is_empty(), "{:?} {:?}", d.missing, d.different);
+    assert_eq!(fs::read_to_string(t.path("o2/etc/motd")).unwrap(), "hi\n");
+    assert!(t.path("o2/etc/hostname").exists());
+}
