@@ -16,13 +16,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use log::{debug, warn};
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Content, Ino, Manifest, Node, ROOT, S_IFDIR};
+use crate::work;
 
 const BS: u64 = 4096;
 const INODE_SIZE: u64 = 256;
@@ -597,32 +596,11 @@ fn superblock(geo: &Geometry, group: u64, inodes: u64, free_blocks: u64, free_in
     s
 }
 
-/// Copy every regular file's bytes to its blocks, on every core.
+/// Copy every regular file's bytes to its blocks. One writer: every write into the image
+/// takes the image inode's lock, so a second thread only spins on it (measured: more system
+/// time, no gain).
 fn copy_contents(manifest: &Manifest, image: &File, copies: &[(Ino, Vec<u32>)], out: &Path) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    // One writer: every write into the image takes the image inode's lock, so a second thread
-    // only spins on it (measured: more system time, no gain).
-    let threads = 1;
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= copies.len() || failure.lock().unwrap().is_some() {
-                    return;
-                }
-                let (ino, blocks) = &copies[i];
-                if let Err(e) = copy_one(manifest, image, *ino, blocks, out) {
-                    *failure.lock().unwrap() = Some(e);
-                    return;
-                }
-            });
-        }
-    });
-    match failure.into_inner().unwrap() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    work::for_each(copies, 1, |(ino, blocks)| copy_one(manifest, image, *ino, blocks, out))
 }
 
 /// Runs of consecutive blocks: (first block, count, offset in the file).

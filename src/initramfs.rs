@@ -29,7 +29,7 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
 
     // Cut into segments of about equal size.
     let total: u64 = entries.iter().map(|(_, ino)| manifest.inode(*ino).meta.size + 512).sum();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let threads = crate::work::cores();
     let target = (total / (threads as u64 * 4)).max(4 << 20);
     let mut segments: Vec<&[(Vec<u8>, Ino)]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);

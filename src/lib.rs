@@ -25,3 +25,4 @@ pub mod packager;
 pub mod prepare;
 pub mod resolve;
 pub mod sys;
+pub mod work;
