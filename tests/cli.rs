@@ -284,3 +284,27 @@ fn compressed_inputs_are_sniffed() {
     assert_eq!(fs::read_to_string(t.path("o2/etc/motd")).unwrap(), "hi\n");
     assert!(t.path("o2/etc/hostname").exists());
 }
+
+/// Base images unpack as GNU tar does for the original: devices, fifos, hard links (with
+/// their link counts), setuid bits, owners, absolute and relative symlinks.
+#[test]
+fn base_image_special_files_match_the_original() {
+    let t = Scratch::new("specials");
+    let src = t.path("src");
+    fs::create_dir_all(src.join("dev")).unwrap();
+    fs::create_dir_all(src.join("usr/bin")).unwrap();
+    let sh = |cmd: &str| ok(std::process::Command::new("sh").arg("-c").arg(cmd).current_dir(&src));
+    sh("mknod dev/null c 1 3 && mknod dev/sda b 8 0 && mkfifo dev/pipe && chmod 0640 dev/sda");
+    sh("echo tool > usr/bin/tool && chmod 4755 usr/bin/tool && ln usr/bin/tool usr/bin/tool2");
+    sh("chown 1234:5678 usr/bin/tool && ln -s /usr/bin/tool usr/bin/abs && ln -s tool usr/bin/rel");
+    let d = t.path("d");
+    fs::create_dir_all(&d).unwrap();
+    ok(std::process::Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(d.join("base.tar.gz")).arg("."));
+    ok(oracle().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("theirs")));
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("ours")));
+    let diff = compare(&t.path("theirs"), &t.path("ours"));
+    assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+        "missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+    let m = fs::metadata(t.path("ours/usr/bin/tool2")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m), 2);
+}
