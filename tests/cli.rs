@@ -225,6 +225,21 @@ fn killed_build_keeps_previous_output() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
+    // The next build removes what the killed one left behind, and nothing else.
+    let leftovers = |t: &Scratch| -> Vec<String> {
+        fs::read_dir(&t.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("out."))
+            .collect()
+    };
+    assert_eq!(leftovers(&t).len(), 1, "the killed build's temporary directory");
+    fs::create_dir(t.path("out.keepme12")).unwrap();
+    let d = t.path("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), "/etc/hostname\n").unwrap();
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&out));
+    assert_eq!(leftovers(&t), vec!["out.keepme12".to_string()]);
 }
 
 /// A full disk is a one-line error; the previous output stays and nothing is left behind.
