@@ -78,7 +78,12 @@ fn tar_members(path: &Path) -> BTreeMap<String, (u32, u64, u64, Vec<u8>)> {
     out
 }
 
+/// Tests that read host config files through `--prepare` and the one that modifies one must
+/// not overlap (tests in one binary run in parallel).
+static HOST_CONFIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check_prepare(extra_args: &[&str]) {
+    let _serial = HOST_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
     let t = Scratch::new(&format!("prepare{}", extra_args.len()));
     let (theirs, ours_dir) = (t.path("theirs"), t.path("ours"));
     ok(oracle().arg("--prepare").args(extra_args).args(["bash", "coreutils", "-o"]).arg(&theirs));
@@ -152,6 +157,7 @@ fn check_build(input: &Path, name: &str, extra: &[&str]) {
 
 #[test]
 fn build_chroot_bash_coreutils_matches_original() {
+    let _serial = HOST_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
     let t = Scratch::new("prep-bash");
     let d = t.path("supermin.d");
     ok(oracle().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
@@ -173,6 +179,7 @@ fn prepare_fetches_pristine_copy_of_a_modified_config() {
             std::fs::write("/etc/bash.bashrc", &self.0).unwrap();
         }
     }
+    let _serial = HOST_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
     let original = std::fs::read("/etc/bash.bashrc").unwrap();
     let _restore = Restore(original.clone());
     let mut changed = original.clone();
