@@ -66,9 +66,13 @@ fn database_path(root: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The database file: rpm rewrites it on every install and removal.
+/// The database file, and its write-ahead log: rpm's sqlite database is in WAL mode, so an
+/// install may change only `rpmdb.sqlite-wal` until sqlite checkpoints.
 pub fn database_files(root: &Path) -> Vec<PathBuf> {
-    database_path(root).into_iter().collect()
+    let Some(db) = database_path(root) else { return Vec::new() };
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    vec![db, PathBuf::from(wal)]
 }
 
 /// rpm's own name for the machine's architecture (what `rpm --eval %_arch` says).
