@@ -104,6 +104,7 @@ fn mount(args: Vec<String>) -> Result<()> {
 /// `--build` does, with base images in the mapped cache.
 fn resolve_view(inputs: &[PathBuf], mountpoint: &Path, include_packagelist: bool) -> Result<ManifestView> {
     mountpoint::check(mountpoint).map_err(|e| Error::new(e.to_string()))?;
+    let started = std::time::Instant::now();
     let root = PathBuf::from("/");
     let driver = Driver::detect(&root)?;
     let pm = driver.open(&root)?;
@@ -111,6 +112,7 @@ fn resolve_view(inputs: &[PathBuf], mountpoint: &Path, include_packagelist: bool
     let resolved = build::resolve_inputs_cached(pm.as_ref(), inputs, &root, include_packagelist, cache.as_ref())?;
     drop(pm);
     trim_heap();
+    log::info!("mount: resolved the appliance in {} ms", started.elapsed().as_millis());
     // Absolute, so `materialize MOUNTPOINT` works from any directory.
     let inputs = inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
     let record = Record { inputs, include_packagelist };
