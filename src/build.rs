@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use log::info;
+use supermin_fuse::cache::ImageCache;
 
 use crate::error::{Error, Result};
 use crate::freshness::{self, Sources};
@@ -75,10 +76,22 @@ impl Options {
 
 /// Read the inputs and resolve them to a manifest (shared with `mount` and `materialize`).
 pub fn resolve_inputs(pm: &dyn PackageManager, inputs: &[PathBuf], root: &Path, include_packagelist: bool) -> Result<Resolved> {
+    resolve_inputs_cached(pm, inputs, root, include_packagelist, None)
+}
+
+/// [`resolve_inputs`] with base images kept in `cache` (mapped) instead of the heap: for a
+/// mount, which holds them for its whole life.
+pub fn resolve_inputs_cached(
+    pm: &dyn PackageManager,
+    inputs: &[PathBuf],
+    root: &Path,
+    include_packagelist: bool,
+    cache: Option<&ImageCache>,
+) -> Result<Resolved> {
     if inputs.is_empty() {
         return Err(Error::new("build: no input supermin appliance specified"));
     }
-    let inputs = Inputs::read(inputs)?;
+    let inputs = Inputs::read_cached(inputs, cache)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime: now, ..Meta::default() };
     resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })

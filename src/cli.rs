@@ -21,6 +21,9 @@ Usage:
   supermin --prepare LIST OF PACKAGES ... -o OUTPUTDIR
   supermin --build -f chroot|ext2 INPUT [INPUT ...] -o OUTPUTDIR
   supermin prepare|build ...      (the same, as subcommands)
+  supermin mount [--daemon] SUPERMIN.D... MOUNTPOINT   (a lazy read-only view; see mount --help)
+  supermin umount MOUNTPOINT
+  supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs -o OUTPUTDIR
   supermin --list-drivers
 For full instructions, read the README.
 
@@ -100,6 +103,12 @@ fn sysroot(m: &ArgMatches) -> Result<PathBuf> {
 /// Run the tool with `args` (without the program name); returns the exit code.
 pub fn run(args: Vec<String>) -> Result<()> {
     let mut args = args;
+    // The view's commands have their own syntax; everything else is the classic parser.
+    if let Some(first) = args.first().cloned() {
+        if let Some(result) = crate::mount::run(&first, args[1..].to_vec()) {
+            return result;
+        }
+    }
     // `supermin prepare …` / `supermin build …` are the classic flags spelled as words.
     if let Some(first) = args.first() {
         if first == "prepare" || first == "build" {

@@ -10,15 +10,20 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use supermin_fuse::cache::ImageCache;
+
 use crate::error::{Error, IoContext, Result};
 
-/// A base image: an uncompressed tar archive held in memory (they are small: libguestfs's
-/// largest, daemon.tar.gz, is a few MB unpacked).
+/// A base image: an uncompressed tar archive, in memory for a build (they are small:
+/// libguestfs's largest, daemon.tar.gz, is a few MB unpacked) or in a mapped cache file for a
+/// mount, which serves members for its whole life (see [`Inputs::read_cached`]).
 #[derive(Clone)]
 pub struct BaseImage {
     pub path: PathBuf,
-    pub tar: Arc<Vec<u8>>,
+    pub tar: ImageBytes,
 }
+
+pub type ImageBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 #[derive(Default, Clone)]
 pub struct Inputs {
@@ -37,14 +42,20 @@ pub struct Inputs {
 impl Inputs {
     /// Read the given inputs; directories are walked recursively, entries in byte order.
     pub fn read(args: &[PathBuf]) -> Result<Inputs> {
+        Inputs::read_cached(args, None)
+    }
+
+    /// Like [`Inputs::read`], with base images decompressed once into `cache` and mapped
+    /// from there (a cached image is not even read again).
+    pub fn read_cached(args: &[PathBuf], cache: Option<&ImageCache>) -> Result<Inputs> {
         let mut inputs = Inputs::default();
         for arg in args {
-            inputs.visit(arg)?;
+            inputs.visit(arg, cache)?;
         }
         Ok(inputs)
     }
 
-    fn visit(&mut self, path: &Path) -> Result<()> {
+    fn visit(&mut self, path: &Path, cache: Option<&ImageCache>) -> Result<()> {
         let meta = fs::metadata(path).at(path, "cannot read input")?;
         self.visited.push(path.to_path_buf());
         if meta.is_dir() {
@@ -56,15 +67,30 @@ impl Inputs {
             // Byte order, as OCaml's `compare` on strings.
             names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
             for name in names {
-                self.visit(&path.join(name))?;
+                self.visit(&path.join(name), cache)?;
             }
+            return Ok(());
+        }
+        // Only tar archives are ever cached, so a hit is a base image.
+        if let Some(image) = cache.and_then(|c| c.get(path, &meta)) {
+            self.base_images.push(BaseImage { path: path.to_path_buf(), tar: Arc::new(image) });
             return Ok(());
         }
         let raw = fs::read(path).at(path, "cannot read input")?;
         let data = decompress(path, raw)?;
         match sniff(&data) {
             Kind::Empty => {}
-            Kind::Tar => self.base_images.push(BaseImage { path: path.to_path_buf(), tar: Arc::new(data) }),
+            Kind::Tar => {
+                let tar: ImageBytes = match cache.map(|c| c.put(path, &meta, &data)) {
+                    Some(Ok(image)) => Arc::new(image),
+                    Some(Err(e)) => {
+                        log::warn!("{}: cannot cache the decompressed image ({e}); keeping it in memory", path.display());
+                        Arc::new(data)
+                    }
+                    None => Arc::new(data),
+                };
+                self.base_images.push(BaseImage { path: path.to_path_buf(), tar })
+            }
             Kind::Cpio => {
                 return Err(Error::new(format!(
                     "{}: cpio files are not supported in this version of supermin",

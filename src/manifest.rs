@@ -260,7 +260,7 @@ impl Manifest {
         let name = image.path.display().to_string();
         self.images.push(image);
         let corrupt = |e: std::io::Error| Error::new(format!("{name}: corrupt tar archive: {e}"));
-        let mut archive = tar::Archive::new(&data[..]);
+        let mut archive = tar::Archive::new((*data).as_ref());
         for entry in archive.entries().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
             let raw_path = entry.path_bytes().into_owned();
@@ -337,7 +337,7 @@ impl Manifest {
     pub fn memory_content<'a>(&'a self, content: &'a Content, size: u64) -> Option<&'a [u8]> {
         match content {
             Content::Tar { image, offset } => {
-                let tar = &self.images[*image as usize].tar;
+                let tar = (*self.images[*image as usize].tar).as_ref();
                 let start = *offset as usize;
                 tar.get(start..start + size as usize)
             }

@@ -70,7 +70,9 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     if !inputs.excludes.is_empty() {
         let patterns: Vec<CString> = inputs.excludes.iter().filter_map(|p| CString::new(p.as_str()).ok()).collect();
         listed.retain(|f| {
-            let keep = !patterns.iter().any(|p| fnmatch(p, &f.path));
+            // One C string per path, not one per path and pattern.
+            let Ok(path) = CString::new(f.path.as_str()) else { return true };
+            let keep = !patterns.iter().any(|p| fnmatch_c(p, &path));
             if !keep {
                 debug!("build: excluding {}", f.path);
             }
@@ -86,6 +88,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     }
 
     let mut stats = StatCache::new(opts.root);
+    stats.prefetch(listed.iter().map(|f| f.source.as_str()));
     listed.retain(|f| stats.lstat(&f.source).is_some() || stats.lstat(&f.path).is_some());
     info!("build: {} files, after removing unreadable files", listed.len());
 
@@ -209,6 +212,29 @@ impl<'a> StatCache<'a> {
         self.lstat.entry(path.to_string()).or_insert_with(|| host::lstat(root, path).ok()).as_ref()
     }
 
+    /// lstat `paths` on every core up front: one syscall per file is the largest cost of
+    /// resolving (it decides how soon `mount` is ready), and the passes that follow are
+    /// sequential. Results are what [`StatCache::lstat`] would have cached.
+    fn prefetch<'p>(&mut self, paths: impl Iterator<Item = &'p str>) {
+        let paths: Vec<&str> = paths.filter(|p| !self.lstat.contains_key(*p)).collect();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+        if threads < 2 || paths.len() < 1024 {
+            return;
+        }
+        let root = self.root;
+        let chunks: Vec<Vec<(String, Option<Metadata>)>> = std::thread::scope(|s| {
+            let workers: Vec<_> = paths
+                .chunks(paths.len().div_ceil(threads))
+                .map(|chunk| s.spawn(move || chunk.iter().map(|p| (p.to_string(), host::lstat(root, p).ok())).collect::<Vec<_>>()))
+                .collect();
+            workers.into_iter().filter_map(|w| w.join().ok()).collect()
+        });
+        self.lstat.reserve(paths.len());
+        for chunk in chunks {
+            self.lstat.extend(chunk);
+        }
+    }
+
     /// `stat` (following a final symlink) says directory.
     fn is_dir(&mut self, path: &str) -> bool {
         match self.lstat(path).map(|m| m.file_type()) {
@@ -289,8 +315,13 @@ fn link_target_dir(root: &Path, path: &str) -> String {
     target
 }
 
+#[cfg(test)]
 fn fnmatch(pattern: &CStr, path: &str) -> bool {
     let Ok(path) = CString::new(path) else { return false };
+    fnmatch_c(pattern, &path)
+}
+
+fn fnmatch_c(pattern: &CStr, path: &CStr) -> bool {
     // SAFETY: both are valid NUL-terminated strings.
     unsafe { libc::fnmatch(pattern.as_ptr(), path.as_ptr(), libc::FNM_NOESCAPE) == 0 }
 }

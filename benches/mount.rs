@@ -1,0 +1,236 @@
+//! The lazy view against real trees, in one run: `cargo bench --bench mount` (as root; needs
+//! scripts/install-deps.sh). Not a test: it prints figures and ratios against the targets of
+//! issue 4, and marks each MET or MISSED.
+//!
+//! Compared: `supermin mount` (the view) against the same appliance materialized with our
+//! `--build -f chroot` on the host disk ("native"), and, for readiness, against
+//! `/usr/bin/supermin --build -f chroot` (the original's way to get a usable tree). "Cold"
+//! means after `echo 3 > /proc/sys/vm/drop_caches`. Each figure is a median.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ORACLE: &str = "/usr/bin/supermin";
+const LIBGUESTFS: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
+
+fn ours() -> PathBuf {
+    // Benches are built in <target>/release/deps; the binary sits in <target>/release.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("supermin");
+    assert!(bin.exists(), "build the binary first: cargo build --release");
+    bin
+}
+
+fn sh(script: &str) -> Duration {
+    let start = Instant::now();
+    let status = Command::new("sh").arg("-c").arg(script).stdout(Stdio::null()).status().unwrap();
+    let t = start.elapsed();
+    assert!(status.success(), "{script} failed");
+    t
+}
+
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    fs::write("/proc/sys/vm/drop_caches", "3\n").expect("drop_caches needs root");
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn times(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    median((0..n).map(|_| f()).collect())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One result line: `base` is the reference (native or the original), `view` ours;
+/// `ratio` is how the target is phrased (speed-up or slowdown).
+fn row(name: &str, base: Duration, view: Duration, target: &str, met: bool) {
+    // Slowdowns are phrased view/base, the readiness speed-up base/view.
+    let ratio = if target.contains("sooner") { base.as_secs_f64() / view.as_secs_f64() } else { view.as_secs_f64() / base.as_secs_f64() };
+    println!(
+        "{:<44} {:>10.1} ms {:>10.1} ms {:>8.2}x  {:<16} {}",
+        name,
+        ms(base),
+        ms(view),
+        ratio,
+        target,
+        if met { "MET" } else { "MISSED" }
+    );
+}
+
+struct Mount {
+    mp: PathBuf,
+}
+
+impl Mount {
+    fn new(me: &Path, input: &Path, mp: &Path, args: &[&str]) -> (Mount, Duration) {
+        fs::create_dir_all(mp).unwrap();
+        let start = Instant::now();
+        let status = Command::new(me).arg("mount").arg("--daemon").args(args).arg(input).arg(mp).status().unwrap();
+        assert!(status.success(), "mount failed");
+        // Ready to use: the mount answered `ls /`.
+        let listed = fs::read_dir(mp).unwrap().count();
+        let t = start.elapsed();
+        assert!(listed > 0);
+        (Mount { mp: mp.to_path_buf() }, t)
+    }
+
+    fn pid(&self) -> u32 {
+        let out = Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(&self.mp).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new(ours()).arg("umount").arg(&self.mp).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.mp).stderr(Stdio::null()).status();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: usize) {
+    println!("\n== {name} ==");
+    let native = scratch.join(format!("{name}-native"));
+    assert!(Command::new(me).args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&native).status().unwrap().success());
+    let files = String::from_utf8(Command::new("find").arg(&native).output().unwrap().stdout).unwrap().lines().count();
+    println!("{files} entries");
+
+    // The original's way to a usable tree.
+    let mut i = 0;
+    let original = times(runs.min(3), || {
+        i += 1;
+        let out = scratch.join(format!("{name}-orig-{i}"));
+        let t = sh(&format!("{ORACLE} --build -f chroot {} -o {}", input.display(), out.display()));
+        let _ = Command::new("rm").arg("-rf").arg(&out).status();
+        t
+    });
+    let mp = scratch.join(format!("{name}-mnt"));
+    // The first mount fills the image cache; readiness is measured on the mounts after it,
+    // with the host's package database and files in the page cache, as for the original.
+    drop(Mount::new(me, input, &mp, &[]));
+    let ready = times(runs * 2, || Mount::new(me, input, &mp, &[]).1);
+    row("ready (mount --daemon + ls /) vs original", original, ready, ">= 50x sooner", ms(original) / ms(ready) >= 50.0);
+    println!("{:<44} {:>10.1} ms", "  (ready, absolute)", ms(ready));
+
+    let (m, _) = Mount::new(me, input, &mp, &[]);
+    let find = |root: &Path| format!("find {} -printf '%s %m %u\\n' > /dev/null", root.display());
+    let cold_native = times(runs, || {
+        drop_caches();
+        sh(&find(&native))
+    });
+    let cold_view = times(runs, || {
+        drop_caches();
+        sh(&find(&m.mp))
+    });
+    row("find -printf, cold", cold_native, cold_view, "<= 1.5x", ms(cold_view) <= 1.5 * ms(cold_native));
+    sh(&find(&native));
+    sh(&find(&m.mp));
+    let warm_native = times(runs * 2, || sh(&find(&native)));
+    let warm_view = times(runs * 2, || sh(&find(&m.mp)));
+    row("find -printf, warm", warm_native, warm_view, "<= 1.2x", ms(warm_view) <= 1.2 * ms(warm_native));
+    let rss = rss_kib(m.pid());
+    println!("{:<44} {:>10} KiB {:<16} {}", "daemon RSS after find", rss, "< 32 MiB", if rss < 32 * 1024 { "MET" } else { "MISSED" });
+
+    // GNU tar special-cases an archive named /dev/null (reads nothing): pipe it instead.
+    let tar = |root: &Path| format!("tar cf - -C {} . | cat > /dev/null", root.display());
+    sh(&tar(&native));
+    sh(&tar(&m.mp));
+    let tar_native = times(runs, || sh(&tar(&native)));
+    let tar_view = times(runs, || sh(&tar(&m.mp)));
+    row("tar of every file, warm", tar_native, tar_view, "<= 1.2x", ms(tar_view) <= 1.2 * ms(tar_native));
+    let rss = rss_kib(m.pid());
+    println!("{:<44} {:>10} KiB", "daemon RSS after reading every file", rss);
+}
+
+fn bench_big_file(me: &Path, scratch: &Path, runs: usize) {
+    println!("\n== one large host file (512 MiB), sequential read ==");
+    let data = scratch.join("big-data");
+    fs::create_dir_all(&data).unwrap();
+    let big = data.join("big");
+    sh(&format!("head -c 512M /dev/urandom > {}", big.display()));
+    let d = scratch.join("big.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), format!("{}\n", big.display())).unwrap();
+    let mp = scratch.join("big-mnt");
+    let (m, _) = Mount::new(me, &d, &mp, &[]);
+    let inside = m.mp.join(big.strip_prefix("/").unwrap());
+    let read = |p: &Path| format!("dd if={} of=/dev/null bs=1M", p.display());
+    let mib = 512.0;
+    let report = |label: &str, native: Duration, view: Duration| {
+        let (tn, tv) = (mib / native.as_secs_f64(), mib / view.as_secs_f64());
+        let ratio = tv / tn;
+        println!(
+            "{:<44} {:>8.0} MiB/s {:>8.0} MiB/s {:>8.2}x  {:<16} {}",
+            label,
+            tn,
+            tv,
+            ratio,
+            ">= 0.9x",
+            if ratio >= 0.9 { "MET" } else { "MISSED" }
+        );
+    };
+    let cold_n = times(runs, || {
+        drop_caches();
+        sh(&read(&big))
+    });
+    let cold_v = times(runs, || {
+        drop_caches();
+        sh(&read(&inside))
+    });
+    report("throughput, cold (native, view)", cold_n, cold_v);
+    sh(&read(&big));
+    sh(&read(&inside));
+    let warm_n = times(runs, || sh(&read(&big)));
+    let warm_v = times(runs, || sh(&read(&inside)));
+    report("throughput, warm (native, view)", warm_n, warm_v);
+    drop(m);
+    let (m, _) = Mount::new(me, &d, &mp, &["--no-passthrough"]);
+    let inside = m.mp.join(big.strip_prefix("/").unwrap());
+    let cold_np = times(runs, || {
+        drop_caches();
+        sh(&read(&inside))
+    });
+    report("  without passthrough, cold", cold_n, cold_np);
+    sh(&read(&inside));
+    let warm_np = times(runs, || sh(&read(&inside)));
+    report("  without passthrough, warm", warm_n, warm_np);
+}
+
+fn main() {
+    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
+    let me = ours();
+    let scratch = PathBuf::from("/var/tmp/supermin-mount-bench");
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+    fs::create_dir_all(&scratch).unwrap();
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    println!(
+        "{:<44} {:>13} {:>13} {:>9}  {:<16}",
+        "benchmark (median)", "native/orig", "view", "ratio", "target"
+    );
+
+    let bash = scratch.join("bash.d");
+    assert!(Command::new(&me)
+        .args(["--prepare", "--use-installed", "bash", "coreutils", "-o"])
+        .arg(&bash)
+        .status()
+        .unwrap()
+        .success());
+    bench_appliance(&me, "bash+coreutils", &bash, &scratch, runs);
+    bench_appliance(&me, "libguestfs", Path::new(LIBGUESTFS), &scratch, runs);
+    bench_big_file(&me, &scratch, runs);
+
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+}

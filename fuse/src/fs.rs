@@ -1,0 +1,397 @@
+//! The request handlers: a [`fuser::Filesystem`] over a [`View`].
+//!
+//! Every handler computes its answer inside [`guarded`], which turns a panic into `EIO` for
+//! that one request: a panic escaping a handler would end its event-loop thread and take the
+//! whole mount down.
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::files::Files;
+use crate::{Attr, Data, Ino, View};
+
+/// Host files at least this large are handed to the kernel (passthrough); smaller ones are
+/// read through the daemon once and then kept in the page cache (KEEP_CACHE, which the kernel
+/// refuses with passthrough). Measured on libguestfs's appliance (mostly small files): `tar`
+/// of every file, warm, took 0.4 s through the daemon and 0.7-1.0 s with passthrough for all,
+/// because every passthrough open registers and unregisters a backing file.
+const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+
+/// The tree never changes while mounted, so the kernel may keep what it learns for as long
+/// as it likes; a year is "forever" without risking overflow in the kernel's conversion.
+const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+pub(crate) struct ViewFs<V: View> {
+    view: V,
+    files: Files,
+}
+
+thread_local! {
+    /// One read buffer per event-loop thread, reused for every read.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f`, turning a panic into EIO.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            log::error!("{what}: internal error (panic); answered EIO");
+            Err(Errno::EIO)
+        }
+    }
+}
+
+fn errno(e: &io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// View inode ↔ kernel inode: the kernel's root is 1 and 0 means "no inode".
+fn view_ino(ino: INodeNo) -> Result<Ino, Errno> {
+    ino.0.checked_sub(1).ok_or(Errno::ENOENT)
+}
+
+fn kernel_ino(ino: Ino) -> INodeNo {
+    INodeNo(ino + 1)
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn time(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::new(secs.unsigned_abs(), 0)).unwrap_or(UNIX_EPOCH)
+    }
+}
+
+fn file_attr(ino: Ino, a: &Attr) -> FileAttr {
+    let t = time(a.mtime, a.mtime_nsec);
+    FileAttr {
+        ino: kernel_ino(ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: file_type(a.mode),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        // Linux's dev_t for majors < 4096 is the kernel's 32-bit encoding FUSE carries.
+        rdev: a.rdev as u32,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// A negative entry: inode 0 with a TTL tells the kernel to remember that the name is absent.
+fn negative() -> FileAttr {
+    FileAttr { ino: INodeNo(0), ..file_attr(0, &Attr::default()) }
+}
+
+impl<V: View> ViewFs<V> {
+    pub(crate) fn new(view: V, passthrough: bool) -> Self {
+        ViewFs { view, files: Files::new(passthrough) }
+    }
+
+    fn attr(&self, ino: Ino) -> Result<Attr, Errno> {
+        self.view.attr(ino).ok_or(Errno::ENOENT)
+    }
+
+    fn is_dir(&self, ino: Ino) -> Result<Attr, Errno> {
+        let a = self.attr(ino)?;
+        if a.mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(a)
+    }
+
+    /// Entries of a directory from cookie `offset`: `.` is 1, `..` is 2, children 3.., each
+    /// entry's cookie being the one to resume *after* it. `add` returns true when full.
+    fn entries(&self, dir: Ino, offset: u64, add: &mut dyn FnMut(u64, &[u8], Ino) -> bool) -> Result<(), Errno> {
+        self.is_dir(dir)?;
+        if offset < 1 && add(1, b".", dir) {
+            return Ok(());
+        }
+        if offset < 2 && add(2, b"..", self.view.parent(dir)) {
+            return Ok(());
+        }
+        let skip = offset.saturating_sub(2) as usize;
+        let mut cookie = offset.max(2);
+        self.view
+            .children(dir, skip, &mut |name, ino| {
+                cookie += 1;
+                !add(cookie, name, ino)
+            })
+            .ok_or(Errno::ENOTDIR)
+    }
+
+    fn xattr_reply(value: Vec<u8>, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if value.len() > size as usize {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&value);
+        }
+    }
+}
+
+impl<V: View> Filesystem for ViewFs<V> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Each is asked for separately: an older kernel lacking one still gets the others.
+        for flag in [
+            // Attributes come with directory listings: `find`/`ls -l` need no lookup per entry.
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                log::debug!("kernel does not offer {flag:?}");
+            }
+        }
+        if self.files.passthrough() {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !ok {
+                self.files.disable_passthrough(&io::Error::other("kernel does not offer FUSE_PASSTHROUGH"));
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = guarded("lookup", || {
+            let parent = view_ino(parent)?;
+            self.is_dir(parent)?;
+            match self.view.lookup(parent, name.as_bytes()) {
+                Some(ino) => Ok(Some((ino, self.attr(ino)?))),
+                None => Ok(None),
+            }
+        });
+        match r {
+            Ok(Some((ino, a))) => reply.entry(&TTL, &file_attr(ino, &a), Generation(0)),
+            Ok(None) => reply.entry(&TTL, &negative(), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match guarded("getattr", || {
+            let ino = view_ino(ino)?;
+            Ok((ino, self.attr(ino)?))
+        }) {
+            Ok((ino, a)) => reply.attr(&TTL, &file_attr(ino, &a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match guarded("readlink", || {
+            let ino = view_ino(ino)?;
+            self.view.readlink(ino).map(<[u8]>::to_vec).ok_or(Errno::EINVAL)
+        }) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        // The kernel keeps pages across opens: nothing can change underneath.
+        let keep = FopenFlags::FOPEN_KEEP_CACHE;
+        let r = guarded("open", || {
+            let ino = view_ino(ino)?;
+            match self.view.data(ino) {
+                Some(Data::Host(path)) => {
+                    // Opening now (not at first read) reports a vanished host file at open.
+                    let file = self.files.get(ino, path).map_err(|e| {
+                        log::debug!("{}: {e}", path.display());
+                        errno(&e)
+                    })?;
+                    let big = self.attr(ino)?.size >= PASSTHROUGH_MIN_SIZE;
+                    Ok(Some((file, big)))
+                }
+                Some(Data::Bytes(_)) => Ok(None),
+                None => Err(if self.attr(ino)?.mode & libc::S_IFMT == libc::S_IFDIR { Errno::EISDIR } else { Errno::EINVAL }),
+            }
+        });
+        match r {
+            Ok(Some((file, true))) if self.files.passthrough() => match reply.open_backing(&*file) {
+                // The kernel refuses KEEP_CACHE with passthrough (the backing file's page cache
+                // is used instead), and a refused open is EIO for the caller.
+                Ok(id) => self.files.keep_backing(id, file, |fh, id| {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, id)
+                }),
+                Err(e) => {
+                    self.files.disable_passthrough(&e);
+                    reply.opened(FileHandle(0), keep);
+                }
+            },
+            Ok(_) => reply.opened(FileHandle(0), keep),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = guarded("read", || {
+            let ino = view_ino(ino)?;
+            match self.view.data(ino) {
+                Some(Data::Bytes(bytes)) => {
+                    let start = (offset.min(bytes.len() as u64)) as usize;
+                    let end = start.saturating_add(size as usize).min(bytes.len());
+                    reply_slot(|buf| buf.extend_from_slice(&bytes[start..end]))
+                }
+                Some(Data::Host(path)) => READ_BUF.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    self.files.read(ino, path, offset, size as usize, &mut buf).map_err(|e| {
+                        log::debug!("{}: {e}", path.display());
+                        errno(&e)
+                    })?;
+                    Ok(std::mem::take(&mut *buf))
+                }),
+                None => Err(Errno::EINVAL),
+            }
+        });
+        match r {
+            Ok(data) => {
+                reply.data(&data);
+                // Give the buffer back for the next read on this thread.
+                READ_BUF.with(|b| *b.borrow_mut() = data);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _ = guarded("release", || {
+            self.files.release(fh.0);
+            Ok(())
+        });
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match guarded("opendir", || self.is_dir(view_ino(ino)?)) {
+            // Listings stay in the kernel's cache across opens.
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = guarded("readdir", || {
+            let dir = view_ino(ino)?;
+            self.entries(dir, offset, &mut |cookie, name, child| {
+                let kind = self.view.attr(child).map(|a| file_type(a.mode)).unwrap_or(FileType::RegularFile);
+                reply.add(kernel_ino(child), cookie, kind, OsStr::from_bytes(name))
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = guarded("readdirplus", || {
+            let dir = view_ino(ino)?;
+            self.entries(dir, offset, &mut |cookie, name, child| {
+                let a = self.view.attr(child).unwrap_or_default();
+                reply.add(kernel_ino(child), cookie, OsStr::from_bytes(name), &TTL, &file_attr(child, &a), Generation(0))
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Read-only: nothing free; sizes are not tracked (df shows 0, as for squashfuse).
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match guarded("getxattr", || self.view.xattr(view_ino(ino)?, name.as_bytes()).ok_or(Errno::ENODATA)) {
+            Ok(value) => Self::xattr_reply(value, size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match guarded("listxattr", || {
+            let mut out = Vec::new();
+            for name in self.view.xattr_names(view_ino(ino)?) {
+                out.extend_from_slice(&name);
+                out.push(0);
+            }
+            Ok(out)
+        }) {
+            Ok(list) => Self::xattr_reply(list, size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Without default_permissions only the mounting user can reach us at all (the kernel
+        // refuses everyone else), and that user may read everything; nothing is writable.
+        match guarded("access", || self.attr(view_ino(ino)?)) {
+            Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+/// Copy into a fresh buffer taken from this thread's spare.
+fn reply_slot(fill: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, Errno> {
+    let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.clear();
+    fill(&mut buf);
+    Ok(buf)
+}

@@ -1,0 +1,75 @@
+//! A read-only FUSE filesystem over any immutable tree that implements [`View`].
+//!
+//! This crate knows nothing of supermin, packages or manifests: the tree's owner implements
+//! [`View`] (names → inode numbers → attributes, link targets and where file bytes are), and
+//! [`serve`] presents it at a mountpoint. Because the tree cannot change while mounted, every
+//! answer is cached by the kernel for as long as it wants (entries, attributes, negative
+//! lookups, symlinks, page cache), and host files are handed to the kernel with FUSE
+//! passthrough where it is allowed, so most work never reaches this process.
+//!
+//! Modules: [`fs`] (the request handlers), [`files`] (opened host files: a bounded cache and
+//! passthrough handles), [`cache`] (decompressed images as mapped cache files), [`mountpoint`]
+//! (checks before mounting, unmounting, finding the daemon of a mount), [`session`] (mount,
+//! readiness, signals).
+
+pub mod cache;
+mod files;
+mod fs;
+pub mod mountpoint;
+pub mod session;
+
+use std::path::Path;
+
+pub use session::{serve, Options};
+
+/// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these
+/// plus one, because FUSE reserves 0 and calls the root 1.)
+pub type Ino = u64;
+pub const ROOT: Ino = 0;
+
+/// What `stat` says about an inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attr {
+    /// Full `st_mode`: file type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub rdev: u64,
+    pub nlink: u32,
+}
+
+/// Where a regular file's bytes are.
+pub enum Data<'a> {
+    /// A host file, opened when the file is opened (its size may have changed since the view
+    /// was made; reads return what is there now).
+    Host(&'a Path),
+    /// Bytes in memory or in a mapping that lives as long as the view.
+    Bytes(&'a [u8]),
+}
+
+/// An immutable tree. Every method is a pure read: it is called from several threads at once
+/// and must not block for long (no package database, no decompression here).
+pub trait View: Send + Sync + 'static {
+    /// `None` for an inode number the view does not have.
+    fn attr(&self, ino: Ino) -> Option<Attr>;
+    /// The child `name` of directory `parent`.
+    fn lookup(&self, parent: Ino, name: &[u8]) -> Option<Ino>;
+    /// The parent of a directory (the root is its own parent), for `..`.
+    fn parent(&self, dir: Ino) -> Ino;
+    /// Call `f(name, ino)` for the children of `dir` in a stable order, starting at the
+    /// `skip`-th; stop when `f` returns `false`. `None` when `dir` is not a directory.
+    fn children(&self, dir: Ino, skip: usize, f: &mut dyn FnMut(&[u8], Ino) -> bool) -> Option<()>;
+    fn readlink(&self, ino: Ino) -> Option<&[u8]>;
+    fn data(&self, ino: Ino) -> Option<Data<'_>>;
+    /// Extended attributes: the value of `name` on `ino`.
+    fn xattr(&self, _ino: Ino, _name: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    /// Names of the extended attributes of `ino`.
+    fn xattr_names(&self, _ino: Ino) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+}

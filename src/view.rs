@@ -1,0 +1,210 @@
+//! The manifest as a [`supermin_fuse::View`]: what `supermin mount` serves.
+//!
+//! The view is the manifest itself plus the two things a filesystem needs that a writer does
+//! not: each directory's parent (for `..`) and link counts. Both come from one walk of the
+//! reachable tree; unreachable inodes (replaced entries) stay invisible because the kernel
+//! only learns inode numbers from lookups and listings, which start at the root.
+//!
+//! The mount root also carries the mount's *record* as `user.supermin.*` extended attributes
+//! (inputs, options, daemon pid), so `supermin materialize MOUNTPOINT` can build exactly what
+//! is mounted and `supermin umount` can wait for the daemon to finish.
+
+use std::path::PathBuf;
+
+use supermin_fuse::{Attr, Data, View};
+
+use crate::manifest::{Ino, Manifest, Node, ROOT};
+
+/// Extended attribute names on the mount root.
+pub const XATTR_INPUTS: &str = "user.supermin.inputs";
+pub const XATTR_OPTIONS: &str = "user.supermin.options";
+pub const XATTR_PID: &str = "user.supermin.pid";
+
+/// What was mounted: enough to resolve the same appliance again.
+pub struct Record {
+    /// Absolute paths of the inputs.
+    pub inputs: Vec<PathBuf>,
+    pub include_packagelist: bool,
+}
+
+impl Record {
+    /// Inputs as stored in the xattr: NUL-separated absolute paths.
+    pub fn encode_inputs(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let parts: Vec<&[u8]> = self.inputs.iter().map(|p| p.as_os_str().as_bytes()).collect();
+        parts.join(&0u8)
+    }
+
+    pub fn decode(inputs: &[u8], options: &[u8]) -> Record {
+        use std::os::unix::ffi::OsStrExt;
+        Record {
+            inputs: inputs
+                .split(|&b| b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+                .collect(),
+            include_packagelist: options.split(|&b| b == b' ').any(|o| o == b"include-packagelist"),
+        }
+    }
+}
+
+pub struct ManifestView {
+    manifest: Manifest,
+    /// Per inode: names for non-directories; 2 + subdirectories for directories (as ext4).
+    nlink: Vec<u32>,
+    parent: Vec<Ino>,
+    xattrs: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl ManifestView {
+    pub fn new(manifest: Manifest, record: &Record) -> ManifestView {
+        let n = manifest.inodes.len();
+        let mut nlink = vec![0u32; n];
+        let mut parent: Vec<Ino> = vec![ROOT; n];
+        nlink[ROOT as usize] = 2;
+        let mut stack = vec![ROOT];
+        while let Some(dir) = stack.pop() {
+            let Some(children) = manifest.children(dir) else { continue };
+            for &child in children.values() {
+                if matches!(manifest.inode(child).node, Node::Dir(_)) {
+                    nlink[dir as usize] += 1;
+                    nlink[child as usize] = 2;
+                    parent[child as usize] = dir;
+                    stack.push(child);
+                } else {
+                    nlink[child as usize] += 1;
+                }
+            }
+        }
+        let options = if record.include_packagelist { "include-packagelist" } else { "" };
+        let xattrs = vec![
+            (XATTR_INPUTS, record.encode_inputs()),
+            (XATTR_OPTIONS, options.as_bytes().to_vec()),
+            (XATTR_PID, std::process::id().to_string().into_bytes()),
+        ];
+        ManifestView { manifest, nlink, parent, xattrs }
+    }
+
+    fn get(&self, ino: u64) -> Option<(Ino, &crate::manifest::Inode)> {
+        let i = Ino::try_from(ino).ok()?;
+        self.manifest.inodes.get(i as usize).map(|inode| (i, inode))
+    }
+}
+
+impl View for ManifestView {
+    fn attr(&self, ino: u64) -> Option<Attr> {
+        let (i, inode) = self.get(ino)?;
+        let m = &inode.meta;
+        Some(Attr {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            size: m.size,
+            mtime: m.mtime,
+            mtime_nsec: m.mtime_nsec,
+            rdev: m.rdev,
+            nlink: self.nlink[i as usize].max(1),
+        })
+    }
+
+    fn lookup(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        let (i, _) = self.get(parent)?;
+        self.manifest.children(i)?.get(name).map(|&c| u64::from(c))
+    }
+
+    fn parent(&self, dir: u64) -> u64 {
+        self.get(dir).map(|(i, _)| u64::from(self.parent[i as usize])).unwrap_or(0)
+    }
+
+    fn children(&self, dir: u64, skip: usize, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Option<()> {
+        let (i, _) = self.get(dir)?;
+        for (name, &child) in self.manifest.children(i)?.iter().skip(skip) {
+            if !f(name, u64::from(child)) {
+                break;
+            }
+        }
+        Some(())
+    }
+
+    fn readlink(&self, ino: u64) -> Option<&[u8]> {
+        match &self.get(ino)?.1.node {
+            Node::Symlink(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    fn data(&self, ino: u64) -> Option<Data<'_>> {
+        let (_, inode) = self.get(ino)?;
+        match &inode.node {
+            Node::File(crate::manifest::Content::Host(path)) => Some(Data::Host(path)),
+            Node::File(content) => self.manifest.memory_content(content, inode.meta.size).map(Data::Bytes),
+            _ => None,
+        }
+    }
+
+    fn xattr(&self, ino: u64, name: &[u8]) -> Option<Vec<u8>> {
+        if ino != u64::from(ROOT) {
+            return None;
+        }
+        self.xattrs.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, v)| v.clone())
+    }
+
+    fn xattr_names(&self, ino: u64) -> Vec<Vec<u8>> {
+        if ino != u64::from(ROOT) {
+            return Vec::new();
+        }
+        self.xattrs.iter().map(|(n, _)| n.as_bytes().to_vec()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::manifest::{Content, Inode, Meta, S_IFDIR, S_IFREG};
+
+    fn tree() -> Manifest {
+        let dir = Meta { mode: S_IFDIR | 0o755, ..Meta::default() };
+        let mut m = Manifest::new(dir);
+        assert!(m.mkdir(b"/etc", dir));
+        assert!(m.mkdir(b"/etc/sub", dir));
+        let file = Inode {
+            meta: Meta { mode: S_IFREG | 0o644, size: 5, ..Meta::default() },
+            node: Node::File(Content::Inline(Arc::new(b"hello".to_vec()))),
+        };
+        let f = m.create(b"/etc/a", file, true).unwrap();
+        assert!(m.hard_link(b"/etc/b", f));
+        m
+    }
+
+    #[test]
+    fn links_parents_and_contents() {
+        let v = ManifestView::new(tree(), &Record { inputs: vec!["/d".into()], include_packagelist: false });
+        let etc = v.lookup(0, b"etc").unwrap();
+        let a = v.lookup(etc, b"a").unwrap();
+        assert_eq!(v.lookup(etc, b"b"), Some(a));
+        assert_eq!(v.attr(a).unwrap().nlink, 2);
+        assert_eq!(v.attr(etc).unwrap().nlink, 3);
+        assert_eq!(v.attr(0).unwrap().nlink, 3);
+        let sub = v.lookup(etc, b"sub").unwrap();
+        assert_eq!(v.parent(sub), etc);
+        assert!(matches!(v.data(a), Some(Data::Bytes(b"hello"))));
+        assert!(v.lookup(a, b"x").is_none());
+        assert!(v.attr(1 << 40).is_none());
+        let mut names = Vec::new();
+        v.children(etc, 1, &mut |n, _| {
+            names.push(n.to_vec());
+            true
+        });
+        assert_eq!(names, vec![b"b".to_vec(), b"sub".to_vec()]);
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let r = Record { inputs: vec!["/a b".into(), "/c".into()], include_packagelist: true };
+        let back = Record::decode(&r.encode_inputs(), b"include-packagelist");
+        assert_eq!(back.inputs, r.inputs);
+        assert!(back.include_packagelist);
+    }
+}

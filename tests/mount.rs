@@ -1,0 +1,322 @@
+//! The lazy view (`supermin mount`) against oracles: the chroot build of the same input (entry
+//! for entry), the host's own programs and files, and the kernel's mount table. Mounts are
+//! real (the CI runs as root) and always undone by a guard, also when an assertion fails.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Unmounts at drop, lazily and by every means, so a failed test leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).stderr(Stdio::null()).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.0).stderr(Stdio::null()).status();
+    }
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let mp = fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+}
+
+fn mount_options(mp: &Path) -> String {
+    let mp = fs::canonicalize(mp).unwrap();
+    let table = fs::read_to_string("/proc/mounts").unwrap();
+    let line = table.lines().find(|l| l.split(' ').nth(1) == Some(mp.to_str().unwrap())).expect("mounted");
+    line.split(' ').nth(3).unwrap().to_string()
+}
+
+/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready.
+fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
+    fs::create_dir_all(mp).unwrap();
+    let guard = Mounted(mp.to_path_buf());
+    ok(ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
+    assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
+    guard
+}
+
+fn prepare_bash(s: &Scratch) -> PathBuf {
+    let d = s.path("supermin.d");
+    ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
+    d
+}
+
+fn assert_no_difference(expected: &Path, got: &Path) {
+    let diff = compare(expected, got);
+    let show = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ");
+    assert!(diff.missing.is_empty(), "{} paths missing, e.g.:\n  {}", diff.missing.len(), show(&diff.missing));
+    assert!(diff.different.is_empty(), "{} paths differ, e.g.:\n  {}", diff.different.len(), show(&diff.different));
+    assert!(diff.extra.is_empty(), "{} extra paths, e.g.:\n  {}", diff.extra.len(), show(&diff.extra));
+}
+
+fn view_equals_build(name: &str, input: &Path, s: &Scratch) {
+    let built = s.path(&format!("{name}-built"));
+    ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
+    let mp = s.path(&format!("{name}-mnt"));
+    let _m = mount(input, &mp, &[]);
+    assert_no_difference(&built, &mp);
+}
+
+#[test]
+fn view_of_bash_coreutils_equals_the_chroot_build() {
+    let s = Scratch::new("mount-bash");
+    let d = prepare_bash(&s);
+    view_equals_build("bash", &d, &s);
+}
+
+#[test]
+fn view_of_libguestfs_appliance_equals_the_chroot_build() {
+    let s = Scratch::new("mount-guestfs");
+    view_equals_build("guestfs", Path::new(LIBGUESTFS_APPLIANCE), &s);
+}
+
+#[test]
+fn programs_run_from_the_view_in_a_chroot() {
+    let s = Scratch::new("mount-chroot");
+    let d = prepare_bash(&s);
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &["--suid", "--dev"]);
+    let opts = mount_options(&mp);
+    assert!(!opts.contains("nosuid") && !opts.contains("nodev"), "{opts}");
+    // exec, the dynamic loader, mmap of libraries from the view; output checked against the
+    // host's own copies of the same programs.
+    let out = ok(Command::new("chroot").arg(&mp).args([
+        "/bin/bash",
+        "-c",
+        "echo $((6*7)); /usr/bin/sort --version | /usr/bin/head -n1; /usr/bin/sha256sum /usr/bin/ls",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let host_sort = ok(Command::new("sh").args(["-c", "sort --version | head -n1"])).stdout;
+    let host_sum = ok(Command::new("sha256sum").arg("/usr/bin/ls")).stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "42");
+    assert_eq!(lines[1], String::from_utf8_lossy(&host_sort).trim());
+    assert_eq!(lines[2].split_whitespace().next(), String::from_utf8_lossy(&host_sum).split_whitespace().next());
+}
+
+#[test]
+fn defaults_are_private_nosuid_nodev_and_read_only() {
+    let s = Scratch::new("mount-defaults");
+    let d = prepare_bash(&s);
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &[]);
+    let opts = mount_options(&mp);
+    for o in ["ro", "nosuid", "nodev"] {
+        assert!(opts.split(',').any(|x| x == o), "{o} missing from {opts}");
+    }
+    // Another user cannot even enter.
+    let other = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"]).arg(&mp));
+    assert!(!other.status.success(), "another user could list the mount");
+    // Nothing is writable, also for its owner.
+    let err = fs::write(mp.join("new-file"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    // Names that are not in the appliance are absent (and stay so: negative entries).
+    for _ in 0..2 {
+        assert!(!mp.join("usr/share/doc/nonexistent").exists());
+    }
+}
+
+#[test]
+fn allow_other_enforces_modes() {
+    let s = Scratch::new("mount-allow-other");
+    // The scratch directory must be traversable by the other user.
+    fs::set_permissions(&s.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let data = s.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let (public, private) = (data.join("public"), data.join("private"));
+    fs::write(&public, b"public\n").unwrap();
+    fs::write(&private, b"private\n").unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    let d = s.path("supermin.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), format!("{}\n{}\n", public.display(), private.display())).unwrap();
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &["--allow-other"]);
+    let nobody = |p: &Path| {
+        let inside = mp.join(p.strip_prefix("/").unwrap());
+        run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(inside))
+    };
+    // Oracle: what the same user gets from the host's files.
+    for f in [&public, &private] {
+        let host = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(f));
+        let view = nobody(f);
+        assert_eq!(view.status.success(), host.status.success(), "{}", f.display());
+        assert_eq!(view.stdout, host.stdout);
+    }
+    assert!(!nobody(&private).status.success(), "the 0600 file must not be readable by another user");
+    let opts = mount_options(&mp);
+    assert!(opts.contains("default_permissions") && opts.contains("allow_other"), "{opts}");
+}
+
+fn one_line_error(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("supermin: ") && err.trim_end().lines().count() == 1, "not one line: {err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+#[test]
+fn bad_mountpoints_are_one_line_errors() {
+    let s = Scratch::new("mount-errors");
+    let d = prepare_bash(&s);
+    let missing = s.path("missing");
+    one_line_error(&run(ours().arg("mount").arg(&d).arg(&missing)), "does not exist");
+    let full = s.path("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("x"), b"").unwrap();
+    one_line_error(&run(ours().arg("mount").arg(&d).arg(&full)), "not empty");
+    one_line_error(&run(ours().arg("mount").arg("--daemon").arg(&d).arg(&full)), "not empty");
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &[]);
+    one_line_error(&run(ours().arg("mount").arg("--daemon").arg(&d).arg(&mp)), "already mounted");
+    // No /dev/fuse: a private mount namespace with an empty /dev.
+    let empty = s.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {} mount {} {}",
+        env!("CARGO_BIN_EXE_supermin"),
+        d.display(),
+        empty.display()
+    );
+    one_line_error(&run(Command::new("unshare").args(["-m", "sh", "-c", &script])), "/dev/fuse");
+    // No permission: another user cannot even look into a root-only mountpoint.
+    let private = s.path("private");
+    fs::create_dir_all(&private).unwrap();
+    fs::set_permissions(&s.0, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_supermin"))
+        .arg("mount")
+        .arg(&d)
+        .arg(&private));
+    one_line_error(&out, "ermission denied");
+    assert!(!is_mounted(&private));
+}
+
+fn daemon_pid(mp: &Path) -> i32 {
+    let out = ok(Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(mp));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only probes for existence.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn foreground_mount_ends_cleanly_on_sigint_and_sigterm() {
+    let s = Scratch::new("mount-signals");
+    let d = prepare_bash(&s);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mp = s.path(&format!("mnt{sig}"));
+        fs::create_dir_all(&mp).unwrap();
+        let _guard = Mounted(mp.clone());
+        let mut child = ours().arg("mount").arg(&d).arg(&mp).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&mp) {
+            assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "foreground mount did not come up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(mp.join("usr/bin/bash").exists());
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "signal {sig}: exit {status}");
+        assert!(!is_mounted(&mp), "signal {sig}: still mounted");
+    }
+}
+
+#[test]
+fn fusermount_and_supermin_umount_end_the_daemon() {
+    let s = Scratch::new("mount-umount");
+    let d = prepare_bash(&s);
+    let mp = s.path("mnt");
+    let m = mount(&d, &mp, &[]);
+    let pid = daemon_pid(&mp);
+    ok(Command::new("fusermount3").arg("-u").arg(&mp));
+    assert!(!is_mounted(&mp));
+    assert!(wait_gone(pid), "daemon {pid} still running after fusermount3 -u");
+    drop(m);
+    let m = mount(&d, &mp, &[]);
+    let pid = daemon_pid(&mp);
+    ok(ours().arg("umount").arg(&mp));
+    assert!(!is_mounted(&mp));
+    // `supermin umount` waits for the daemon itself.
+    // SAFETY: probe only.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "daemon still running when umount returned");
+    drop(m);
+    one_line_error(&run(ours().arg("umount").arg(&mp)), "not mounted");
+}
+
+#[test]
+fn a_vanished_host_file_fails_alone() {
+    let s = Scratch::new("mount-vanish");
+    let data = s.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let (a, b) = (data.join("a"), data.join("b"));
+    fs::write(&a, b"first\n").unwrap();
+    fs::write(&b, b"second\n").unwrap();
+    let d = s.path("supermin.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), format!("{}\n{}\n", a.display(), b.display())).unwrap();
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &[]);
+    let inside = |p: &Path| mp.join(p.strip_prefix("/").unwrap());
+    fs::remove_file(&a).unwrap();
+    let err = fs::read(inside(&a)).unwrap_err();
+    assert!(matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::EIO)), "{err}");
+    assert_eq!(fs::read(inside(&b)).unwrap(), b"second\n");
+    assert!(inside(&data).is_dir(), "the mount survived");
+}
+
+#[test]
+fn materialize_from_a_supermin_d_and_from_a_mount_equals_the_build() {
+    let s = Scratch::new("materialize");
+    let d = prepare_bash(&s);
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&built));
+    let from_dir = s.path("from-dir");
+    ok(ours().args(["materialize"]).arg(&d).args(["-f", "chroot", "-o"]).arg(&from_dir));
+    assert_no_difference(&built, &from_dir);
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &[]);
+    let from_mount = s.path("from-mount");
+    // From another directory: the mount's record holds absolute input paths.
+    ok(ours().current_dir("/").arg("materialize").arg(&mp).args(["-f", "chroot", "-o"]).arg(&from_mount));
+    assert_no_difference(&built, &from_mount);
+    // Bootable formats go through the same build path: the same output files as --build.
+    let via_mount = s.path("ext2-from-mount");
+    ok(ours().arg("materialize").arg(&mp).args(["-f", "ext2", "-o"]).arg(&via_mount));
+    let via_build = s.path("ext2-build");
+    ok(ours().args(["--build", "-f", "ext2"]).arg(&d).arg("-o").arg(&via_build));
+    let names = |p: &Path| {
+        let mut v: Vec<(String, u64)> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), fs::symlink_metadata(e.path()).unwrap().len())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&via_mount), names(&via_build));
+}
