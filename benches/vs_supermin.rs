@@ -84,6 +84,13 @@ fn main() {
             c
         }
     };
+    let build_fmt = |bin: PathBuf, fmt: &'static str| {
+        move |out: &Path| {
+            let mut c = Command::new(&bin);
+            c.args(["--build", "-f", fmt, LIBGUESTFS, "-o"]).arg(out);
+            c
+        }
+    };
     // Warm the page cache for both alike.
     let _ = Command::new(ORACLE).args(["--build", "-f", "chroot", LIBGUESTFS, "-o"]).arg(scratch.join("warm")).status();
     settle();
@@ -91,21 +98,27 @@ fn main() {
     let mine = time(runs, &scratch, build(me.clone(), LIBGUESTFS));
     row("build -f chroot libguestfs appliance", theirs, mine);
 
-    // --if-newer with nothing to do, on an up-to-date output.
-    let uptodate = scratch.join("uptodate");
+    let theirs = time(runs, &scratch, build_fmt(ORACLE.into(), "ext2"));
+    let mine = time(runs, &scratch, build_fmt(me.clone(), "ext2"));
+    row("build -f ext2 libguestfs appliance", theirs, mine);
+
+    // --if-newer with nothing to do, exactly as libguestfs runs it.
     let noop = |bin: PathBuf, out: PathBuf| {
         move |_: &Path| {
             let mut c = Command::new(&bin);
-            c.args(["--build", "--if-newer", "-f", "chroot", LIBGUESTFS, "-o"]).arg(&out);
+            c.args(["--build", "--if-newer", "--lock"])
+                .arg(out.with_extension("lock"))
+                .args(["--copy-kernel", "-f", "ext2", "--host-cpu", "x86_64", LIBGUESTFS, "-o"])
+                .arg(&out);
             c
         }
     };
-    let _ = Command::new(ORACLE).args(["--build", "-f", "chroot", LIBGUESTFS, "-o"]).arg(&uptodate).status();
-    let theirs = time(runs * 3, &scratch, noop(ORACLE.into(), uptodate.clone()));
-    let _ = Command::new("rm").arg("-rf").arg(&uptodate).status();
-    let _ = Command::new(&me).args(["--build", "--if-newer", "-f", "chroot", LIBGUESTFS, "-o"]).arg(&uptodate).status();
-    let mine = time(runs * 3, &scratch, noop(me.clone(), uptodate.clone()));
-    row("build --if-newer, nothing to do", theirs, mine);
+    let (t_out, m_out) = (scratch.join("uptodate-theirs"), scratch.join("uptodate-ours"));
+    assert!(noop(ORACLE.into(), t_out.clone())(&t_out).status().unwrap().success());
+    assert!(noop(me.clone(), m_out.clone())(&m_out).status().unwrap().success());
+    let theirs = time(runs * 3, &scratch, noop(ORACLE.into(), t_out));
+    let mine = time(runs * 3, &scratch, noop(me.clone(), m_out));
+    row("build --if-newer -f ext2, nothing to do", theirs, mine);
 
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
 }

@@ -11,7 +11,8 @@ use crate::manifest::Meta;
 use crate::outdir::Staging;
 use crate::packager::{Driver, PackageManager};
 use crate::resolve::{self, Resolved};
-use crate::{chroot, sys};
+use crate::error::IoContext;
+use crate::{chroot, ext2, initramfs, initrd, kernel, sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -83,6 +84,22 @@ pub fn resolve_inputs(pm: &dyn PackageManager, inputs: &[PathBuf], root: &Path, 
     resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
 }
 
+/// The kernel and modules for ext2/initramfs. The `--sysroot` hook: `kernel::find` reads the
+/// build host's `/boot` and `/lib/modules`; until it reads them through `host::path(root, …)`
+/// like every other path, a sysroot build must name its kernel, so that nothing of the build
+/// host gets into a foreign appliance unasked.
+fn kernel_for(opts: &Options) -> Result<kernel::Kernel> {
+    let named = std::env::var_os("SUPERMIN_KERNEL").is_some() && std::env::var_os("SUPERMIN_MODULES").is_some();
+    if opts.root != Path::new("/") && !named {
+        let r = opts.root.display();
+        return Err(Error::new(format!(
+            "--sysroot {r}: the kernel is not looked up inside the sysroot yet: set SUPERMIN_KERNEL and \
+             SUPERMIN_MODULES (e.g. {r}/boot/vmlinuz-VERSION and {r}/lib/modules/VERSION)"
+        )));
+    }
+    kernel::find(&opts.host_cpu)
+}
+
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     let database = driver.database_files(&opts.root);
     let sources = Sources {
@@ -95,19 +112,53 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         info!("if-newer: output does not need rebuilding");
         return Ok(());
     }
-    match opts.format {
-        Format::Chroot => {}
-        Format::Ext2 | Format::Initramfs => {
-            return Err(Error::new(format!(
-                "build: -f {} is not implemented yet in this version (use -f chroot)",
-                if opts.format == Format::Ext2 { "ext2" } else { "initramfs" }
-            )))
-        }
-    }
+    // Choose the kernel before the long work, so a missing one fails fast.
+    let kernel = match opts.format {
+        Format::Chroot => None,
+        Format::Ext2 | Format::Initramfs => Some(kernel_for(opts)?),
+    };
+    let started = std::time::Instant::now();
     let pm = driver.open(&opts.root)?;
     let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist)?;
+    info!("resolved the appliance in {} ms", started.elapsed().as_millis());
     let staging = Staging::new(&opts.out)?;
-    chroot::write(&resolved.manifest, staging.path())?;
-    freshness::record(staging.path(), &sources);
+    let out = staging.path();
+    match (opts.format, kernel) {
+        (Format::Chroot, _) => chroot::write(&resolved.manifest, out)?,
+        (Format::Ext2, Some(k)) => {
+            let mut manifest = resolved.manifest;
+            resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+            install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
+            // The initrd is small and independent of the image: make it meanwhile.
+            let initrd = out.join("initrd");
+            std::thread::scope(|s| {
+                let mini = s.spawn(|| initrd::write(&k.modpath, &initrd));
+                let image = ext2::write(&manifest, &out.join("root"), opts.size.unwrap_or(DEFAULT_SIZE), ext2::random_uuid());
+                image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
+            })?;
+        }
+        (Format::Initramfs, Some(k)) => {
+            let mut manifest = resolved.manifest;
+            resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+            install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
+            initramfs::write(&manifest, &out.join("initrd"))?;
+        }
+        _ => unreachable!("kernel chosen above for bootable formats"),
+    }
+    info!("wrote the output in {} ms", started.elapsed().as_millis());
+    freshness::record(out, &sources);
     staging.commit()
+}
+
+/// The original's default `--size`: 4 GiB (sparse).
+const DEFAULT_SIZE: u64 = 4 << 30;
+
+/// `kernel`: a symlink to the host's kernel, or with `--copy-kernel` a copy (with a fresh
+/// mtime, unlike 5.2.2's `cp -p`, so `--if-newer` sees it as new).
+fn install_kernel(k: &kernel::Kernel, dest: &Path, copy: bool) -> Result<()> {
+    if copy {
+        std::fs::copy(&k.path, dest).map(|_| ()).at(&k.path, "cannot copy the kernel")
+    } else {
+        std::os::unix::fs::symlink(&k.path, dest).at(dest, "cannot create the kernel symlink")
+    }
 }

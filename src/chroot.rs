@@ -10,14 +10,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use log::warn;
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{os, Content, Ino, Manifest, Meta, Node, ROOT};
-use crate::sys;
+use crate::{sys, work};
 
 pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
@@ -90,28 +88,7 @@ fn set_owner_and_time(dest: &Path, meta: &Meta) -> Result<()> {
 
 /// Copy regular files on every core.
 fn copy_files(manifest: &Manifest, files: &[(PathBuf, Ino)]) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= files.len() || failure.lock().unwrap().is_some() {
-                    return;
-                }
-                let (dest, ino) = &files[i];
-                if let Err(e) = copy_one(manifest, *ino, dest) {
-                    *failure.lock().unwrap() = Some(e);
-                    return;
-                }
-            });
-        }
-    });
-    match failure.into_inner().unwrap() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    work::for_each(files, work::cores(), |(dest, ino)| copy_one(manifest, *ino, dest))
 }
 
 fn copy_one(manifest: &Manifest, ino: Ino, dest: &Path) -> Result<()> {

@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host;
@@ -174,25 +174,46 @@ impl Dpkg {
             return Ok(cached);
         }
         info!("prepare: downloading {}={}", pkg.name, pkg.version);
-        let status = Command::new("apt-get")
-            .arg("download")
-            .arg("--quiet")
-            .arg("--quiet")
-            .arg(format!("{}:{}={}", pkg.name, pkg.arch, pkg.version))
-            .current_dir(tmpdir)
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| Error::new(format!("apt-get: cannot run: {e} (install apt, or use --use-installed)")))?;
-        let path = tmpdir.join(&file);
-        if !status.success() || !path.is_file() {
-            return Err(Error::new(format!(
-                "apt-get download {}={} failed: the pristine config files of {} cannot be fetched \
-                 (check the network and apt sources, or use --use-installed)",
-                pkg.name, pkg.version, pkg.name
-            )));
+        if apt_download(tmpdir, &format!("{}:{}={}", pkg.name, pkg.arch, pkg.version))? {
+            let path = tmpdir.join(&file);
+            if path.is_file() {
+                return Ok(path);
+            }
         }
-        Ok(path)
+        // The archive no longer has the installed version: take its candidate, as the
+        // original always does, and say so.
+        warn!(
+            "prepare: {} {} is not downloadable any more; using the archive's current version of its config files",
+            pkg.name, pkg.version
+        );
+        if apt_download(tmpdir, &format!("{}:{}", pkg.name, pkg.arch))? {
+            let prefix = format!("{}_", pkg.name);
+            let suffix = format!("_{}.deb", pkg.arch);
+            if let Some(found) = fs::read_dir(tmpdir).ok().into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
+                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                n.starts_with(&prefix) && n.ends_with(&suffix)
+            }) {
+                return Ok(found);
+            }
+        }
+        Err(Error::new(format!(
+            "apt-get download {} failed: the pristine config files of {} cannot be fetched \
+             (check the network and apt sources, or use --use-installed)",
+            pkg.name, pkg.name
+        )))
     }
+}
+
+/// `apt-get download SPEC` into `dir`; false when apt says no.
+fn apt_download(dir: &Path, spec: &str) -> Result<bool> {
+    let status = Command::new("apt-get")
+        .args(["download", "--quiet", "--quiet", spec])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| Error::new(format!("apt-get: cannot run: {e} (install apt, or use --use-installed)")))?;
+    Ok(status.success())
 }
 
 impl PackageManager for Dpkg {

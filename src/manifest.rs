@@ -312,9 +312,12 @@ impl Manifest {
                         tar::EntryType::Block => libc::S_IFBLK,
                         _ => libc::S_IFIFO,
                     };
-                    let major = field(h.device_major().map(|m| u64::from(m.unwrap_or(0))))?;
-                    let minor = field(h.device_minor().map(|m| u64::from(m.unwrap_or(0))))?;
-                    meta.rdev = libc::makedev(major as u32, minor as u32);
+                    // GNU tar leaves the device fields empty for fifos.
+                    if kind != tar::EntryType::Fifo {
+                        let major = field(h.device_major().map(|m| u64::from(m.unwrap_or(0))))?;
+                        let minor = field(h.device_minor().map(|m| u64::from(m.unwrap_or(0))))?;
+                        meta.rdev = libc::makedev(major as u32, minor as u32);
+                    }
                     self.create(&path, Inode { meta, node: Node::Special }, true).is_some()
                 }
                 // pax headers, GNU long names etc. are consumed by the tar crate.

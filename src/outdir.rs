@@ -36,7 +36,10 @@ impl Staging {
                 out.display()
             )));
         }
+        remove_abandoned(&parent, &name.to_string_lossy());
         let tmp = create_unique(&parent, &name.to_string_lossy(), 0o755)?;
+        // Mark it as ours and alive, so a later run can tell an abandoned one (a killed build).
+        let _ = sys::set_xattr(&tmp, OWNER_XATTR, std::process::id().to_string().as_bytes());
         Ok(Staging { tmp, out, committed: false })
     }
 
@@ -77,6 +80,32 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
             remove_tree(&self.tmp);
+        }
+    }
+}
+
+const OWNER_XATTR: &str = "user.supermin.builder";
+
+/// Delete `prefix.<random>` siblings left by builds that were killed: only directories we
+/// marked, whose builder process no longer exists.
+fn remove_abandoned(parent: &Path, prefix: &str) {
+    let Ok(rd) = fs::read_dir(parent) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(suffix) = name.strip_prefix(prefix).and_then(|s| s.strip_prefix('.')) else { continue };
+        if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            continue;
+        }
+        let path = e.path();
+        let Some(pid) = sys::get_xattr(&path, OWNER_XATTR).ok().and_then(|v| String::from_utf8(v).ok()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            log::info!("removing {}, left by a build that was killed", path.display());
+            remove_tree(&path);
         }
     }
 }

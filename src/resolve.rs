@@ -132,6 +132,53 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     Ok(Resolved { manifest, packages })
 }
 
+/// Copy a host directory tree into the manifest at `target` (the kernel modules for `-f ext2`
+/// and `initramfs`): missing parents of `target` are created with their host metadata, and
+/// entries already there are replaced, as the original's ext2 writer does.
+pub fn add_host_tree(manifest: &mut Manifest, host_dir: &Path, target: &str) -> Result<()> {
+    // Parents first, e.g. /lib/modules, with the metadata of the host's own directory.
+    let mut prefix = String::new();
+    for comp in target.split('/').filter(|c| !c.is_empty()) {
+        prefix.push('/');
+        prefix.push_str(comp);
+        if manifest.lookup(prefix.as_bytes(), true).is_none() {
+            let meta = fs::metadata(&prefix).map(|m| Meta::from_host(&m)).unwrap_or(Meta { mode: 0o755, ..opts_dir_meta() });
+            manifest.mkdir(prefix.as_bytes(), meta);
+        }
+    }
+    let top = fs::symlink_metadata(host_dir).map_err(|e| crate::error::Error::io(host_dir, "cannot read", e))?;
+    manifest.mkdir(target.as_bytes(), Meta::from_host(&top));
+    let mut stack = vec![(host_dir.to_path_buf(), target.to_string())];
+    while let Some((dir, at)) = stack.pop() {
+        let rd = fs::read_dir(&dir).map_err(|e| crate::error::Error::io(&dir, "cannot list", e))?;
+        for e in rd {
+            let e = e.map_err(|e| crate::error::Error::io(&dir, "cannot list", e))?;
+            let host = e.path();
+            let st = fs::symlink_metadata(&host).map_err(|e| crate::error::Error::io(&host, "cannot stat", e))?;
+            let path = format!("{}/{}", at, e.file_name().to_string_lossy());
+            let meta = Meta::from_host(&st);
+            if st.is_dir() {
+                manifest.mkdir(path.as_bytes(), meta);
+                stack.push((host, path));
+            } else if st.file_type().is_symlink() {
+                let target = fs::read_link(&host).map_err(|e| crate::error::Error::io(&host, "cannot read link", e))?;
+                let target = target.as_os_str().as_bytes().to_vec();
+                let meta = Meta { size: target.len() as u64, ..meta };
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::Symlink(target.into()) }, true);
+            } else if st.is_file() {
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Host(host)) }, true);
+            } else {
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::Special }, true);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn opts_dir_meta() -> Meta {
+    Meta { mode: crate::manifest::S_IFDIR | 0o755, ..Meta::default() }
+}
+
 /// The original chroot writer's rewrite of absolute link targets: one `../` for each `/` of the
 /// link's path after the first character, then the target unchanged
 /// (`/etc/localtime -> /usr/share/zoneinfo/UTC` becomes `..//usr/share/zoneinfo/UTC`), so the

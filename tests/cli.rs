@@ -225,6 +225,21 @@ fn killed_build_keeps_previous_output() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
+    // The next build removes what the killed one left behind, and nothing else.
+    let leftovers = |t: &Scratch| -> Vec<String> {
+        fs::read_dir(&t.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("out."))
+            .collect()
+    };
+    assert_eq!(leftovers(&t).len(), 1, "the killed build's temporary directory");
+    fs::create_dir(t.path("out.keepme12")).unwrap();
+    let d = t.path("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), "/etc/hostname\n").unwrap();
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&out));
+    assert_eq!(leftovers(&t), vec!["out.keepme12".to_string()]);
 }
 
 /// A full disk is a one-line error; the previous output stays and nothing is left behind.
@@ -255,4 +270,56 @@ fn full_disk_is_a_clean_error() {
     assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
     let names: Vec<_> = fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("out")], "temporary directory left behind");
+}
+
+/// Inputs are typed by content, with gzip and xz unwrapped: the same appliance with its
+/// files compressed (and renamed) builds the same tree, also against the original.
+#[test]
+fn compressed_inputs_are_sniffed() {
+    let t = Scratch::new("xz-inputs");
+    let plain = t.path("plain");
+    fs::create_dir_all(&plain).unwrap();
+    fs::write(plain.join("packages"), "bash\n").unwrap();
+    fs::write(plain.join("hostfiles"), "/etc/host*\n").unwrap();
+    fs::write(plain.join("base.tar"), tarball(&[("./etc/motd", tar::EntryType::Regular, "hi\n")])).unwrap();
+    let packed = t.path("packed");
+    fs::create_dir_all(&packed).unwrap();
+    for (from, to, tool) in [("packages", "a", "xz"), ("hostfiles", "b", "gzip"), ("base.tar", "c", "xz")] {
+        let out = ok(std::process::Command::new(tool).arg("-c").arg(plain.join(from)));
+        fs::write(packed.join(to), out.stdout).unwrap();
+    }
+    for (input, out) in [(&plain, "o1"), (&packed, "o2")] {
+        ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(t.path(out)));
+    }
+    ok(oracle().args(["--build", "-f", "chroot"]).arg(&packed).arg("-o").arg(t.path("o3")));
+    let d = compare(&t.path("o1"), &t.path("o2"));
+    assert!(d.missing.is_empty() && d.different.is_empty() && d.extra.is_empty());
+    let d = compare(&t.path("o3"), &t.path("o2"));
+    assert!(d.missing.is_empty() && d.different.is_empty(), "{:?} {:?}", d.missing, d.different);
+    assert_eq!(fs::read_to_string(t.path("o2/etc/motd")).unwrap(), "hi\n");
+    assert!(t.path("o2/etc/hostname").exists());
+}
+
+/// Base images unpack as GNU tar does for the original: devices, fifos, hard links (with
+/// their link counts), setuid bits, owners, absolute and relative symlinks.
+#[test]
+fn base_image_special_files_match_the_original() {
+    let t = Scratch::new("specials");
+    let src = t.path("src");
+    fs::create_dir_all(src.join("dev")).unwrap();
+    fs::create_dir_all(src.join("usr/bin")).unwrap();
+    let sh = |cmd: &str| ok(std::process::Command::new("sh").arg("-c").arg(cmd).current_dir(&src));
+    sh("mknod dev/null c 1 3 && mknod dev/sda b 8 0 && mkfifo dev/pipe && chmod 0640 dev/sda");
+    sh("echo tool > usr/bin/tool && chmod 4755 usr/bin/tool && ln usr/bin/tool usr/bin/tool2");
+    sh("chown 1234:5678 usr/bin/tool && ln -s /usr/bin/tool usr/bin/abs && ln -s tool usr/bin/rel");
+    let d = t.path("d");
+    fs::create_dir_all(&d).unwrap();
+    ok(std::process::Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(d.join("base.tar.gz")).arg("."));
+    ok(oracle().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("theirs")));
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("ours")));
+    let diff = compare(&t.path("theirs"), &t.path("ours"));
+    assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+        "missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+    let m = fs::metadata(t.path("ours/usr/bin/tool2")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m), 2);
 }

@@ -31,8 +31,12 @@ fn set_mtime(p: &Path, secs: i64) {
     assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [ts, ts].as_ptr(), 0) }, 0);
 }
 
+/// The test that bumps dpkg's status mtime must not overlap the others.
+static DPKG_DB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn rebuilds_exactly_when_something_changed() {
+    let _serial = DPKG_DB.lock().unwrap_or_else(|e| e.into_inner());
     let t = Scratch::new("if-newer");
     let d = t.path("supermin.d");
     let out = t.path("out");
@@ -75,6 +79,7 @@ use std::process::Command;
 /// An output made by the original (no fingerprint of ours) is judged by the original's rule.
 #[test]
 fn outputs_of_the_original_use_its_mtime_rule() {
+    let _serial = DPKG_DB.lock().unwrap_or_else(|e| e.into_inner());
     let t = Scratch::new("if-newer-orig");
     let d = t.path("supermin.d");
     let out = t.path("out");

@@ -78,7 +78,12 @@ fn tar_members(path: &Path) -> BTreeMap<String, (u32, u64, u64, Vec<u8>)> {
     out
 }
 
+/// Tests that read host config files through `--prepare` and the one that modifies one must
+/// not overlap (tests in one binary run in parallel).
+static HOST_CONFIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check_prepare(extra_args: &[&str]) {
+    let _serial = HOST_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
     let t = Scratch::new(&format!("prepare{}", extra_args.len()));
     let (theirs, ours_dir) = (t.path("theirs"), t.path("ours"));
     ok(oracle().arg("--prepare").args(extra_args).args(["bash", "coreutils", "-o"]).arg(&theirs));
@@ -152,6 +157,7 @@ fn check_build(input: &Path, name: &str, extra: &[&str]) {
 
 #[test]
 fn build_chroot_bash_coreutils_matches_original() {
+    let _serial = HOST_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
     let t = Scratch::new("prep-bash");
     let d = t.path("supermin.d");
     ok(oracle().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
@@ -161,4 +167,30 @@ fn build_chroot_bash_coreutils_matches_original() {
 #[test]
 fn build_chroot_libguestfs_appliance_matches_original() {
     check_build(Path::new(LIBGUESTFS_APPLIANCE), "libguestfs", EXTRA_LIBGUESTFS);
+}
+
+/// A config file modified on the host: `--prepare` must put the pristine file (dpkg's recorded
+/// checksum) into base.tar.gz, fetching the package; `--use-installed` takes the host copy.
+#[test]
+fn prepare_fetches_pristine_copy_of_a_modified_config() {
+    struct Restore(Vec<u8>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            std::fs::write("/etc/bash.bashrc", &self.0).unwrap();
+        }
+    }
+    let _serial = HOST_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
+    let original = std::fs::read("/etc/bash.bashrc").unwrap();
+    let _restore = Restore(original.clone());
+    let mut changed = original.clone();
+    changed.extend_from_slice(b"# changed by the supermin-rs tests\n");
+    std::fs::write("/etc/bash.bashrc", &changed).unwrap();
+
+    let t = Scratch::new("prepare-modified");
+    ok(ours().args(["--prepare", "bash", "-o"]).arg(t.path("pristine")));
+    ok(ours().args(["--prepare", "--use-installed", "bash", "-o"]).arg(t.path("installed")));
+    let pristine = tar_members(&t.path("pristine/base.tar.gz"));
+    let installed = tar_members(&t.path("installed/base.tar.gz"));
+    assert_eq!(Some(md5(&pristine["./etc/bash.bashrc"].3)), recorded_md5("/etc/bash.bashrc"));
+    assert_eq!(installed["./etc/bash.bashrc"].3, changed);
 }

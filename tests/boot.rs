@@ -1,0 +1,305 @@
+//! Bootable outputs, proven the hard way: `e2fsck` on the image, the image mounted and
+//! compared with the chroot build, real boots under qemu (ext2 by `/dev/vda` and by
+//! `root=UUID=` on virtio-scsi, the way libguestfs boots; initramfs with no disk), and
+//! libguestfs itself using this tool as its supermin.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const MARKER: &str = "SUPERMIN-BOOT-MARKER";
+
+/// A small appliance (bash, coreutils) plus an /init that prints the marker and the kernel
+/// release, then exits (process 1 exiting panics the kernel; with `panic=1 -no-reboot` qemu
+/// stops).
+fn appliance(t: &Scratch) -> PathBuf {
+    let d = t.path("supermin.d");
+    ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
+    let init_dir = t.path("init-src");
+    fs::create_dir_all(&init_dir).unwrap();
+    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n")).unwrap();
+    ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
+    ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
+    d
+}
+
+fn qemu(accel: &[&str], args: &[String], timeout: Duration) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(timeout.as_secs().to_string())
+        .arg("qemu-system-x86_64")
+        .args(accel)
+        .args(["-m", "2048", "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"])
+        .args(args)
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("qemu-system-x86_64 (run scripts/install-deps.sh)");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Boot, with KVM (`-cpu host`) when it works here, else TCG; returns the console output.
+fn boot(args: Vec<String>) -> String {
+    let kvm = qemu(&["-accel", "kvm", "-cpu", "host"], &args, Duration::from_secs(120));
+    if kvm.contains(MARKER) {
+        return kvm;
+    }
+    qemu(&["-accel", "tcg"], &args, Duration::from_secs(600))
+}
+
+fn kernel_release(out: &Path) -> String {
+    let k = fs::read_link(out.join("kernel")).unwrap();
+    k.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string()
+}
+
+fn assert_booted(console: &str, out: &Path) {
+    let release = kernel_release(out);
+    let line = console.lines().find(|l| l.contains(MARKER)).unwrap_or_else(|| panic!("no marker; console:\n{console}"));
+    // The appliance's /init ran on the chosen kernel, with that kernel's modules installed.
+    assert!(line.contains(&format!("{MARKER} {release} {release}")), "{line}");
+}
+
+fn ext2_uuid(root: &Path) -> String {
+    let data = fs::read(root).map(|d| d[0x468..0x478].to_vec()).unwrap();
+    let h: String = data.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+#[test]
+fn ext2_is_clean_and_holds_the_chroot_tree_plus_modules() {
+    let t = Scratch::new("ext2-tree");
+    let d = appliance(&t);
+    let (e, c) = (t.path("ext2"), t.path("chroot"));
+    ok(ours().args(["--build", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&c));
+    let fsck = run(Command::new("e2fsck").arg("-fn").arg(e.join("root")));
+    assert!(fsck.status.success(), "e2fsck: {}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    // The original's layout: kernel is a symlink to the host kernel; initrd holds init, modules.
+    assert!(fs::symlink_metadata(e.join("kernel")).unwrap().file_type().is_symlink());
+    let list = ok(Command::new("sh").arg("-c").arg(format!("cpio -t --quiet < {}", e.join("initrd").display())));
+    let names = String::from_utf8_lossy(&list.stdout).into_owned();
+    for n in ["init", "modules", "virtio_blk.ko", "virtio_scsi.ko", "ext4.ko"] {
+        assert!(names.lines().any(|l| l == n), "initrd lacks {n}: {names}");
+    }
+
+    let mnt = t.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(e.join("root")).arg(&mnt));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let release = kernel_release(&e);
+    let diff = compare(&c, &mnt);
+    assert!(diff.missing.is_empty(), "missing in the image: {:?}", &diff.missing[..diff.missing.len().min(10)]);
+    assert!(diff.different.is_empty(), "different in the image: {:?}", &diff.different[..diff.different.len().min(10)]);
+    let modules = format!("/usr/lib/modules/{release}");
+    let unexpected: Vec<_> = diff
+        .extra
+        .iter()
+        .filter(|p| !(p.starts_with(&modules) || *p == "/usr/lib/modules" || p.starts_with("/lost+found")))
+        .collect();
+    assert!(unexpected.is_empty(), "unexpected in the image: {unexpected:?}");
+    // The whole modules tree, as on the host.
+    let mdiff = compare(Path::new(&format!("/lib/modules/{release}")), &mnt.join(modules.trim_start_matches('/')));
+    assert!(mdiff.missing.is_empty() && mdiff.different.is_empty() && mdiff.extra.is_empty(), "modules tree differs");
+}
+
+#[test]
+fn ext2_boots_from_virtio_blk() {
+    let t = Scratch::new("boot-vda");
+    let d = appliance(&t);
+    let e = t.path("ext2");
+    ok(ours().args(["--build", "-f", "ext2", "--size", "1G"]).arg(&d).arg("-o").arg(&e));
+    let console = boot(vec![
+        "-kernel".into(),
+        e.join("kernel").display().to_string(),
+        "-initrd".into(),
+        e.join("initrd").display().to_string(),
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display()),
+        "-append".into(),
+        "console=ttyS0 root=/dev/vda panic=1".into(),
+    ]);
+    assert_booted(&console, &e);
+    assert!(console.contains("supermin: ext2 mini initrd starting up"), "our init did not speak");
+}
+
+/// The way libguestfs boots: `root=UUID=` and the disk on virtio-scsi, `quiet`.
+#[test]
+fn ext2_boots_by_uuid_on_virtio_scsi() {
+    let t = Scratch::new("boot-uuid");
+    let d = appliance(&t);
+    let e = t.path("ext2");
+    ok(ours().args(["--build", "--copy-kernel", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
+    assert!(fs::symlink_metadata(e.join("kernel")).unwrap().is_file(), "--copy-kernel copies");
+    let uuid = ext2_uuid(&e.join("root"));
+    let console = boot(vec![
+        "-kernel".into(),
+        e.join("kernel").display().to_string(),
+        "-initrd".into(),
+        e.join("initrd").display().to_string(),
+        "-device".into(),
+        "virtio-scsi-pci,id=scsi".into(),
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=hd0,snapshot=on", e.join("root").display()),
+        "-device".into(),
+        "scsi-hd,drive=hd0".into(),
+        "-append".into(),
+        format!("console=ttyS0 root=UUID={uuid} panic=1 quiet"),
+    ]);
+    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let line = console.lines().find(|l| l.contains(MARKER)).unwrap_or_else(|| panic!("no marker; console:\n{console}"));
+    assert!(line.contains(&release), "{line}");
+    assert!(!console.contains("mini initrd starting up"), "quiet must silence the init");
+}
+
+#[test]
+fn initramfs_boots_without_a_disk() {
+    let t = Scratch::new("boot-initramfs");
+    let d = appliance(&t);
+    let i = t.path("initramfs");
+    ok(ours().args(["--build", "-f", "initramfs"]).arg(&d).arg("-o").arg(&i));
+    assert!(!i.join("root").exists());
+    let console = boot(vec![
+        "-kernel".into(),
+        i.join("kernel").display().to_string(),
+        "-initrd".into(),
+        i.join("initrd").display().to_string(),
+        "-append".into(),
+        "console=ttyS0 panic=1".into(),
+    ]);
+    assert_booted(&console, &i);
+}
+
+#[test]
+fn ext2_if_newer() {
+    let t = Scratch::new("ext2-if-newer");
+    let d = appliance(&t);
+    let e = t.path("ext2");
+    let build = || {
+        let r = ok(ours().args(["-v", "--build", "--if-newer", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
+        String::from_utf8_lossy(&r.stderr).contains("output does not need rebuilding")
+    };
+    assert!(!build());
+    assert!(build(), "second identical run does nothing");
+    for f in ["kernel", "initrd", "root"] {
+        fs::remove_file(e.join(f)).unwrap();
+        assert!(!build(), "{f} deleted: rebuild");
+        for g in ["kernel", "initrd", "root"] {
+            assert!(fs::symlink_metadata(e.join(g)).is_ok(), "{g} after rebuilding for {f}");
+        }
+    }
+    // libguestfs touches the outputs after each build: that must not force a rebuild.
+    ok(Command::new("touch").arg(e.join("initrd")).arg(e.join("root")));
+    assert!(build(), "touched outputs are still fresh");
+    fs::write(d.join("packages"), "bash\ncoreutils\nsed\n").unwrap();
+    assert!(!build(), "changed input: rebuild");
+}
+
+/// Run `script` in a private mount namespace where our binary replaces /usr/bin/supermin,
+/// so libguestfs runs it; the host is untouched.
+fn with_our_supermin(script: &str, cache: &Path) -> (bool, String) {
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_supermin"));
+    let full = format!(
+        "set -e; mount --bind {} /usr/bin/supermin; export LIBGUESTFS_BACKEND=direct \
+         LIBGUESTFS_BACKEND_SETTINGS=force_tcg LIBGUESTFS_CACHEDIR={}; {script}",
+        ours.display(),
+        cache.display()
+    );
+    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &full]).output().expect("unshare");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Evidence that the appliance libguestfs used was built by us: our fingerprint xattr.
+fn built_by_us(cache: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(cache) else { return false };
+    rd.flatten().any(|e| {
+        let appliance = std::ffi::CString::new(e.path().join("appliance.d").into_os_string().into_encoded_bytes()).unwrap();
+        let name = std::ffi::CString::new("user.supermin.fingerprint").unwrap();
+        let mut buf = [0u8; 64];
+        // SAFETY: valid C strings and buffer.
+        unsafe { libc::getxattr(appliance.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
+    })
+}
+
+#[test]
+fn libguestfs_test_tool_passes_with_us_as_supermin() {
+    let t = Scratch::new("libguestfs");
+    let cache = t.path("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let (ok_, out) = with_our_supermin("libguestfs-test-tool", &cache);
+    assert!(ok_ && out.contains("TEST FINISHED OK"), "libguestfs-test-tool failed:\n{}", tail(&out));
+    assert!(built_by_us(&cache), "the appliance in {} was not built by us", cache.display());
+}
+
+#[test]
+fn guestfish_writes_and_reads_a_file() {
+    let t = Scratch::new("guestfish");
+    let cache = t.path("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let disk = t.path("disk.img");
+    ok(Command::new("truncate").args(["-s", "200M"]).arg(&disk));
+    let script = format!(
+        "guestfish --rw -a {} run : part-disk /dev/sda mbr : mkfs ext4 /dev/sda1 : mount /dev/sda1 / : \
+         write /hello 'written by guestfish' : cat /hello",
+        disk.display()
+    );
+    let (ok_, out) = with_our_supermin(&script, &cache);
+    assert!(ok_ && out.contains("written by guestfish"), "guestfish failed:\n{}", tail(&out));
+    assert!(built_by_us(&cache));
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Too small an image is refused before anything is written, and nothing is left behind.
+#[test]
+fn ext2_too_small_is_a_clean_error() {
+    let t = Scratch::new("ext2-small");
+    let d = appliance(&t);
+    let e = t.path("ext2");
+    fs::create_dir_all(&e).unwrap();
+    fs::write(e.join("MARKER"), "previous").unwrap();
+    let res = run(ours().args(["--build", "-f", "ext2", "--size", "100M"]).arg(&d).arg("-o").arg(&e));
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device") && err.contains("--size"), "{err}");
+    assert_eq!(fs::read_to_string(e.join("MARKER")).unwrap(), "previous");
+    let names: Vec<String> = fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("ext2.")), "half-built directory left: {names:?}");
+}
+
+/// An unreadable kernel (Ubuntu ships them 0600) is a clear error naming it and the fix.
+#[test]
+fn unreadable_kernel_is_explained() {
+    let t = Scratch::new("kernel-0600");
+    let d = appliance(&t);
+    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let kernel = t.path("vmlinuz-private");
+    fs::copy(format!("/boot/vmlinuz-{release}"), &kernel).unwrap();
+    ok(Command::new("chmod").arg("0600").arg(&kernel));
+    ok(Command::new("chmod").arg("0777").arg(&t.0));
+    let out = t.path("out");
+    let res = run(Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(env!("CARGO_BIN_EXE_supermin"))
+        .args(["--build", "-f", "ext2"])
+        .arg(&d)
+        .arg("-o")
+        .arg(&out)
+        .env("SUPERMIN_KERNEL", &kernel)
+        .env("SUPERMIN_KERNEL_VERSION", &release));
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(err.contains(&kernel.display().to_string()) && err.contains("chmod"), "{err}");
+    assert!(!out.exists());
+}
