@@ -29,6 +29,8 @@ use crate::rpmheader::{self as tag, Header};
 const DB_LOCATIONS: &[&str] = &["/usr/lib/sysimage/rpm/rpmdb.sqlite", "/var/lib/rpm/rpmdb.sqlite"];
 /// The Berkeley DB database of rpm < 4.16, which we cannot read.
 const BDB_LOCATION: &str = "/var/lib/rpm/Packages";
+/// rpm's own "ndb" format (openSUSE's default), which we cannot read either.
+const NDB_LOCATION: &str = "/usr/lib/sysimage/rpm/Packages.db";
 
 /// Each rpm driver of the original: os-release IDs and release files that identify it.
 fn rules(system: &str) -> (&'static [&'static str], &'static [&'static str], bool) {
@@ -61,7 +63,7 @@ pub fn detected(root: &Path, system: &str) -> bool {
 fn database_path(root: &Path) -> Option<PathBuf> {
     DB_LOCATIONS
         .iter()
-        .chain(std::iter::once(&BDB_LOCATION))
+        .chain([&BDB_LOCATION, &NDB_LOCATION])
         .map(|p| host::path_follow(root, p))
         .find(|p| p.is_file())
 }
@@ -83,6 +85,17 @@ fn machine_arch() -> &'static str {
         "powerpc64" => "ppc64",
         other => other,
     }
+}
+
+/// The root's architecture: the most common one of its packages (a foreign root may be of
+/// another architecture than the build host); the build host's when all are `noarch`.
+fn root_arch(packages: &[Package]) -> String {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for p in packages.iter().filter(|p| p.arch != "noarch" && p.arch != "(none)") {
+        *count.entry(p.arch.as_str()).or_default() += 1;
+    }
+    let best = count.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
+    best.map(|(a, _)| a.to_string()).unwrap_or_else(|| machine_arch().to_string())
 }
 
 struct Package {
@@ -129,6 +142,14 @@ impl Rpm {
             .map(|p| host::path_follow(root, p))
             .find(|p| p.is_file());
         let Some(db) = db else {
+            let ndb = host::path_follow(root, NDB_LOCATION);
+            if ndb.is_file() {
+                return Err(Error::new(format!(
+                    "{}: this rpm database is in the ndb format (openSUSE), which supermin-rs cannot read \
+                     (convert it with `rpmdb --rebuilddb --define '_db_backend sqlite'`)",
+                    ndb.display()
+                )));
+            }
             let bdb = host::path_follow(root, BDB_LOCATION);
             if bdb.is_file() {
                 return Err(Error::new(format!(
@@ -145,7 +166,6 @@ impl Rpm {
             )));
         };
         let rows = read_blobs(&db)?;
-        let arch = machine_arch();
         let mut rpm = Rpm {
             root: root.to_path_buf(),
             db: db.clone(),
@@ -173,6 +193,7 @@ impl Rpm {
             }
             rpm.packages.push(pkg);
         }
+        let arch = root_arch(&rpm.packages);
         let weight = |a: &str| match a {
             "noarch" => 2,
             a if a == arch => 1,
@@ -477,8 +498,11 @@ impl PackageManager for Rpm {
     ) -> Result<Vec<(String, ConfigSource)>> {
         let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
         let mut out = Vec::new();
+        // %config may flag a symlink or directory; only regular files go into the base image
+        // (and reading a symlink's target could leave the root).
+        let regular = |p: &str| host::lstat(&self.root, p).map(|m| m.is_file()).unwrap_or(false);
         if use_installed {
-            for path in wanted {
+            for path in wanted.into_iter().filter(|p| regular(p)) {
                 out.push((path.to_string(), ConfigSource::Host(host::path(&self.root, path))));
             }
             return Ok(out);
@@ -497,6 +521,10 @@ impl PackageManager for Rpm {
                     continue;
                 }
                 let host_path = host::path(&self.root, path);
+                match host::lstat(&self.root, path) {
+                    Ok(m) if !m.is_file() => continue,
+                    _ => {}
+                }
                 if !digest.is_empty() && file_digest(&host_path, algo).as_deref() == Some(digest.as_str()) {
                     out.push((path.to_string(), ConfigSource::Host(host_path)));
                 } else {
