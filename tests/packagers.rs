@@ -819,4 +819,23 @@ fn debian_root_from_mmdebstrap_runs_bash() {
         checked += 1;
     }
     assert!(checked > 300, "only {checked} paths checked");
+
+    // --prepare from the root: its unmodified config files (MD5 as dpkg recorded them in the
+    // root) go into base.tar.gz with the root's bytes, without downloading anything.
+    let p = t.path("p");
+    ok(ours().args(["--prepare", "--sysroot"]).arg(&root).args(["bash", "-o"]).arg(&p));
+    assert_eq!(fs::read_to_string(p.join("packages")).unwrap(), "bash\n");
+    let tgz = fs::File::open(p.join("base.tar.gz")).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut found = false;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "./etc/bash.bashrc" {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            assert_eq!(data, fs::read(root.join("etc/bash.bashrc")).unwrap());
+            found = true;
+        }
+    }
+    assert!(found, "/etc/bash.bashrc missing from base.tar.gz");
 }
