@@ -838,4 +838,37 @@ fn debian_root_from_mmdebstrap_runs_bash() {
         }
     }
     assert!(found, "/etc/bash.bashrc missing from base.tar.gz");
+
+    // Modified in the root: the pristine file must come from the root's distribution, so apt
+    // runs with the root's configuration (mmdebstrap leaves it without package lists: a clear
+    // error, where the build host's apt would have fetched its own bookworm's bash).
+    struct Restore(PathBuf, Vec<u8>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            fs::write(&self.0, &self.1).unwrap();
+        }
+    }
+    let bashrc = root.join("etc/bash.bashrc");
+    let _restore = Restore(bashrc.clone(), fs::read(&bashrc).unwrap());
+    let mut edited = fs::read(&bashrc).unwrap();
+    edited.extend_from_slice(b"# edited in the root\n");
+    fs::write(&bashrc, &edited).unwrap();
+    let p2 = t.path("p2");
+    let r = run(ours().args(["--prepare", "--sysroot"]).arg(&root).args(["bash", "-o"]).arg(&p2));
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(stderr(&r).contains("apt-get update` in the sysroot"), "{}", stderr(&r));
+    ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(&root).args(["bash", "-o"]).arg(&p2));
+    let tgz = fs::File::open(p2.join("base.tar.gz")).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let bashrc_member = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy() == "./etc/bash.bashrc")
+        .map(|mut e| {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            data
+        });
+    assert_eq!(bashrc_member, Some(edited));
 }
