@@ -258,6 +258,61 @@ impl Rpm {
         names.first().copied()
     }
 
+    /// Whether some installed package satisfies a boolean dependency (versions ignored: the
+    /// installed set is consistent).
+    fn satisfied(&self, r: &Rich) -> bool {
+        match r {
+            Rich::Atom(a) => !self.provider_names(a).is_empty(),
+            Rich::And(a, b) => self.satisfied(a) && self.satisfied(b),
+            Rich::Or(a, b) => self.satisfied(a) || self.satisfied(b),
+            Rich::Without(a, _) => self.satisfied(a),
+            Rich::If(a, c, e) => match (self.satisfied(c), e) {
+                (true, _) => self.satisfied(a),
+                (false, Some(e)) => self.satisfied(e),
+                (false, None) => true,
+            },
+            Rich::Unless(a, c, e) => match (self.satisfied(c), e) {
+                (false, _) => self.satisfied(a),
+                (true, Some(e)) => self.satisfied(e),
+                (true, None) => true,
+            },
+        }
+    }
+
+    /// The capabilities a boolean dependency asks for, given what is installed: both sides of
+    /// `and`/`with`, the first satisfiable side of `or`, a conditional's branch.
+    fn wants(&self, r: &Rich, out: &mut Vec<String>) {
+        match r {
+            Rich::Atom(a) => out.push(a.clone()),
+            Rich::And(a, b) => {
+                self.wants(a, out);
+                self.wants(b, out);
+            }
+            Rich::Or(a, b) => {
+                if self.satisfied(a) {
+                    self.wants(a, out)
+                } else if self.satisfied(b) {
+                    self.wants(b, out)
+                }
+            }
+            Rich::Without(a, _) => self.wants(a, out),
+            Rich::If(a, c, e) => {
+                if self.satisfied(c) {
+                    self.wants(a, out)
+                } else if let Some(e) = e {
+                    self.wants(e, out)
+                }
+            }
+            Rich::Unless(a, c, e) => {
+                if !self.satisfied(c) {
+                    self.wants(a, out)
+                } else if let Some(e) = e {
+                    self.wants(e, out)
+                }
+            }
+        }
+    }
+
     /// A name, a `name-[epoch:]version-release[.arch]` label, or a capability/file with one
     /// provider.
     fn find(&self, s: &str) -> Option<PkgId> {
@@ -443,10 +498,28 @@ impl PackageManager for Rpm {
         // By name, as the original: each name stands for its best installed package.
         let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
         let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
-        let mut memo: HashMap<&str, Option<PkgId>> = HashMap::new();
+        let mut memo: HashMap<String, Option<PkgId>> = HashMap::new();
         while let Some(id) = queue.pop_front() {
+            let mut reqs: Vec<&str> = Vec::new();
+            let mut from_rich: Vec<String> = Vec::new();
             for req in &self.packages[id].requires {
-                let dep = *memo.entry(req.as_str()).or_insert_with(|| self.provider(req).and_then(|n| self.best(n)));
+                if !req.starts_with('(') {
+                    reqs.push(req);
+                    continue;
+                }
+                // A boolean dependency (the original drops these: whatprovides finds nothing).
+                match Rich::parse(req) {
+                    Ok(rich) => {
+                        let before = from_rich.len();
+                        self.wants(&rich, &mut from_rich);
+                        debug!("{}: {req} → {}", self.packages[id].name, from_rich[before..].join(" "));
+                    }
+                    Err(e) => debug!("{}: {req}: {e}: ignored", self.packages[id].name),
+                }
+            }
+            reqs.extend(from_rich.iter().map(String::as_str));
+            for req in reqs {
+                let dep = *memo.entry(req.to_string()).or_insert_with(|| self.provider(req).and_then(|n| self.best(n)));
                 match dep {
                     Some(dep) => {
                         if seen.insert(dep) {
@@ -628,6 +701,86 @@ pub fn read_newc(mut b: &[u8]) -> std::result::Result<Vec<CpioMember<'_>>, Strin
     }
 }
 
+/// An rpm boolean ("rich") dependency, e.g. `(a >= 1 or (b if c else d))`.
+#[derive(Debug, PartialEq)]
+pub enum Rich {
+    Atom(String),
+    And(Box<Rich>, Box<Rich>),
+    Or(Box<Rich>, Box<Rich>),
+    /// `with` is treated as `and` (the same package must provide both; close enough for a
+    /// closure), `without` as its left side.
+    Without(Box<Rich>, Box<Rich>),
+    If(Box<Rich>, Box<Rich>, Option<Box<Rich>>),
+    Unless(Box<Rich>, Box<Rich>, Option<Box<Rich>>),
+}
+
+impl Rich {
+    pub fn parse(s: &str) -> std::result::Result<Rich, String> {
+        let spaced = s.replace('(', " ( ").replace(')', " ) ");
+        let tokens: Vec<&str> = spaced.split_whitespace().collect();
+        let mut pos = 0;
+        let r = Rich::operand(&tokens, &mut pos, 0)?;
+        if pos != tokens.len() {
+            return Err(format!("unexpected {:?}", tokens[pos]));
+        }
+        Ok(r)
+    }
+
+    fn operand(t: &[&str], pos: &mut usize, depth: u32) -> std::result::Result<Rich, String> {
+        if depth > 64 {
+            return Err("nested too deeply".into());
+        }
+        let tok = *t.get(*pos).ok_or("unexpected end")?;
+        *pos += 1;
+        if tok != "(" {
+            if tok == ")" || is_keyword(tok) {
+                return Err(format!("unexpected {tok:?}"));
+            }
+            // `name [op version]`: versions are not checked (the installed set is consistent).
+            if matches!(t.get(*pos), Some(&("<" | ">" | "=" | "<=" | ">=" | "==" | "!="))) {
+                *pos += 2;
+                if *pos > t.len() {
+                    return Err("missing version".into());
+                }
+            }
+            return Ok(Rich::Atom(tok.to_string()));
+        }
+        let mut left = Rich::operand(t, pos, depth + 1)?;
+        loop {
+            let op = *t.get(*pos).ok_or("missing ')'")?;
+            *pos += 1;
+            if op == ")" {
+                return Ok(left);
+            }
+            let right = Box::new(Rich::operand(t, pos, depth + 1)?);
+            let l = Box::new(left);
+            left = match op {
+                "and" | "with" => Rich::And(l, right),
+                "or" => Rich::Or(l, right),
+                "without" => Rich::Without(l, right),
+                "if" | "unless" => {
+                    let other = if t.get(*pos) == Some(&"else") {
+                        *pos += 1;
+                        Some(Box::new(Rich::operand(t, pos, depth + 1)?))
+                    } else {
+                        None
+                    };
+                    if op == "if" {
+                        Rich::If(l, right, other)
+                    } else {
+                        Rich::Unless(l, right, other)
+                    }
+                }
+                other => return Err(format!("unknown operator {other:?}")),
+            };
+        }
+    }
+}
+
+fn is_keyword(t: &str) -> bool {
+    matches!(t, "and" | "or" | "if" | "unless" | "else" | "with" | "without")
+}
+
 /// rpm's version comparison (`rpmvercmp`): alternating runs of digits (numeric) and letters
 /// (byte order), separators ignored, a digit run newer than a letter run, `~` older than
 /// anything (even the end), `^` newer than the end but older than anything else.
@@ -745,6 +898,19 @@ mod tests {
             ("fc38", "fc39", Less),
         ] {
             assert_eq!(vercmp(a, b), o, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn rich_dependencies_parse() {
+        use Rich::*;
+        let a = |s: &str| Box::new(Atom(s.into()));
+        assert_eq!(Rich::parse("(a >= 1.0 or b)").unwrap(), Or(a("a"), a("b")));
+        assert_eq!(Rich::parse("(a or b or c)").unwrap(), Or(Box::new(Or(a("a"), a("b"))), a("c")));
+        assert_eq!(Rich::parse("(a if (b and c) else d)").unwrap(), If(a("a"), Box::new(And(a("b"), a("c"))), Some(a("d"))));
+        assert_eq!(Rich::parse("(a unless b)").unwrap(), Unless(a("a"), a("b"), None));
+        for bad in ["(a or", "(a xor b)", "(or b)", "(a))", "()", "(a >=)", &"(".repeat(100)] {
+            assert!(Rich::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -226,7 +226,7 @@ fn marker(name: &str) -> (String, String) {
 fn rpm_fixture(t: &Scratch, root: &Path) -> BTreeMap<String, PathBuf> {
     rpm_root(root);
     let m: BTreeMap<&str, (String, String)> =
-        ["ba", "bz", "abeta", "eta", "zeta", "d15", "d20", "d09", "epsn", "epsx"].iter().map(|n| (*n, marker(n))).collect();
+        ["ba", "bz", "abeta", "eta", "zeta", "d15", "d20", "d09", "epsn", "epsx", "lambda", "mu", "nu"].iter().map(|n| (*n, marker(n))).collect();
     let gamma_install = "mkdir -p usr/lib/gamma\necho data > usr/lib/gamma/data".to_string();
     let theta_install = "mkdir -p usr/bin\necho theta > usr/bin/theta".to_string();
     let specs = vec![
@@ -256,7 +256,14 @@ fn rpm_fixture(t: &Scratch, root: &Path) -> BTreeMap<String, PathBuf> {
         Spec::simple("eps", "1.0", &m["epsn"].0, &m["epsn"].1),
         Spec { arch: "x86_64", requires: &["zeta"], ..Spec::simple("eps", "3.0", &m["epsx"].0, &m["epsx"].1) },
         Spec { provides: &["cap-eta = 2"], ..Spec::simple("eta", "1.0", &m["eta"].0, &m["eta"].1) },
-        Spec::simple("theta", "1.0", &theta_install, "/usr/bin/theta"),
+        // Boolean dependencies: `or` takes the installed side, `if` follows what is installed.
+        Spec {
+            requires: &["(kappa or lambda >= 1)", "(mu if alpha)", "(nu if notinstalled)"],
+            ..Spec::simple("theta", "1.0", &theta_install, "/usr/bin/theta")
+        },
+        Spec::simple("lambda", "1.0", &m["lambda"].0, &m["lambda"].1),
+        Spec::simple("mu", "1.0", &m["mu"].0, &m["mu"].1),
+        Spec::simple("nu", "1.0", &m["nu"].0, &m["nu"].1),
         Spec { provides: &["cap-beta"], ..Spec::simple("zeta", "1.0", &m["zeta"].0, &m["zeta"].1) },
     ];
     let rpms = rpmbuild(&t.path("rpmbuild"), &specs);
@@ -279,6 +286,8 @@ const RPM_CLOSURE: &[&str] = &[
     "eps-1.0-1.noarch",
     "eta-1.0-1.noarch",
     "gamma-1.0-1.noarch",
+    "lambda-1.0-1.noarch",
+    "mu-1.0-1.noarch",
     "theta-1.0-1.noarch",
 ];
 
