@@ -221,19 +221,12 @@ fn killed_build_keeps_previous_output() {
         .arg(&out)
         .spawn()
         .unwrap();
-    // Kill it once it is writing (its temporary sibling exists), not after a fixed delay: a
-    // loaded machine may not have got that far in 300 ms.
-    for _ in 0..1000 {
-        let started = fs::read_dir(&t.0).unwrap().flatten().any(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("out.") && n.len() == 12
-        });
-        if started {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    // Kill it mid-write: as soon as its temporary output directory exists.
+    let start = std::time::Instant::now();
+    while !fs::read_dir(&t.0).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("out.")) {
+        assert!(start.elapsed().as_secs() < 30, "the build never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    std::thread::sleep(std::time::Duration::from_millis(20));
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
