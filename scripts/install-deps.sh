@@ -28,4 +28,4 @@ apt-get install -y -q \
     supermin fuse3 e2fsprogs cpio xz-utils zstd \
     linux-image-amd64 libguestfs0 libguestfs-tools \
     rpm libarchive-tools hyperfine \
-    rpm2cpio libsqlite3-dev pkg-config pacman-package-manager makepkg fakeroot mmdebstrap
+    rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3

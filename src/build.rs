@@ -97,6 +97,22 @@ pub fn resolve_inputs_cached(
     resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
 }
 
+/// The kernel and modules for ext2/initramfs. The `--sysroot` hook: `kernel::find` reads the
+/// build host's `/boot` and `/lib/modules`; until it reads them through `host::path(root, …)`
+/// like every other path, a sysroot build must name its kernel, so that nothing of the build
+/// host gets into a foreign appliance unasked.
+fn kernel_for(opts: &Options) -> Result<kernel::Kernel> {
+    let named = std::env::var_os("SUPERMIN_KERNEL").is_some() && std::env::var_os("SUPERMIN_MODULES").is_some();
+    if opts.root != Path::new("/") && !named {
+        let r = opts.root.display();
+        return Err(Error::new(format!(
+            "--sysroot {r}: the kernel is not looked up inside the sysroot yet: set SUPERMIN_KERNEL and \
+             SUPERMIN_MODULES (e.g. {r}/boot/vmlinuz-VERSION and {r}/lib/modules/VERSION)"
+        )));
+    }
+    kernel::find(&opts.host_cpu)
+}
+
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     let database = driver.database_files(&opts.root);
     let sources = Sources {
@@ -112,7 +128,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     // Choose the kernel before the long work, so a missing one fails fast.
     let kernel = match opts.format {
         Format::Chroot => None,
-        Format::Ext2 | Format::Initramfs => Some(kernel::find(&opts.host_cpu)?),
+        Format::Ext2 | Format::Initramfs => Some(kernel_for(opts)?),
     };
     let started = std::time::Instant::now();
     let pm = driver.open(&opts.root)?;

@@ -174,7 +174,7 @@ impl Dpkg {
             return Ok(cached);
         }
         info!("prepare: downloading {}={}", pkg.name, pkg.version);
-        if apt_download(tmpdir, &format!("{}:{}={}", pkg.name, pkg.arch, pkg.version))? {
+        if apt_download(&self.root, tmpdir, &format!("{}:{}={}", pkg.name, pkg.arch, pkg.version))? {
             let path = tmpdir.join(&file);
             if path.is_file() {
                 return Ok(path);
@@ -186,7 +186,7 @@ impl Dpkg {
             "prepare: {} {} is not downloadable any more; using the archive's current version of its config files",
             pkg.name, pkg.version
         );
-        if apt_download(tmpdir, &format!("{}:{}", pkg.name, pkg.arch))? {
+        if apt_download(&self.root, tmpdir, &format!("{}:{}", pkg.name, pkg.arch))? {
             let prefix = format!("{}_", pkg.name);
             let suffix = format!("_{}.deb", pkg.arch);
             if let Some(found) = fs::read_dir(tmpdir).ok().into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
@@ -196,17 +196,24 @@ impl Dpkg {
                 return Ok(found);
             }
         }
+        let hint = if self.root == Path::new("/") { "" } else { ", run `apt-get update` in the sysroot" };
         Err(Error::new(format!(
             "apt-get download {} failed: the pristine config files of {} cannot be fetched \
-             (check the network and apt sources, or use --use-installed)",
+             (check the network and apt sources{hint}, or use --use-installed)",
             pkg.name, pkg.name
         )))
     }
 }
 
 /// `apt-get download SPEC` into `dir`; false when apt says no.
-fn apt_download(dir: &Path, spec: &str) -> Result<bool> {
-    let status = Command::new("apt-get")
+/// With `--sysroot`, apt runs with `Dir=ROOT`: the root's sources, lists and keys, so a
+/// package comes from the root's distribution, never the build host's.
+fn apt_download(root: &Path, dir: &Path, spec: &str) -> Result<bool> {
+    let mut cmd = Command::new("apt-get");
+    if root != Path::new("/") {
+        cmd.arg("-o").arg(format!("Dir={}", root.display()));
+    }
+    let status = cmd
         .args(["download", "--quiet", "--quiet", spec])
         .current_dir(dir)
         .stdout(Stdio::null())

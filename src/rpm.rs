@@ -29,6 +29,8 @@ use crate::rpmheader::{self as tag, Header};
 const DB_LOCATIONS: &[&str] = &["/usr/lib/sysimage/rpm/rpmdb.sqlite", "/var/lib/rpm/rpmdb.sqlite"];
 /// The Berkeley DB database of rpm < 4.16, which we cannot read.
 const BDB_LOCATION: &str = "/var/lib/rpm/Packages";
+/// rpm's own "ndb" format (openSUSE's default), which we cannot read either.
+const NDB_LOCATION: &str = "/usr/lib/sysimage/rpm/Packages.db";
 
 /// Each rpm driver of the original: os-release IDs and release files that identify it.
 fn rules(system: &str) -> (&'static [&'static str], &'static [&'static str], bool) {
@@ -61,7 +63,7 @@ pub fn detected(root: &Path, system: &str) -> bool {
 fn database_path(root: &Path) -> Option<PathBuf> {
     DB_LOCATIONS
         .iter()
-        .chain(std::iter::once(&BDB_LOCATION))
+        .chain([&BDB_LOCATION, &NDB_LOCATION])
         .map(|p| host::path_follow(root, p))
         .find(|p| p.is_file())
 }
@@ -83,6 +85,17 @@ fn machine_arch() -> &'static str {
         "powerpc64" => "ppc64",
         other => other,
     }
+}
+
+/// The root's architecture: the most common one of its packages (a foreign root may be of
+/// another architecture than the build host); the build host's when all are `noarch`.
+fn root_arch(packages: &[Package]) -> String {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for p in packages.iter().filter(|p| p.arch != "noarch" && p.arch != "(none)") {
+        *count.entry(p.arch.as_str()).or_default() += 1;
+    }
+    let best = count.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
+    best.map(|(a, _)| a.to_string()).unwrap_or_else(|| machine_arch().to_string())
 }
 
 struct Package {
@@ -129,6 +142,14 @@ impl Rpm {
             .map(|p| host::path_follow(root, p))
             .find(|p| p.is_file());
         let Some(db) = db else {
+            let ndb = host::path_follow(root, NDB_LOCATION);
+            if ndb.is_file() {
+                return Err(Error::new(format!(
+                    "{}: this rpm database is in the ndb format (openSUSE), which supermin-rs cannot read \
+                     (convert it with `rpmdb --rebuilddb --define '_db_backend sqlite'`)",
+                    ndb.display()
+                )));
+            }
             let bdb = host::path_follow(root, BDB_LOCATION);
             if bdb.is_file() {
                 return Err(Error::new(format!(
@@ -145,7 +166,6 @@ impl Rpm {
             )));
         };
         let rows = read_blobs(&db)?;
-        let arch = machine_arch();
         let mut rpm = Rpm {
             root: root.to_path_buf(),
             db: db.clone(),
@@ -173,6 +193,7 @@ impl Rpm {
             }
             rpm.packages.push(pkg);
         }
+        let arch = root_arch(&rpm.packages);
         let weight = |a: &str| match a {
             "noarch" => 2,
             a if a == arch => 1,
@@ -235,6 +256,61 @@ impl Rpm {
             debug!("rpm: requirement {req}: providers {}: picked {}", names.join(" "), names[0]);
         }
         names.first().copied()
+    }
+
+    /// Whether some installed package satisfies a boolean dependency (versions ignored: the
+    /// installed set is consistent).
+    fn satisfied(&self, r: &Rich) -> bool {
+        match r {
+            Rich::Atom(a) => !self.provider_names(a).is_empty(),
+            Rich::And(a, b) => self.satisfied(a) && self.satisfied(b),
+            Rich::Or(a, b) => self.satisfied(a) || self.satisfied(b),
+            Rich::Without(a, _) => self.satisfied(a),
+            Rich::If(a, c, e) => match (self.satisfied(c), e) {
+                (true, _) => self.satisfied(a),
+                (false, Some(e)) => self.satisfied(e),
+                (false, None) => true,
+            },
+            Rich::Unless(a, c, e) => match (self.satisfied(c), e) {
+                (false, _) => self.satisfied(a),
+                (true, Some(e)) => self.satisfied(e),
+                (true, None) => true,
+            },
+        }
+    }
+
+    /// The capabilities a boolean dependency asks for, given what is installed: both sides of
+    /// `and`/`with`, the first satisfiable side of `or`, a conditional's branch.
+    fn wants(&self, r: &Rich, out: &mut Vec<String>) {
+        match r {
+            Rich::Atom(a) => out.push(a.clone()),
+            Rich::And(a, b) => {
+                self.wants(a, out);
+                self.wants(b, out);
+            }
+            Rich::Or(a, b) => {
+                if self.satisfied(a) {
+                    self.wants(a, out)
+                } else if self.satisfied(b) {
+                    self.wants(b, out)
+                }
+            }
+            Rich::Without(a, _) => self.wants(a, out),
+            Rich::If(a, c, e) => {
+                if self.satisfied(c) {
+                    self.wants(a, out)
+                } else if let Some(e) = e {
+                    self.wants(e, out)
+                }
+            }
+            Rich::Unless(a, c, e) => {
+                if !self.satisfied(c) {
+                    self.wants(a, out)
+                } else if let Some(e) = e {
+                    self.wants(e, out)
+                }
+            }
+        }
     }
 
     /// A name, a `name-[epoch:]version-release[.arch]` label, or a capability/file with one
@@ -422,10 +498,28 @@ impl PackageManager for Rpm {
         // By name, as the original: each name stands for its best installed package.
         let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
         let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
-        let mut memo: HashMap<&str, Option<PkgId>> = HashMap::new();
+        let mut memo: HashMap<String, Option<PkgId>> = HashMap::new();
         while let Some(id) = queue.pop_front() {
+            let mut reqs: Vec<&str> = Vec::new();
+            let mut from_rich: Vec<String> = Vec::new();
             for req in &self.packages[id].requires {
-                let dep = *memo.entry(req.as_str()).or_insert_with(|| self.provider(req).and_then(|n| self.best(n)));
+                if !req.starts_with('(') {
+                    reqs.push(req);
+                    continue;
+                }
+                // A boolean dependency (the original drops these: whatprovides finds nothing).
+                match Rich::parse(req) {
+                    Ok(rich) => {
+                        let before = from_rich.len();
+                        self.wants(&rich, &mut from_rich);
+                        debug!("{}: {req} → {}", self.packages[id].name, from_rich[before..].join(" "));
+                    }
+                    Err(e) => debug!("{}: {req}: {e}: ignored", self.packages[id].name),
+                }
+            }
+            reqs.extend(from_rich.iter().map(String::as_str));
+            for req in reqs {
+                let dep = *memo.entry(req.to_string()).or_insert_with(|| self.provider(req).and_then(|n| self.best(n)));
                 match dep {
                     Some(dep) => {
                         if seen.insert(dep) {
@@ -477,8 +571,11 @@ impl PackageManager for Rpm {
     ) -> Result<Vec<(String, ConfigSource)>> {
         let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
         let mut out = Vec::new();
+        // %config may flag a symlink or directory; only regular files go into the base image
+        // (and reading a symlink's target could leave the root).
+        let regular = |p: &str| host::lstat(&self.root, p).map(|m| m.is_file()).unwrap_or(false);
         if use_installed {
-            for path in wanted {
+            for path in wanted.into_iter().filter(|p| regular(p)) {
                 out.push((path.to_string(), ConfigSource::Host(host::path(&self.root, path))));
             }
             return Ok(out);
@@ -497,6 +594,10 @@ impl PackageManager for Rpm {
                     continue;
                 }
                 let host_path = host::path(&self.root, path);
+                match host::lstat(&self.root, path) {
+                    Ok(m) if !m.is_file() => continue,
+                    _ => {}
+                }
                 if !digest.is_empty() && file_digest(&host_path, algo).as_deref() == Some(digest.as_str()) {
                     out.push((path.to_string(), ConfigSource::Host(host_path)));
                 } else {
@@ -598,6 +699,86 @@ pub fn read_newc(mut b: &[u8]) -> std::result::Result<Vec<CpioMember<'_>>, Strin
         let next = (data_end + pad4(data_end)).min(b.len());
         b = &b[next..];
     }
+}
+
+/// An rpm boolean ("rich") dependency, e.g. `(a >= 1 or (b if c else d))`.
+#[derive(Debug, PartialEq)]
+pub enum Rich {
+    Atom(String),
+    And(Box<Rich>, Box<Rich>),
+    Or(Box<Rich>, Box<Rich>),
+    /// `with` is treated as `and` (the same package must provide both; close enough for a
+    /// closure), `without` as its left side.
+    Without(Box<Rich>, Box<Rich>),
+    If(Box<Rich>, Box<Rich>, Option<Box<Rich>>),
+    Unless(Box<Rich>, Box<Rich>, Option<Box<Rich>>),
+}
+
+impl Rich {
+    pub fn parse(s: &str) -> std::result::Result<Rich, String> {
+        let spaced = s.replace('(', " ( ").replace(')', " ) ");
+        let tokens: Vec<&str> = spaced.split_whitespace().collect();
+        let mut pos = 0;
+        let r = Rich::operand(&tokens, &mut pos, 0)?;
+        if pos != tokens.len() {
+            return Err(format!("unexpected {:?}", tokens[pos]));
+        }
+        Ok(r)
+    }
+
+    fn operand(t: &[&str], pos: &mut usize, depth: u32) -> std::result::Result<Rich, String> {
+        if depth > 64 {
+            return Err("nested too deeply".into());
+        }
+        let tok = *t.get(*pos).ok_or("unexpected end")?;
+        *pos += 1;
+        if tok != "(" {
+            if tok == ")" || is_keyword(tok) {
+                return Err(format!("unexpected {tok:?}"));
+            }
+            // `name [op version]`: versions are not checked (the installed set is consistent).
+            if matches!(t.get(*pos), Some(&("<" | ">" | "=" | "<=" | ">=" | "==" | "!="))) {
+                *pos += 2;
+                if *pos > t.len() {
+                    return Err("missing version".into());
+                }
+            }
+            return Ok(Rich::Atom(tok.to_string()));
+        }
+        let mut left = Rich::operand(t, pos, depth + 1)?;
+        loop {
+            let op = *t.get(*pos).ok_or("missing ')'")?;
+            *pos += 1;
+            if op == ")" {
+                return Ok(left);
+            }
+            let right = Box::new(Rich::operand(t, pos, depth + 1)?);
+            let l = Box::new(left);
+            left = match op {
+                "and" | "with" => Rich::And(l, right),
+                "or" => Rich::Or(l, right),
+                "without" => Rich::Without(l, right),
+                "if" | "unless" => {
+                    let other = if t.get(*pos) == Some(&"else") {
+                        *pos += 1;
+                        Some(Box::new(Rich::operand(t, pos, depth + 1)?))
+                    } else {
+                        None
+                    };
+                    if op == "if" {
+                        Rich::If(l, right, other)
+                    } else {
+                        Rich::Unless(l, right, other)
+                    }
+                }
+                other => return Err(format!("unknown operator {other:?}")),
+            };
+        }
+    }
+}
+
+fn is_keyword(t: &str) -> bool {
+    matches!(t, "and" | "or" | "if" | "unless" | "else" | "with" | "without")
 }
 
 /// rpm's version comparison (`rpmvercmp`): alternating runs of digits (numeric) and letters
@@ -717,6 +898,19 @@ mod tests {
             ("fc38", "fc39", Less),
         ] {
             assert_eq!(vercmp(a, b), o, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn rich_dependencies_parse() {
+        use Rich::*;
+        let a = |s: &str| Box::new(Atom(s.into()));
+        assert_eq!(Rich::parse("(a >= 1.0 or b)").unwrap(), Or(a("a"), a("b")));
+        assert_eq!(Rich::parse("(a or b or c)").unwrap(), Or(Box::new(Or(a("a"), a("b"))), a("c")));
+        assert_eq!(Rich::parse("(a if (b and c) else d)").unwrap(), If(a("a"), Box::new(And(a("b"), a("c"))), Some(a("d"))));
+        assert_eq!(Rich::parse("(a unless b)").unwrap(), Unless(a("a"), a("b"), None));
+        for bad in ["(a or", "(a xor b)", "(or b)", "(a))", "()", "(a >=)", &"(".repeat(100)] {
+            assert!(Rich::parse(bad).is_err(), "{bad}");
         }
     }
 

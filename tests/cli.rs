@@ -244,6 +244,14 @@ fn killed_build_keeps_previous_output() {
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("hostfiles"), "/etc/hostname\n").unwrap();
     ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&out));
+    // The swapped-out previous output is removed by a background `rm -rf`: give it time
+    // (under a loaded test run it may still be there when the build returns).
+    for _ in 0..100 {
+        if leftovers(&t).len() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(leftovers(&t), vec!["out.keepme12".to_string()]);
 }
 

@@ -198,6 +198,7 @@ echo defaults > usr/share/alpha/defaults
 echo secret > usr/share/alpha/secret
 echo 'lib inside the root' > lib64/libalpha.so
 touch var/log/alpha.log var/lib/alpha/state
+ln -s /etc/passwd etc/alpha-link.conf
 "#;
 
 const ALPHA_FILES: &str = r#"
@@ -205,6 +206,7 @@ const ALPHA_FILES: &str = r#"
 /usr/bin/alpha-link
 /usr/bin/alpha-abs
 %config(noreplace) /etc/alpha.conf
+%config /etc/alpha-link.conf
 %dir /etc/alpha.d
 /etc/alpha.d/plain
 %config /usr/share/alpha/defaults
@@ -224,7 +226,7 @@ fn marker(name: &str) -> (String, String) {
 fn rpm_fixture(t: &Scratch, root: &Path) -> BTreeMap<String, PathBuf> {
     rpm_root(root);
     let m: BTreeMap<&str, (String, String)> =
-        ["ba", "bz", "betaprov", "eta", "zeta", "d15", "d20", "d09", "epsn", "epsx"].iter().map(|n| (*n, marker(n))).collect();
+        ["ba", "bz", "abeta", "eta", "zeta", "d15", "d20", "d09", "epsn", "epsx", "lambda", "mu", "nu"].iter().map(|n| (*n, marker(n))).collect();
     let gamma_install = "mkdir -p usr/lib/gamma\necho data > usr/lib/gamma/data".to_string();
     let theta_install = "mkdir -p usr/bin\necho theta > usr/bin/theta".to_string();
     let specs = vec![
@@ -242,7 +244,8 @@ fn rpm_fixture(t: &Scratch, root: &Path) -> BTreeMap<String, PathBuf> {
         },
         Spec { provides: &["cap-beta"], ..Spec::simple("ba", "1.0", &m["ba"].0, &m["ba"].1) },
         Spec { provides: &["cap-beta"], ..Spec::simple("bz", "1.0", &m["bz"].0, &m["bz"].1) },
-        Spec { provides: &["cap-beta"], ..Spec::simple("betaprov", "1.0", &m["betaprov"].0, &m["betaprov"].1) },
+        // Sorts first, but is longer: the shortest name wins, then byte order (ba before bz).
+        Spec { provides: &["cap-beta"], ..Spec::simple("abeta", "1.0", &m["abeta"].0, &m["abeta"].1) },
         Spec { requires: &["delta >= 1"], ..Spec::simple("gamma", "1.0", &gamma_install, "/usr/lib/gamma") },
         // Three installed builds of delta: the epoch decides (1:1.5 is newer than 2.0 and 0:9).
         // (Installed oldest first: `rpm -i` refuses an older build next to a newer one.)
@@ -253,7 +256,14 @@ fn rpm_fixture(t: &Scratch, root: &Path) -> BTreeMap<String, PathBuf> {
         Spec::simple("eps", "1.0", &m["epsn"].0, &m["epsn"].1),
         Spec { arch: "x86_64", requires: &["zeta"], ..Spec::simple("eps", "3.0", &m["epsx"].0, &m["epsx"].1) },
         Spec { provides: &["cap-eta = 2"], ..Spec::simple("eta", "1.0", &m["eta"].0, &m["eta"].1) },
-        Spec::simple("theta", "1.0", &theta_install, "/usr/bin/theta"),
+        // Boolean dependencies: `or` takes the installed side, `if` follows what is installed.
+        Spec {
+            requires: &["(kappa or lambda >= 1)", "(mu if alpha)", "(nu if notinstalled)"],
+            ..Spec::simple("theta", "1.0", &theta_install, "/usr/bin/theta")
+        },
+        Spec::simple("lambda", "1.0", &m["lambda"].0, &m["lambda"].1),
+        Spec::simple("mu", "1.0", &m["mu"].0, &m["mu"].1),
+        Spec::simple("nu", "1.0", &m["nu"].0, &m["nu"].1),
         Spec { provides: &["cap-beta"], ..Spec::simple("zeta", "1.0", &m["zeta"].0, &m["zeta"].1) },
     ];
     let rpms = rpmbuild(&t.path("rpmbuild"), &specs);
@@ -276,6 +286,8 @@ const RPM_CLOSURE: &[&str] = &[
     "eps-1.0-1.noarch",
     "eta-1.0-1.noarch",
     "gamma-1.0-1.noarch",
+    "lambda-1.0-1.noarch",
+    "mu-1.0-1.noarch",
     "theta-1.0-1.noarch",
 ];
 
@@ -404,12 +416,20 @@ fn rpm_prepare_config_files() {
     let t = Scratch::new("rpm-prepare");
     let root = t.path("root");
     let rpms = rpm_fixture(&t, &root);
-    // rpm's own list of %config files of the closure is the oracle.
+    // rpm's own list of %config files of the closure is the oracle; the base image holds the
+    // regular files among them (a %config symlink, here to /etc/passwd, is not followed: that
+    // would read the build host's file).
     let mut configs = BTreeSet::new();
     for nevra in RPM_CLOSURE {
-        configs.extend(rpm_files(&root, nevra).into_iter().filter(|(_, f)| f.flags.contains('c')).map(|(p, _)| p));
+        configs.extend(
+            rpm_files(&root, nevra)
+                .into_iter()
+                .filter(|(_, f)| f.flags.contains('c') && f.mode & 0o170000 == 0o100000)
+                .map(|(p, _)| p),
+        );
     }
     assert_eq!(configs.iter().map(String::as_str).collect::<Vec<_>>(), ["/etc/alpha.conf", "/usr/share/alpha/defaults"]);
+    assert!(fs::symlink_metadata(root.join("etc/alpha-link.conf")).unwrap().file_type().is_symlink());
 
     let members = |dir: &Path| -> BTreeMap<String, String> {
         let tgz = fs::File::open(dir.join("base.tar.gz")).unwrap();
@@ -443,6 +463,7 @@ fn rpm_prepare_config_files() {
     let p2 = t.path("p2");
     ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(&root).arg("alpha").arg("-o").arg(&p2));
     assert_eq!(members(&p2)["/etc/alpha.conf"], "edited by the admin\n");
+    assert_eq!(members(&p2).keys().cloned().collect::<BTreeSet<_>>(), configs);
 
     let p3 = t.path("p3");
     let r = prepare(&["alpha".as_ref()], &p3);
@@ -549,9 +570,15 @@ fn rpm_detection_if_newer_and_bad_databases() {
     fs::write(root.join("var/lib/rpm/Packages"), vec![0u8; 4096]).unwrap();
     check("berkeley db", &["var/lib/rpm/Packages", "Berkeley DB"]);
     fs::remove_file(root.join("var/lib/rpm/Packages")).unwrap();
+    fs::write(root.join("usr/lib/sysimage/rpm/Packages.db"), vec![0u8; 4096]).unwrap();
+    check("ndb", &["Packages.db", "ndb format"]);
+    fs::remove_file(root.join("usr/lib/sysimage/rpm/Packages.db")).unwrap();
     let r = build(&["--packager", "rpm"]);
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("no rpm database") && stderr(&r).lines().count() == 1, "{}", stderr(&r));
+    let r = run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(t.path("nonexistent")).arg(&d).arg("-o").arg(&o));
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("nonexistent: --sysroot: No such file or directory"), "{}", stderr(&r));
     // The last good output was never touched by the failed builds.
     assert_eq!(fs::read_to_string(o.join("usr/bin/two")).unwrap(), "2\n");
 }
@@ -572,7 +599,7 @@ fn build_user() -> &'static str {
 
 const PKGBUILD: &str = r#"
 pkgbase=ptest
-pkgname=(pa pb pc pd pdx pz)
+pkgname=(pa pb pc pd pav pz)
 pkgver=1.0
 pkgrel=3
 epoch=2
@@ -597,7 +624,7 @@ package_pa() {
 package_pb() { install -Dm644 /dev/null "$pkgdir"/usr/share/pb/marker; }
 package_pc() { provides=('libpc.so=1-64'); install -Dm644 /dev/null "$pkgdir"/usr/lib/libpc.so.1; }
 package_pd() { provides=('pvirt=1'); install -Dm644 /dev/null "$pkgdir"/usr/share/pd/marker; }
-package_pdx() { provides=('pvirt=1'); install -Dm644 /dev/null "$pkgdir"/usr/share/pdx/marker; }
+package_pav() { provides=('pvirt=1'); install -Dm644 /dev/null "$pkgdir"/usr/share/pav/marker; }
 package_pz() { provides=('pvirt'); install -Dm644 /dev/null "$pkgdir"/usr/share/pz/marker; }
 "#;
 
@@ -659,7 +686,7 @@ fn pacman_sysroot_build_and_prepare() {
     let o = t.path("o");
     ok(ours().args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
     // Versioned depends resolved by name; libpc.so through pc's provides; pvirt has three
-    // providers: the shortest name wins (pd, not pdx or pz).
+    // providers: the shortest name wins, then byte order (pd, not pav or pz).
     assert_eq!(
         fs::read_to_string(o.join("packagelist")).unwrap().lines().collect::<Vec<_>>(),
         ["pa-2:1.0-3.any", "pb-2:1.0-3.any", "pc-2:1.0-3.any", "pd-2:1.0-3.any"]
@@ -801,4 +828,56 @@ fn debian_root_from_mmdebstrap_runs_bash() {
         checked += 1;
     }
     assert!(checked > 300, "only {checked} paths checked");
+
+    // --prepare from the root: its unmodified config files (MD5 as dpkg recorded them in the
+    // root) go into base.tar.gz with the root's bytes, without downloading anything.
+    let p = t.path("p");
+    ok(ours().args(["--prepare", "--sysroot"]).arg(&root).args(["bash", "-o"]).arg(&p));
+    assert_eq!(fs::read_to_string(p.join("packages")).unwrap(), "bash\n");
+    let tgz = fs::File::open(p.join("base.tar.gz")).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut found = false;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "./etc/bash.bashrc" {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            assert_eq!(data, fs::read(root.join("etc/bash.bashrc")).unwrap());
+            found = true;
+        }
+    }
+    assert!(found, "/etc/bash.bashrc missing from base.tar.gz");
+
+    // Modified in the root: the pristine file must come from the root's distribution, so apt
+    // runs with the root's configuration (mmdebstrap leaves it without package lists: a clear
+    // error, where the build host's apt would have fetched its own bookworm's bash).
+    struct Restore(PathBuf, Vec<u8>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            fs::write(&self.0, &self.1).unwrap();
+        }
+    }
+    let bashrc = root.join("etc/bash.bashrc");
+    let _restore = Restore(bashrc.clone(), fs::read(&bashrc).unwrap());
+    let mut edited = fs::read(&bashrc).unwrap();
+    edited.extend_from_slice(b"# edited in the root\n");
+    fs::write(&bashrc, &edited).unwrap();
+    let p2 = t.path("p2");
+    let r = run(ours().args(["--prepare", "--sysroot"]).arg(&root).args(["bash", "-o"]).arg(&p2));
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(stderr(&r).contains("apt-get update` in the sysroot"), "{}", stderr(&r));
+    ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(&root).args(["bash", "-o"]).arg(&p2));
+    let tgz = fs::File::open(p2.join("base.tar.gz")).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let bashrc_member = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy() == "./etc/bash.bashrc")
+        .map(|mut e| {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            data
+        });
+    assert_eq!(bashrc_member, Some(edited));
 }
