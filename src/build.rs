@@ -97,22 +97,6 @@ pub fn resolve_inputs_cached(
     resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
 }
 
-/// The kernel and modules for ext2/initramfs. The `--sysroot` hook: `kernel::find` reads the
-/// build host's `/boot` and `/lib/modules`; until it reads them through `host::path(root, …)`
-/// like every other path, a sysroot build must name its kernel, so that nothing of the build
-/// host gets into a foreign appliance unasked.
-fn kernel_for(opts: &Options) -> Result<kernel::Kernel> {
-    let named = std::env::var_os("SUPERMIN_KERNEL").is_some() && std::env::var_os("SUPERMIN_MODULES").is_some();
-    if opts.root != Path::new("/") && !named {
-        let r = opts.root.display();
-        return Err(Error::new(format!(
-            "--sysroot {r}: the kernel is not looked up inside the sysroot yet: set SUPERMIN_KERNEL and \
-             SUPERMIN_MODULES (e.g. {r}/boot/vmlinuz-VERSION and {r}/lib/modules/VERSION)"
-        )));
-    }
-    kernel::find(&opts.host_cpu)
-}
-
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     let database = driver.database_files(&opts.root);
     let sources = Sources {
@@ -128,7 +112,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     // Choose the kernel before the long work, so a missing one fails fast.
     let kernel = match opts.format {
         Format::Chroot => None,
-        Format::Ext2 | Format::Initramfs => Some(kernel_for(opts)?),
+        Format::Ext2 | Format::Initramfs => Some(kernel::find(&opts.root, &opts.host_cpu)?),
     };
     let started = std::time::Instant::now();
     let pm = driver.open(&opts.root)?;
@@ -140,7 +124,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         (Format::Chroot, _) => chroot::write(&resolved.manifest, out)?,
         (Format::Ext2, Some(k)) => {
             let mut manifest = resolved.manifest;
-            resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+            resolve::add_host_tree(&mut manifest, &opts.root, &k.modpath, &format!("/lib/modules/{}", k.version))?;
             install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
             // The initrd is small and independent of the image: make it meanwhile.
             let initrd = out.join("initrd");
@@ -152,7 +136,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         }
         (Format::Initramfs, Some(k)) => {
             let mut manifest = resolved.manifest;
-            resolve::add_host_tree(&mut manifest, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+            resolve::add_host_tree(&mut manifest, &opts.root, &k.modpath, &format!("/lib/modules/{}", k.version))?;
             install_kernel(&k, &out.join("kernel"), opts.copy_kernel)?;
             initramfs::write(&manifest, &out.join("initrd"))?;
         }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use log::debug;
 
 use crate::error::{Error, Result};
+use crate::host;
 
 pub struct Kernel {
     pub path: PathBuf,
@@ -21,8 +22,10 @@ pub struct Kernel {
     pub modpath: PathBuf,
 }
 
-pub fn find(host_cpu: &str) -> Result<Kernel> {
-    let kernel = find_candidate(host_cpu)?;
+/// The kernel for an appliance built from `root` (`/`, or a `--sysroot`): its `/boot` and
+/// `/lib/modules`, symlinks resolved inside it, never the build host's.
+pub fn find(root: &Path, host_cpu: &str) -> Result<Kernel> {
+    let kernel = find_candidate(root, host_cpu)?;
     // Readable? (Ubuntu ships kernels 0600.)
     if let Err(e) = fs::File::open(&kernel.path) {
         return Err(Error::new(format!(
@@ -40,17 +43,19 @@ fn has_modules(modpath: &Path) -> bool {
     fs::metadata(modpath.join("modules.dep")).map(|m| m.is_file()).unwrap_or(false)
 }
 
-fn modpath_for(version: &str) -> PathBuf {
-    std::env::var_os("SUPERMIN_MODULES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/lib/modules").join(version))
+fn modpath_for(root: &Path, version: &str) -> PathBuf {
+    std::env::var_os("SUPERMIN_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| host::path_follow(root, &format!("/lib/modules/{version}")))
 }
 
-fn find_candidate(host_cpu: &str) -> Result<Kernel> {
+fn find_candidate(root: &Path, host_cpu: &str) -> Result<Kernel> {
     if let Some(k) = std::env::var_os("SUPERMIN_KERNEL") {
         let path = PathBuf::from(k);
         let version = std::env::var("SUPERMIN_KERNEL_VERSION").ok().or_else(|| version_from_file(&path));
         match version {
             Some(version) => {
-                let modpath = modpath_for(&version);
+                let modpath = modpath_for(root, &version);
                 if !has_modules(&modpath) {
                     return Err(Error::new(format!(
                         "SUPERMIN_KERNEL={}: no modules.dep in {} (set SUPERMIN_MODULES to its modules directory)",
@@ -67,7 +72,8 @@ fn find_candidate(host_cpu: &str) -> Result<Kernel> {
 
     // Fedora layout: /lib/modules/VERSION/vmlinuz.
     let mut fedora: Vec<(String, PathBuf)> = Vec::new();
-    if let Ok(rd) = fs::read_dir("/lib/modules") {
+    let modules_dir = host::path_follow(root, "/lib/modules");
+    if let Ok(rd) = fs::read_dir(&modules_dir) {
         for e in rd.flatten() {
             let version = e.file_name().to_string_lossy().into_owned();
             let path = e.path().join("vmlinuz");
@@ -78,12 +84,13 @@ fn find_candidate(host_cpu: &str) -> Result<Kernel> {
         }
     }
     if let Some((version, path)) = fedora.into_iter().max_by(|a, b| compare_versions(&a.0, &b.0)) {
-        let modpath = PathBuf::from("/lib/modules").join(&version);
+        let modpath = modules_dir.join(&version);
         return Ok(Kernel { path, version, modpath });
     }
 
     // Debian layout: /boot/vmlinuz-VERSION.
-    let names: Vec<String> = fs::read_dir("/boot")
+    let boot = host::path_follow(root, "/boot");
+    let names: Vec<String> = fs::read_dir(&boot)
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     let is_kernel = |n: &str| (n.starts_with("vmlinuz-") || n.starts_with("vmlinux-")) && bootable(n, host_cpu);
@@ -95,11 +102,12 @@ fn find_candidate(host_cpu: &str) -> Result<Kernel> {
     }
     candidates.sort_by(|a, b| compare_versions(b, a));
     for name in candidates {
-        let path = Path::new("/boot").join(name);
+        // A kernel that is a symlink (`vmlinuz -> vmlinuz-6.1…`) is followed inside the root.
+        let path = host::path_follow(root, &format!("/boot/{name}"));
         let suffix = &name[8..];
-        let version = version_from_file(&path).or_else(|| has_modules(&modpath_for(suffix)).then(|| suffix.to_string()));
+        let version = version_from_file(&path).or_else(|| has_modules(&modpath_for(root, suffix)).then(|| suffix.to_string()));
         if let Some(version) = version {
-            let modpath = modpath_for(&version);
+            let modpath = modpath_for(root, &version);
             if has_modules(&modpath) {
                 return Ok(Kernel { path, version, modpath });
             }
@@ -107,8 +115,9 @@ fn find_candidate(host_cpu: &str) -> Result<Kernel> {
         }
     }
     Err(Error::new(format!(
-        "failed to find a suitable kernel (host_cpu={host_cpu}): install one (e.g. `apt-get install linux-image-amd64`) \
-         or set SUPERMIN_KERNEL, SUPERMIN_KERNEL_VERSION and SUPERMIN_MODULES"
+        "failed to find a suitable kernel (host_cpu={host_cpu}) in {}: install one (e.g. `apt-get install linux-image-amd64`) \
+         or set SUPERMIN_KERNEL, SUPERMIN_KERNEL_VERSION and SUPERMIN_MODULES",
+        boot.display()
     )))
 }
 

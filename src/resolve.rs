@@ -138,14 +138,14 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
 /// Copy a host directory tree into the manifest at `target` (the kernel modules for `-f ext2`
 /// and `initramfs`): missing parents of `target` are created with their host metadata, and
 /// entries already there are replaced, as the original's ext2 writer does.
-pub fn add_host_tree(manifest: &mut Manifest, host_dir: &Path, target: &str) -> Result<()> {
+pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, target: &str) -> Result<()> {
     // Parents first, e.g. /lib/modules, with the metadata of the host's own directory.
     let mut prefix = String::new();
     for comp in target.split('/').filter(|c| !c.is_empty()) {
         prefix.push('/');
         prefix.push_str(comp);
         if manifest.lookup(prefix.as_bytes(), true).is_none() {
-            let meta = fs::metadata(&prefix).map(|m| Meta::from_host(&m)).unwrap_or(Meta { mode: 0o755, ..opts_dir_meta() });
+            let meta = host::stat(root, &prefix).map(|m| Meta::from_host(&m)).unwrap_or(Meta { mode: 0o755, ..opts_dir_meta() });
             manifest.mkdir(prefix.as_bytes(), meta);
         }
     }

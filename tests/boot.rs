@@ -303,3 +303,50 @@ fn unreadable_kernel_is_explained() {
     assert!(err.contains(&kernel.display().to_string()) && err.contains("chmod"), "{err}");
     assert!(!out.exists());
 }
+
+/// `--sysroot`: an ext2 appliance built from another root (an mmdebstrap tree given a kernel)
+/// uses that root's packages, kernel and modules, never the build host's, and boots.
+#[test]
+fn ext2_from_a_sysroot_uses_its_kernel_and_boots() {
+    let t = Scratch::new("sysroot-ext2");
+    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    // A copy of the Debian root made of hard links (cheap), given a kernel the same way.
+    let root = t.path("root");
+    ok(Command::new("cp").arg("-al").arg(debian_root()).arg(&root));
+    fs::create_dir_all(root.join("boot")).unwrap();
+    ok(Command::new("cp").arg("-al").arg(format!("/boot/vmlinuz-{release}")).arg(root.join("boot/")));
+    fs::create_dir_all(root.join("usr/lib/modules")).unwrap();
+    ok(Command::new("cp").arg("-al").arg(format!("/lib/modules/{release}")).arg(root.join("usr/lib/modules/")));
+
+    let d = t.path("supermin.d");
+    ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(&root).args(["bash", "coreutils", "-o"]).arg(&d));
+    let init_dir = t.path("init-src");
+    fs::create_dir_all(&init_dir).unwrap();
+    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n")).unwrap();
+    ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
+    ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
+
+    let e = t.path("ext2");
+    ok(ours().args(["--build", "-f", "ext2", "--size", "1G", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&e));
+    let kernel = fs::read_link(e.join("kernel")).unwrap();
+    assert!(kernel.starts_with(&root), "kernel {} must come from the sysroot", kernel.display());
+    let console = boot(vec![
+        "-kernel".into(),
+        e.join("kernel").display().to_string(),
+        "-initrd".into(),
+        e.join("initrd").display().to_string(),
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display()),
+        "-append".into(),
+        "console=ttyS0 root=/dev/vda panic=1".into(),
+    ]);
+    assert_booted(&console, &e);
+
+    // Without a kernel in the root, the error names the root's /boot, not the host's.
+    let bare = t.path("bare");
+    ok(Command::new("cp").arg("-al").arg(debian_root()).arg(&bare));
+    let r = run(ours().args(["--build", "-f", "ext2", "--sysroot"]).arg(&bare).arg(&d).arg("-o").arg(t.path("e2")));
+    let err = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed to find a suitable kernel") && err.contains(&bare.display().to_string()), "{err}");
+}

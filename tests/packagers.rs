@@ -765,20 +765,6 @@ fn pacman_sysroot_build_and_prepare() {
 // ------------------------------------------------------------------------------------------
 // A Debian root made by mmdebstrap
 
-/// One minbase bookworm tree for all runs (made once, ~1 minute; kept in /var/tmp).
-fn debian_root() -> PathBuf {
-    let root = PathBuf::from(std::env::var_os("SUPERMIN_TEST_DEBROOT").unwrap_or_else(|| "/var/tmp/supermin-test-bookworm-root".into()));
-    let done = root.with_extension("complete");
-    if done.exists() {
-        return root;
-    }
-    need("mmdebstrap");
-    let _ = fs::remove_dir_all(&root);
-    ok(Command::new("mmdebstrap").args(["--quiet", "--variant=minbase", "bookworm"]).arg(&root));
-    fs::write(&done, "").unwrap();
-    root
-}
-
 #[test]
 fn debian_root_from_mmdebstrap_runs_bash() {
     let t = Scratch::new("debroot");

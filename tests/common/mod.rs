@@ -226,3 +226,27 @@ fn usr_spellings(path: &str) -> Vec<String> {
     }
     v
 }
+
+/// One minbase bookworm tree made by mmdebstrap, shared by every test and run (made once,
+/// about a minute; kept in /var/tmp).
+pub fn debian_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = PathBuf::from(
+            std::env::var_os("SUPERMIN_TEST_DEBROOT").unwrap_or_else(|| "/var/tmp/supermin-test-bookworm-root".into()),
+        );
+        let done = root.with_extension("complete");
+        if done.exists() {
+            return root;
+        }
+        assert!(
+            Command::new("mmdebstrap").arg("--version").output().is_ok(),
+            "mmdebstrap is missing: run `sudo scripts/install-deps.sh`"
+        );
+        let _ = fs::remove_dir_all(&root);
+        ok(Command::new("mmdebstrap").args(["--quiet", "--variant=minbase", "bookworm"]).arg(&root));
+        fs::write(&done, "").unwrap();
+        root
+    })
+    .clone()
+}
