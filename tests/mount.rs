@@ -320,3 +320,32 @@ fn materialize_from_a_supermin_d_and_from_a_mount_equals_the_build() {
     };
     assert_eq!(names(&via_mount), names(&via_build));
 }
+
+#[test]
+fn usage_mistakes_are_one_line_with_exit_2() {
+    for args in [&["mount"][..], &["mount", "/only-one"], &["umount"], &["materialize", "/x"]] {
+        let out = run(ours().args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("supermin: ") && err.trim_end().lines().count() == 1, "{args:?}: {err:?}");
+    }
+}
+
+#[test]
+fn a_foreground_mount_unmounted_from_outside_exits_quietly() {
+    let s = Scratch::new("mount-outside");
+    let d = prepare_bash(&s);
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let _guard = Mounted(mp.clone());
+    let child = ours().arg("mount").arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_mounted(&mp) {
+        assert!(Instant::now() < deadline, "foreground mount did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ok(ours().arg("umount").arg(&mp));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", out.status);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

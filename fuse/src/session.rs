@@ -118,6 +118,9 @@ impl Ready {
     pub fn ok(mut self) {
         let _ = self.0.write_all(b"\0");
         detach_stdio();
+        // Do not keep the caller's working directory busy (it may be on a filesystem someone
+        // wants to unmount); the inputs were resolved already.
+        let _ = std::env::set_current_dir("/");
     }
 
     /// Starting failed: the parent prints `message` and exits 1.
