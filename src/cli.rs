@@ -54,10 +54,50 @@ fn command() -> Command {
         .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::Count).help("Enable debugging messages"))
         .arg(Arg::new("version").short('V').long("version").action(ArgAction::SetTrue).help("Display version number and exit"))
         .arg(flag("list-drivers", "Display list of drivers and exit"))
+        .args(root_args())
         .arg(flag("names", "Give an error (this flag was for supermin 4)").hide(true))
         .arg(value("dtb", "WILDCARD", "Give an error (removed in supermin 5.1.18)").hide(true))
         .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("Display this list of options"))
         .arg(Arg::new("args").num_args(0..).action(ArgAction::Append).value_parser(clap::value_parser!(PathBuf)))
+}
+
+/// `--sysroot DIR` and `--packager NAME`: where the packages are installed and which database
+/// to read there. Shared by every subcommand that reads packages (a function, so `mount` and
+/// `materialize` add the same two arguments).
+pub fn root_args() -> [Arg; 2] {
+    [
+        Arg::new("sysroot")
+            .long("sysroot")
+            .value_name("DIR")
+            .num_args(1)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Read the package database, packages and host files under DIR instead of /"),
+        Arg::new("packager")
+            .long("packager")
+            .value_name("NAME")
+            .num_args(1)
+            .help("Use this package manager (dpkg, rpm, pacman) instead of detecting it"),
+    ]
+}
+
+/// The root (`/` or `--sysroot`, made absolute) and its driver, from [`root_args`].
+pub fn root_and_driver(m: &ArgMatches) -> Result<(PathBuf, packager::Driver)> {
+    let root = sysroot(m)?;
+    let driver = match m.get_one::<String>("packager") {
+        Some(name) => packager::Driver::from_name(name)?,
+        None => packager::Driver::detect(&root)?,
+    };
+    Ok((root, driver))
+}
+
+fn sysroot(m: &ArgMatches) -> Result<PathBuf> {
+    let Some(dir) = m.get_one::<PathBuf>("sysroot") else { return Ok(PathBuf::from("/")) };
+    // Canonical, so that paths under it can be compared and joined without surprises.
+    let root = std::fs::canonicalize(dir).at(dir, "--sysroot")?;
+    if !root.is_dir() {
+        return Err(Error::new(format!("{}: --sysroot: not a directory", dir.display())));
+    }
+    Ok(root)
 }
 
 /// Run the tool with `args` (without the program name); returns the exit code.
@@ -125,10 +165,10 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
     if m.get_one::<String>("dtb").is_some() {
         return Err(Error::new("--dtb option was removed in supermin 5.1.18 (device trees are not supported)"));
     }
-    let root = PathBuf::from("/");
     if m.get_flag("list-drivers") {
+        let root = sysroot(m)?;
         for (system, packager) in DRIVERS {
-            let state = if packager::detected(&root, packager) { "detected" } else { "not-detected" };
+            let state = if packager::detected(&root, system) { "detected" } else { "not-detected" };
             println!("{system}/{packager}\t{state}");
         }
         return Ok(());
@@ -153,7 +193,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
     let tmpdir = tmpdir()?;
     let args: Vec<PathBuf> = m.get_many::<PathBuf>("args").map(|v| v.cloned().collect()).unwrap_or_default();
 
-    let driver = packager::Driver::detect(&root)?;
+    let (root, driver) = root_and_driver(m)?;
     // Held until the process exits.
     let _lock = match m.get_one::<String>("lock") {
         Some(path) => Some(take_lock(Path::new(path))?),

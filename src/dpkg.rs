@@ -24,12 +24,12 @@ const ADMIN_DIR: &str = "var/lib/dpkg";
 
 /// The original's detection rule: a Debian-like os-release ID, or `/etc/debian_version`.
 pub fn detected(root: &Path) -> bool {
-    if !host::path(root, "/var/lib/dpkg/status").is_file() {
+    if !host::is_file(root, "/var/lib/dpkg/status") {
         return false;
     }
     let id = host::os_release_id(root);
     matches!(id.as_deref(), Some("debian") | Some("ubuntu"))
-        || host::path(root, "/etc/debian_version").is_file()
+        || host::is_file(root, "/etc/debian_version")
 }
 
 /// dpkg rewrites `status` on every install and removal.

@@ -1,29 +1,273 @@
-//! Access to the host (or, later, a `--sysroot` tree): every host path the tool reads goes
-//! through here, so a different root is one parameter, not a search-and-replace.
+//! Access to the host, or to a `--sysroot` tree: every host path the tool reads goes through
+//! here, so a different root is one parameter, not a search-and-replace.
+//!
+//! With a sysroot, a path is resolved *inside* the root, the way a chroot (or `openat2`'s
+//! `RESOLVE_IN_ROOT`) would: an absolute symlink (`/etc/alternatives/awk -> /usr/bin/mawk`,
+//! `/lib64 -> /usr/lib64` in some images) means the root's own `/usr`, and `..` stops at the
+//! root. Letting the kernel follow such links would silently read the *build host's* files
+//! into an appliance that claims to come from another distribution. With root `/` paths are
+//! used as they are: the kernel's resolution is already the right one.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// The host path for absolute path `p` under `root`.
+/// Symlinks followed while resolving one path before giving up (the kernel's limit).
+const MAX_LINKS: u32 = 40;
+
+thread_local! {
+    /// Resolved directories per (root, path): every file of a package shares a handful of
+    /// parent directories, so each is resolved (a few lstats) once. Roots are read, not
+    /// modified, during a run.
+    static DIRS: RefCell<HashMap<(PathBuf, String), String>> = RefCell::new(HashMap::new());
+}
+
+fn is_host(root: &Path) -> bool {
+    root == Path::new("/")
+}
+
+/// The host path for absolute path `p` under `root`. Every component but the last is
+/// resolved inside `root`; the last is not followed (this is `lstat`'s view).
 pub fn path(root: &Path, p: &str) -> PathBuf {
-    if root == Path::new("/") {
-        PathBuf::from(p)
-    } else {
-        root.join(p.trim_start_matches('/'))
+    if is_host(root) {
+        return PathBuf::from(p);
     }
+    let (dir, name) = split(p);
+    let dir = resolve_dir(root, dir);
+    let mut out = root.join(dir.trim_start_matches('/'));
+    if !name.is_empty() {
+        out.push(name);
+    }
+    out
+}
+
+/// The host path for `p` with the final symlink followed too, inside `root` (`stat`'s view).
+pub fn path_follow(root: &Path, p: &str) -> PathBuf {
+    if is_host(root) {
+        return PathBuf::from(p);
+    }
+    root.join(resolve(root, p, true).trim_start_matches('/'))
+}
+
+/// `p` as a canonical absolute path inside `root` (`realpath` in a chroot). Components that do
+/// not exist are kept as spelled.
+pub fn realpath(root: &Path, p: &str) -> String {
+    if is_host(root) {
+        return fs::canonicalize(p).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| p.to_string());
+    }
+    resolve(root, p, true)
 }
 
 pub fn lstat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
     fs::symlink_metadata(path(root, p))
 }
 
+pub fn stat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
+    fs::metadata(path_follow(root, p))
+}
+
+/// `stat(p)` says regular file (symlinks followed inside `root`), as the original's detection
+/// checks release files.
+pub fn is_file(root: &Path, p: &str) -> bool {
+    stat(root, p).map(|m| m.is_file()).unwrap_or(false)
+}
+
+pub fn read_to_string(root: &Path, p: &str) -> io::Result<String> {
+    fs::read_to_string(path_follow(root, p))
+}
+
 /// `ID=` of `/etc/os-release` (or `/usr/lib/os-release`), unquoted.
 pub fn os_release_id(root: &Path) -> Option<String> {
-    let text = fs::read_to_string(path(root, "/etc/os-release"))
-        .or_else(|_| fs::read_to_string(path(root, "/usr/lib/os-release")))
-        .ok()?;
+    let text = read_to_string(root, "/etc/os-release").or_else(|_| read_to_string(root, "/usr/lib/os-release")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("ID="))
         .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+}
+
+fn split(p: &str) -> (&str, &str) {
+    let p = p.trim_end_matches('/');
+    match p.rfind('/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => ("", p),
+    }
+}
+
+fn resolve_dir(root: &Path, dir: &str) -> String {
+    if dir.is_empty() || dir == "/" {
+        return String::new();
+    }
+    let key = (root.to_path_buf(), dir.to_string());
+    if let Some(hit) = DIRS.with(|c| c.borrow().get(&key).cloned()) {
+        return hit;
+    }
+    let resolved = resolve(root, dir, true);
+    let resolved = if resolved == "/" { String::new() } else { resolved };
+    DIRS.with(|c| c.borrow_mut().insert(key, resolved.clone()));
+    resolved
+}
+
+/// Resolve `p` component by component inside `root`. Returns an absolute path (`/` for the
+/// root). `follow_last` decides whether a final symlink is followed. Missing components end
+/// the resolution: the rest is appended as spelled (any later lookup fails the same way).
+fn resolve(root: &Path, p: &str, follow_last: bool) -> String {
+    // Components still to walk, next on top.
+    let mut todo: Vec<String> = p.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string).collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let last = todo.is_empty();
+        cur.push(c);
+        if last && !follow_last {
+            break;
+        }
+        let host = root.join(cur.join("/"));
+        let Ok(meta) = fs::symlink_metadata(&host) else {
+            // Missing: keep the rest literally.
+            while let Some(rest) = todo.pop() {
+                cur.push(rest);
+            }
+            break;
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        links += 1;
+        let Ok(target) = fs::read_link(&host) else { continue };
+        if links > MAX_LINKS {
+            break;
+        }
+        cur.pop();
+        let target = target.as_os_str().as_bytes();
+        if target.starts_with(b"/") {
+            cur.clear();
+        }
+        let target = String::from_utf8_lossy(target).into_owned();
+        todo.extend(target.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string));
+    }
+    format!("/{}", cur.join("/"))
+}
+
+/// The hostfiles `glob` inside `root`: libc `glob` semantics with `GLOB_NOESCAPE` (a wildcard
+/// does not cross `/` and does not match a leading dot), every directory looked up inside the
+/// root. Matches are spelled as the pattern spells them, sorted byte-wise (the original runs
+/// with `LANG=C`).
+pub fn glob(root: &Path, pattern: &str) -> Vec<String> {
+    if is_host(root) {
+        return libc_glob(pattern);
+    }
+    let magic = |c: &str| c.contains(['*', '?', '[']);
+    let mut found: Vec<String> = vec![String::new()];
+    let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    for comp in &comps {
+        let mut next = Vec::new();
+        if !magic(comp) {
+            for f in found {
+                next.push(format!("{f}/{comp}"));
+            }
+        } else {
+            let Ok(cpat) = CString::new(*comp) else { return Vec::new() };
+            for f in found {
+                let dir = path_follow(root, if f.is_empty() { "/" } else { &f });
+                let Ok(rd) = fs::read_dir(&dir) else { continue };
+                let mut names: Vec<Vec<u8>> = rd.flatten().map(|e| e.file_name().as_bytes().to_vec()).collect();
+                names.sort();
+                for name in names {
+                    let Ok(cname) = CString::new(name.clone()) else { continue };
+                    // SAFETY: both are valid NUL-terminated strings.
+                    let hit = unsafe { libc::fnmatch(cpat.as_ptr(), cname.as_ptr(), libc::FNM_NOESCAPE | libc::FNM_PERIOD) == 0 };
+                    if hit {
+                        next.push(format!("{f}/{}", String::from_utf8_lossy(&name)));
+                    }
+                }
+            }
+        }
+        found = next;
+    }
+    if comps.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = found.into_iter().filter(|p| lstat(root, p).is_ok()).collect();
+    if pattern.ends_with('/') {
+        // glob with a trailing slash matches directories only.
+        out.retain(|p| stat(root, p).map(|m| m.is_dir()).unwrap_or(false));
+    }
+    out.sort();
+    out
+}
+
+/// libc `glob` with `GLOB_NOESCAPE`, as the original: sorted matches, none for no match.
+fn libc_glob(pattern: &str) -> Vec<String> {
+    use std::ffi::CStr;
+    let Ok(cpattern) = CString::new(pattern) else { return Vec::new() };
+    let mut out = Vec::new();
+    // SAFETY: glob_t is plain data initialised by glob(); freed with globfree() below.
+    unsafe {
+        let mut g: libc::glob_t = std::mem::zeroed();
+        if libc::glob(cpattern.as_ptr(), libc::GLOB_NOESCAPE, None, &mut g) == 0 {
+            for i in 0..g.gl_pathc {
+                let p = *g.gl_pathv.add(i);
+                if !p.is_null() {
+                    out.push(CStr::from_ptr(p).to_string_lossy().into_owned());
+                }
+            }
+        }
+        libc::globfree(&mut g);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("supermin-host-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("usr/lib64")).unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("usr/lib64/libx.so"), b"x").unwrap();
+        fs::write(root.join("usr/lib64/.hidden"), b"x").unwrap();
+        symlink("/usr/lib64", root.join("lib64")).unwrap();
+        symlink("../../../../../etc", root.join("usr/up")).unwrap();
+        symlink("/etc/passwd", root.join("etc/abs")).unwrap();
+        root
+    }
+
+    #[test]
+    fn absolute_links_stay_inside_the_root() {
+        let root = tree("links");
+        assert_eq!(path(&root, "/lib64/libx.so"), root.join("usr/lib64/libx.so"));
+        assert!(lstat(&root, "/lib64/libx.so").unwrap().is_file());
+        assert!(lstat(&root, "/lib64").unwrap().file_type().is_symlink());
+        // `..` past the root stops at the root; an absolute target is the root's.
+        assert_eq!(realpath(&root, "/usr/up"), "/etc");
+        assert_eq!(path_follow(&root, "/etc/abs"), root.join("etc/passwd"));
+        assert!(stat(&root, "/etc/abs").is_err(), "must not read the build host's /etc/passwd");
+        assert_eq!(realpath(&root, "/lib64/../lib64/libx.so"), "/usr/lib64/libx.so");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn glob_inside_the_root() {
+        let root = tree("glob");
+        assert_eq!(glob(&root, "/lib64/*"), vec!["/lib64/libx.so".to_string()]);
+        assert_eq!(glob(&root, "/l*/lib?.so"), vec!["/lib64/libx.so".to_string()]);
+        assert_eq!(glob(&root, "/lib64/.h*"), vec!["/lib64/.hidden".to_string()]);
+        assert!(glob(&root, "/nonexistent/*").is_empty());
+        assert_eq!(glob(&root, "/etc/abs"), vec!["/etc/abs".to_string()], "a dangling link exists for lstat");
+        let _ = fs::remove_dir_all(&root);
+    }
 }

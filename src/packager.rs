@@ -80,37 +80,63 @@ pub const DRIVERS: &[(&str, &str)] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
     Dpkg,
+    Rpm,
+    Pacman,
 }
 
 impl Driver {
-    pub fn detect(root: &Path) -> Result<Driver> {
-        if crate::dpkg::detected(root) {
-            return Ok(Driver::Dpkg);
+    /// `--packager NAME`: the backend chosen by the user, for roots whose release files lie.
+    pub fn from_name(name: &str) -> Result<Driver> {
+        match name {
+            "dpkg" => Ok(Driver::Dpkg),
+            "rpm" => Ok(Driver::Rpm),
+            "pacman" => Ok(Driver::Pacman),
+            _ => Err(Error::usage(format!("--packager: unknown package manager '{name}' (dpkg, rpm or pacman)"))),
         }
-        Err(Error::new(
-            "could not detect the package manager used by this system or distro: only dpkg \
-             (Debian, Ubuntu) is supported in this version",
-        ))
+    }
+
+    /// The first detected driver of [`DRIVERS`], in the original's order.
+    pub fn detect(root: &Path) -> Result<Driver> {
+        for (system, packager) in DRIVERS {
+            if detected(root, system) {
+                return Driver::from_name(packager);
+            }
+        }
+        let place = if root == Path::new("/") { "this system".to_string() } else { root.display().to_string() };
+        Err(Error::new(format!(
+            "could not detect the package manager used by {place} (no known os-release ID or release \
+             file with its package database): use --packager dpkg|rpm|pacman"
+        )))
     }
 
     /// Files whose modification means the installed set changed (for `--if-newer`).
     pub fn database_files(self, root: &Path) -> Vec<PathBuf> {
         match self {
             Driver::Dpkg => crate::dpkg::database_files(root),
+            Driver::Rpm => crate::rpm::database_files(root),
+            Driver::Pacman => crate::pacman::database_files(root),
         }
     }
 
     pub fn open(self, root: &Path) -> Result<Box<dyn PackageManager>> {
         match self {
             Driver::Dpkg => Ok(Box::new(crate::dpkg::Dpkg::open(root)?)),
+            Driver::Rpm => Ok(Box::new(crate::rpm::Rpm::open(root)?)),
+            Driver::Pacman => Ok(Box::new(crate::pacman::Pacman::open(root)?)),
         }
     }
 }
 
-/// Whether each driver of [`DRIVERS`] is usable here, for `--list-drivers`.
-pub fn detected(root: &Path, packager: &str) -> bool {
-    match packager {
-        "dpkg" => crate::dpkg::detected(root),
-        _ => false,
+/// Whether the driver `system` of [`DRIVERS`] is detected in `root`, for `--list-drivers` and
+/// [`Driver::detect`]. The original also requires its helper tools (dnf, zypper, pactree…)
+/// on the build host; we read the databases ourselves, so we require the database instead.
+pub fn detected(root: &Path, system: &str) -> bool {
+    match system {
+        "debian" => crate::dpkg::detected(root),
+        "arch" => crate::pacman::detected(root),
+        _ => crate::rpm::detected(root, system),
     }
 }
+
+// Hook for the ext2 output (kernel and modules): like every other host path they must be read
+// with `host::path(root, …)`, so `--sysroot` builds a bootable appliance from the root's kernel.

@@ -82,7 +82,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     }
 
     for pattern in &inputs.hostfiles {
-        for path in glob(pattern) {
+        for path in host::glob(opts.root, pattern) {
             listed.push(Listed { source: path.clone(), path });
         }
     }
@@ -239,7 +239,7 @@ impl<'a> StatCache<'a> {
     fn is_dir(&mut self, path: &str) -> bool {
         match self.lstat(path).map(|m| m.file_type()) {
             Some(t) if t.is_dir() => true,
-            Some(t) if t.is_symlink() => fs::metadata(host::path(self.root, path)).map(|m| m.is_dir()).unwrap_or(false),
+            Some(t) if t.is_symlink() => host::stat(self.root, path).map(|m| m.is_dir()).unwrap_or(false),
             _ => false,
         }
     }
@@ -300,25 +300,14 @@ fn munge(mut files: Vec<Listed>, stats: &mut StatCache) -> Vec<Listed> {
     out
 }
 
-/// Absolute host path a symlink to a directory points at (relative targets made absolute with
-/// `realpath`; one trailing slash removed).
+/// Absolute path a symlink to a directory points at (relative targets made absolute with
+/// `realpath`, inside the root; one trailing slash removed).
 fn link_target_dir(root: &Path, path: &str) -> String {
     let target = fs::read_link(host::path(root, path)).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
     let mut target = if target.starts_with('/') {
         target
     } else {
-        let joined = format!("{}/{}", dirname(path).trim_end_matches('/'), target);
-        match fs::canonicalize(host::path(root, &joined)) {
-            Ok(real) => {
-                let real = real.to_string_lossy().into_owned();
-                if root == Path::new("/") {
-                    real
-                } else {
-                    real.strip_prefix(&*root.to_string_lossy()).map(str::to_string).unwrap_or(joined)
-                }
-            }
-            Err(_) => joined,
-        }
+        host::realpath(root, &format!("{}/{}", dirname(path).trim_end_matches('/'), target))
     };
     if target.len() >= 2 && target.ends_with('/') {
         target.pop();
@@ -335,26 +324,6 @@ fn fnmatch(pattern: &CStr, path: &str) -> bool {
 fn fnmatch_c(pattern: &CStr, path: &CStr) -> bool {
     // SAFETY: both are valid NUL-terminated strings.
     unsafe { libc::fnmatch(pattern.as_ptr(), path.as_ptr(), libc::FNM_NOESCAPE) == 0 }
-}
-
-/// libc `glob` with `GLOB_NOESCAPE`, as the original: sorted matches, none for no match.
-fn glob(pattern: &str) -> Vec<String> {
-    let Ok(cpattern) = CString::new(pattern) else { return Vec::new() };
-    let mut out = Vec::new();
-    // SAFETY: glob_t is plain data initialised by glob(); freed with globfree() below.
-    unsafe {
-        let mut g: libc::glob_t = std::mem::zeroed();
-        if libc::glob(cpattern.as_ptr(), libc::GLOB_NOESCAPE, None, &mut g) == 0 {
-            for i in 0..g.gl_pathc {
-                let p = *g.gl_pathv.add(i);
-                if !p.is_null() {
-                    out.push(CStr::from_ptr(p).to_string_lossy().into_owned());
-                }
-            }
-        }
-        libc::globfree(&mut g);
-    }
-    out
 }
 
 /// Modification time of a host path in nanoseconds, for freshness checks.
@@ -379,8 +348,8 @@ mod tests {
         let p = CString::new("/usr/share/doc/*").unwrap();
         assert!(fnmatch(&p, "/usr/share/doc/bash/README"));
         assert!(!fnmatch(&p, "/usr/share/doc"));
-        assert!(glob("/etc/*").iter().all(|m| m.matches('/').count() == 2));
-        assert!(glob("/nonexistent-*").is_empty());
+        assert!(host::glob(Path::new("/"), "/etc/*").iter().all(|m| m.matches('/').count() == 2));
+        assert!(host::glob(Path::new("/"), "/nonexistent-*").is_empty());
     }
 
     #[test]

@@ -221,7 +221,12 @@ fn killed_build_keeps_previous_output() {
         .arg(&out)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Kill it mid-write: as soon as its temporary output directory exists.
+    let start = std::time::Instant::now();
+    while !fs::read_dir(&t.0).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("out.")) {
+        assert!(start.elapsed().as_secs() < 30, "the build never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
