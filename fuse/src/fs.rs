@@ -413,3 +413,26 @@ fn reply_slot(fill: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, Errno> {
     fill(&mut buf);
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_answers_eio() {
+        let r: Result<(), Errno> = guarded("test", || panic!("bug"));
+        assert_eq!(r, Err(Errno::EIO));
+        assert_eq!(guarded("test", || Ok(7)), Ok(7));
+    }
+
+    #[test]
+    fn kernel_and_view_inode_numbers() {
+        assert_eq!(view_ino(INodeNo(1)), Ok(0));
+        assert_eq!(view_ino(INodeNo(0)), Err(Errno::ENOENT));
+        assert_eq!(kernel_ino(0), INodeNo(1));
+        let a = Attr { mode: libc::S_IFCHR | 0o620, rdev: libc::makedev(4, 1), nlink: 1, size: 1000, ..Attr::default() };
+        let f = file_attr(5, &a);
+        assert_eq!((f.ino, f.kind, f.perm, f.blocks), (INodeNo(6), FileType::CharDevice, 0o620, 2));
+        assert_eq!(f.rdev, (4 << 8) | 1);
+    }
+}
