@@ -7,13 +7,20 @@ struct Stderr;
 
 impl Log for Stderr {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // The FUSE library's warnings (e.g. a second unmount attempt after `umount` from
+        // outside) are detail for -vv; the mount reports its own failures.
+        let level = if metadata.target().starts_with("fuser") && metadata.level() <= Level::Warn {
+            Level::Debug
+        } else {
+            metadata.level()
+        };
+        level <= log::max_level()
     }
 
     fn log(&self, record: &Record) {
         if self.enabled(record.metadata()) {
             match record.level() {
-                Level::Warn | Level::Error => eprintln!("supermin: warning: {}", record.args()),
+                Level::Warn | Level::Error if !record.target().starts_with("fuser") => eprintln!("supermin: warning: {}", record.args()),
                 _ => eprintln!("supermin: {}", record.args()),
             }
         }

@@ -32,8 +32,10 @@ fn parse(cmd: Command, args: Vec<String>) -> Result<ArgMatches> {
             print!("{e}");
             std::process::exit(0);
         }
+        // clap's first paragraph, on one line (it names missing arguments on the next lines).
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+        let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+        let first = first.join(" ").trim_start_matches("error: ").to_string();
         Error::usage(format!("{name}: {first} (see supermin {name} --help)"))
     })
 }
@@ -60,10 +62,13 @@ fn mount(args: Vec<String>) -> Result<()> {
         .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist"))
         .arg(Arg::new("threads").long("threads").value_name("N").value_parser(clap::value_parser!(usize)).help("Request threads (default: one per core)"))
         .arg(verbose())
-        .arg(Arg::new("args").num_args(2..).required(true).value_parser(clap::value_parser!(PathBuf)));
+        .arg(Arg::new("args").num_args(0..).value_parser(clap::value_parser!(PathBuf)));
     let m = parse(cmd, args)?;
     crate::logger::init(m.get_count("verbose"));
     let mut paths: Vec<PathBuf> = m.get_many::<PathBuf>("args").map(|v| v.cloned().collect()).unwrap_or_default();
+    if paths.len() < 2 {
+        return Err(Error::usage("mount: needs SUPERMIN.D... MOUNTPOINT (see supermin mount --help)"));
+    }
     let mountpoint = paths.pop().unwrap_or_default();
     let opts = Options {
         allow_other: m.get_flag("allow-other"),

@@ -320,3 +320,59 @@ fn materialize_from_a_supermin_d_and_from_a_mount_equals_the_build() {
     };
     assert_eq!(names(&via_mount), names(&via_build));
 }
+
+#[test]
+fn usage_mistakes_are_one_line_with_exit_2() {
+    for args in [&["mount"][..], &["mount", "/only-one"], &["umount"], &["materialize", "/x"]] {
+        let out = run(ours().args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("supermin: ") && err.trim_end().lines().count() == 1, "{args:?}: {err:?}");
+    }
+}
+
+#[test]
+fn a_foreground_mount_unmounted_from_outside_exits_quietly() {
+    let s = Scratch::new("mount-outside");
+    let d = prepare_bash(&s);
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let _guard = Mounted(mp.clone());
+    let child = ours().arg("mount").arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_mounted(&mp) {
+        assert!(Instant::now() < deadline, "foreground mount did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ok(ours().arg("umount").arg(&mp));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", out.status);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn base_images_are_served_from_a_decompressed_mapped_cache() {
+    let s = Scratch::new("mount-cache");
+    let d = prepare_bash(&s);
+    let cache = s.path("cache");
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let _m = Mounted(mp.clone());
+    ok(ours().env("XDG_CACHE_HOME", &cache).arg("mount").arg("--daemon").arg(&d).arg(&mp));
+    // Oracle: gunzip of the base image, decoded here independently.
+    let mut expected = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(fs::File::open(d.join("base.tar.gz")).unwrap()),
+        &mut expected,
+    )
+    .unwrap();
+    let entries: Vec<PathBuf> = fs::read_dir(cache.join("supermin-rs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(fs::read(&entries[0]).unwrap(), expected);
+    let mode = fs::metadata(cache.join("supermin-rs")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache directory must be private");
+    // The daemon maps it (rather than holding the tar in its heap).
+    let pid = daemon_pid(&mp);
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains(entries[0].to_str().unwrap()), "cache file not mapped by the daemon");
+}

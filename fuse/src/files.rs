@@ -7,18 +7,19 @@
 //!
 //! With passthrough the kernel reads the host file itself; it needs a backing id registered
 //! on the FUSE connection, which must stay registered until the file is released, so those
-//! live in a table keyed by file handle.
+//! live in a table keyed by inode.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use fuser::BackingId;
+use fuser::{BackingId, FileHandle, FopenFlags, ReplyOpen};
 use lru::LruCache;
 use parking_lot::Mutex;
 
@@ -32,8 +33,8 @@ pub(crate) struct Files {
     /// Cleared the first time the kernel refuses a backing file (no privilege, old kernel,
     /// stacked filesystem): from then on every host file is read through the daemon.
     passthrough: AtomicBool,
-    backing: Mutex<HashMap<u64, (BackingId, Arc<File>)>>,
-    next_fh: AtomicU64,
+    /// Per inode: the backing id, the file it names, and how many opens use it.
+    backing: Mutex<HashMap<Ino, (BackingId, Arc<File>, usize)>>,
 }
 
 impl Files {
@@ -42,7 +43,6 @@ impl Files {
             lru: Mutex::new(LruCache::new(NonZeroUsize::new(MAX_OPEN).expect("nonzero"))),
             passthrough: AtomicBool::new(passthrough),
             backing: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
         }
     }
 
@@ -85,18 +85,35 @@ impl Files {
         }
     }
 
-    /// Keep `id` registered until [`Files::release`] of its handle; `reply` sends the handle
-    /// to the kernel while the table is locked, so a release racing the reply finds it.
-    pub(crate) fn keep_backing(&self, id: BackingId, file: Arc<File>, reply: impl FnOnce(u64, &BackingId)) {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+    /// Answer an open of `ino` with passthrough to `file`. The kernel requires every open of
+    /// an inode that is open in passthrough mode to name the *same* backing file (another one
+    /// is EIO for the caller: a second program mapping libc.so.6 would fail), so there is one
+    /// backing id per inode, counted by its opens and dropped at the last release. On failure
+    /// the reply is handed back for a plain open.
+    pub(crate) fn open_passthrough(&self, ino: Ino, file: Arc<File>, reply: ReplyOpen) -> Result<(), (ReplyOpen, io::Error)> {
+        // Held while replying, so a release racing this open finds the count it must lower.
         let mut table = self.backing.lock();
-        let (id, _) = table.entry(fh).or_insert((id, file));
-        reply(fh, id);
+        let entry = match table.entry(ino) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => match reply.open_backing(&*file) {
+                Ok(id) => v.insert((id, file, 0)),
+                Err(e) => return Err((reply, e)),
+            },
+        };
+        entry.2 += 1;
+        reply.opened_passthrough(FileHandle(ino + 1), FopenFlags::FOPEN_NOFLUSH, &entry.0);
+        Ok(())
     }
 
+    /// A file handle from [`Files::open_passthrough`] (non-zero) was released.
     pub(crate) fn release(&self, fh: u64) {
-        if fh != 0 {
-            self.backing.lock().remove(&fh);
+        let Some(ino) = fh.checked_sub(1) else { return };
+        let mut table = self.backing.lock();
+        if let Entry::Occupied(mut e) = table.entry(ino) {
+            e.get_mut().2 -= 1;
+            if e.get().2 == 0 {
+                e.remove();
+            }
         }
     }
 }

@@ -34,6 +34,14 @@ const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub(crate) struct ViewFs<V: View> {
     view: V,
     files: Files,
+    /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT: answering opendir with ENOSYS makes it
+    /// stop sending opendir/releasedir (two round trips per directory per `find`), and it
+    /// then caches listings (CACHE_DIR, KEEP_CACHE) by default.
+    no_opendir: bool,
+    /// The same for files (FUSE_NO_OPEN_SUPPORT), used when passthrough is off: an open then
+    /// has nothing to set up, and skipping its round trip is what makes opening thousands of
+    /// small files (tar, a program start) cost what it costs natively.
+    no_open: bool,
 }
 
 thread_local! {
@@ -114,7 +122,7 @@ fn negative() -> FileAttr {
 
 impl<V: View> ViewFs<V> {
     pub(crate) fn new(view: V, passthrough: bool) -> Self {
-        ViewFs { view, files: Files::new(passthrough) }
+        ViewFs { view, files: Files::new(passthrough), no_opendir: false, no_open: false }
     }
 
     fn attr(&self, ino: Ino) -> Result<Attr, Errno> {
@@ -173,12 +181,16 @@ impl<V: View> Filesystem for ViewFs<V> {
                 log::debug!("kernel does not offer {flag:?}");
             }
         }
+        self.no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
         if self.files.passthrough() {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if !ok {
                 self.files.disable_passthrough(&io::Error::other("kernel does not offer FUSE_PASSTHROUGH"));
             }
+        }
+        if !self.files.passthrough() {
+            self.no_open = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok();
         }
         Ok(())
     }
@@ -223,35 +235,40 @@ impl<V: View> Filesystem for ViewFs<V> {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        if self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
         // The kernel keeps pages across opens: nothing can change underneath.
         let keep = FopenFlags::FOPEN_KEEP_CACHE;
         let r = guarded("open", || {
             let ino = view_ino(ino)?;
             match self.view.data(ino) {
-                Some(Data::Host(path)) => {
-                    // Opening now (not at first read) reports a vanished host file at open.
+                Some(Data::Host(path)) if self.files.passthrough() && self.attr(ino)?.size >= PASSTHROUGH_MIN_SIZE => {
                     let file = self.files.get(ino, path).map_err(|e| {
                         log::debug!("{}: {e}", path.display());
                         errno(&e)
                     })?;
-                    let big = self.attr(ino)?.size >= PASSTHROUGH_MIN_SIZE;
-                    Ok(Some((file, big)))
+                    Ok(Some(file))
                 }
+                // Read through the daemon: the host file is opened at the first read that
+                // misses the page cache, so a warm open costs no syscall (a vanished host
+                // file then fails that read with ENOENT).
+                Some(Data::Host(_)) => Ok(None),
                 Some(Data::Bytes(_)) => Ok(None),
                 None => Err(if self.attr(ino)?.mode & libc::S_IFMT == libc::S_IFDIR { Errno::EISDIR } else { Errno::EINVAL }),
             }
         });
         match r {
-            Ok(Some((file, true))) if self.files.passthrough() => match reply.open_backing(&*file) {
-                // The kernel refuses KEEP_CACHE with passthrough (the backing file's page cache
-                // is used instead), and a refused open is EIO for the caller.
-                Ok(id) => self.files.keep_backing(id, file, |fh, id| {
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, id)
-                }),
-                Err(e) => {
-                    self.files.disable_passthrough(&e);
-                    reply.opened(FileHandle(0), keep);
+            // The kernel refuses KEEP_CACHE with passthrough (the backing file's page cache is
+            // used instead), and a refused open is EIO for the caller.
+            Ok(Some(file)) => match view_ino(ino) {
+                Ok(vino) => {
+                    if let Err((reply, e)) = self.files.open_passthrough(vino, file, reply) {
+                        self.files.disable_passthrough(&e);
+                        reply.opened(FileHandle(0), keep);
+                    }
                 }
+                Err(e) => reply.error(e),
             },
             Ok(_) => reply.opened(FileHandle(0), keep),
             Err(e) => reply.error(e),
@@ -317,6 +334,7 @@ impl<V: View> Filesystem for ViewFs<V> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match guarded("opendir", || self.is_dir(view_ino(ino)?)) {
+            Ok(_) if self.no_opendir => reply.error(Errno::ENOSYS),
             // Listings stay in the kernel's cache across opens.
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
@@ -394,4 +412,27 @@ fn reply_slot(fill: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, Errno> {
     buf.clear();
     fill(&mut buf);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_answers_eio() {
+        let r: Result<(), Errno> = guarded("test", || panic!("bug"));
+        assert_eq!(r, Err(Errno::EIO));
+        assert_eq!(guarded("test", || Ok(7)), Ok(7));
+    }
+
+    #[test]
+    fn kernel_and_view_inode_numbers() {
+        assert_eq!(view_ino(INodeNo(1)), Ok(0));
+        assert_eq!(view_ino(INodeNo(0)), Err(Errno::ENOENT));
+        assert_eq!(kernel_ino(0), INodeNo(1));
+        let a = Attr { mode: libc::S_IFCHR | 0o620, rdev: libc::makedev(4, 1), nlink: 1, size: 1000, ..Attr::default() };
+        let f = file_attr(5, &a);
+        assert_eq!((f.ino, f.kind, f.perm, f.blocks), (INodeNo(6), FileType::CharDevice, 0o620, 2));
+        assert_eq!(f.rdev, (4 << 8) | 1);
+    }
 }

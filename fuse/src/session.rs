@@ -83,7 +83,11 @@ pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl Fn
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
     let shown = mountpoint.display();
-    let mut session = Session::new(ViewFs::new(view, opts.passthrough), &abs, &config).map_err(|e| match e.raw_os_error() {
+    // Passthrough needs CAP_SYS_ADMIN in the initial namespace: not worth trying otherwise,
+    // and not trying lets the kernel skip file opens altogether (see fs.rs, `no_open`).
+    // SAFETY: plain syscall.
+    let passthrough = opts.passthrough && unsafe { libc::geteuid() } == 0;
+    let mut session = Session::new(ViewFs::new(view, passthrough), &abs, &config).map_err(|e| match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => io::Error::other(format!(
             "{shown}: cannot mount: permission denied (run as root, or install fuse3 for the fusermount3 helper)"
         )),
@@ -114,6 +118,9 @@ impl Ready {
     pub fn ok(mut self) {
         let _ = self.0.write_all(b"\0");
         detach_stdio();
+        // Do not keep the caller's working directory busy (it may be on a filesystem someone
+        // wants to unmount); the inputs were resolved already.
+        let _ = std::env::set_current_dir("/");
     }
 
     /// Starting failed: the parent prints `message` and exits 1.
