@@ -221,9 +221,20 @@ fn killed_build_keeps_previous_output() {
         .arg(&out)
         .spawn()
         .unwrap();
-    // Kill it mid-write: as soon as its temporary output directory exists.
+    // Kill it mid-write: as soon as its temporary output directory exists and carries the
+    // builder mark (set right after creation; a kill between the two is not cleaned up).
+    let marked = |p: std::path::PathBuf| {
+        let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
+        let name = std::ffi::CString::new("user.supermin.builder").unwrap();
+        let mut buf = [0u8; 32];
+        // SAFETY: valid C strings and buffer.
+        unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
+    };
     let start = std::time::Instant::now();
-    while !fs::read_dir(&t.0).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("out.")) {
+    while !fs::read_dir(&t.0).unwrap().any(|e| {
+        let e = e.unwrap();
+        e.file_name().to_string_lossy().starts_with("out.") && marked(e.path())
+    }) {
         assert!(start.elapsed().as_secs() < 30, "the build never started writing");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
