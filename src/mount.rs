@@ -15,7 +15,7 @@ use crate::build::{self, Format};
 use crate::error::{Error, Result};
 use crate::packager::Driver;
 use crate::sys;
-use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID};
+use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, XATTR_SYSROOT};
 
 fn flag(name: &'static str, help: &'static str) -> Arg {
     Arg::new(name).long(name).action(ArgAction::SetTrue).help(help)
@@ -61,6 +61,7 @@ fn mount(args: Vec<String>) -> Result<()> {
         .arg(flag("no-passthrough", "Read host files through the daemon even where FUSE passthrough is possible"))
         .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist"))
         .arg(Arg::new("threads").long("threads").value_name("N").value_parser(clap::value_parser!(usize)).help("Request threads (default: one per core)"))
+        .args(crate::cli::root_args())
         .arg(verbose())
         .arg(Arg::new("args").num_args(0..).value_parser(clap::value_parser!(PathBuf)));
     let m = parse(cmd, args)?;
@@ -86,7 +87,9 @@ fn mount(args: Vec<String>) -> Result<()> {
     } else {
         None
     };
-    let served = match resolve_view(&paths, &mountpoint, include_packagelist) {
+    let (root, driver) = crate::cli::root_and_driver(&m)?;
+    let packager = m.get_one::<String>("packager").cloned();
+    let served = match resolve_view(&paths, &mountpoint, include_packagelist, &root, driver, packager) {
         Ok(view) => session::serve(view, &mountpoint, &opts, || {
             if let Some(r) = ready.take() {
                 r.ok();
@@ -107,20 +110,26 @@ fn mount(args: Vec<String>) -> Result<()> {
 
 /// Check the mountpoint (before spending time resolving), then resolve the inputs as
 /// `--build` does, with base images in the mapped cache.
-fn resolve_view(inputs: &[PathBuf], mountpoint: &Path, include_packagelist: bool) -> Result<ManifestView> {
+fn resolve_view(
+    inputs: &[PathBuf],
+    mountpoint: &Path,
+    include_packagelist: bool,
+    root: &Path,
+    driver: Driver,
+    packager: Option<String>,
+) -> Result<ManifestView> {
     mountpoint::check(mountpoint).map_err(|e| Error::new(e.to_string()))?;
     let started = std::time::Instant::now();
-    let root = PathBuf::from("/");
-    let driver = Driver::detect(&root)?;
-    let pm = driver.open(&root)?;
+    let pm = driver.open(root)?;
     let cache = ImageCache::open_default();
-    let resolved = build::resolve_inputs_cached(pm.as_ref(), inputs, &root, include_packagelist, cache.as_ref())?;
+    let resolved = build::resolve_inputs_cached(pm.as_ref(), inputs, root, include_packagelist, cache.as_ref())?;
     drop(pm);
     trim_heap();
     log::info!("mount: resolved the appliance in {} ms", started.elapsed().as_millis());
     // Absolute, so `materialize MOUNTPOINT` works from any directory.
     let inputs = inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
-    let record = Record { inputs, include_packagelist };
+    let sysroot = (root != Path::new("/")).then(|| root.to_path_buf());
+    let record = Record { inputs, include_packagelist, sysroot, packager };
     Ok(ManifestView::new(resolved.manifest, &record))
 }
 
@@ -148,6 +157,7 @@ fn materialize(args: Vec<String>) -> Result<()> {
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it (ext2)"))
         .arg(Arg::new("size").long("size").value_name("SIZE").help("Size of the ext2 filesystem"))
         .arg(Arg::new("host-cpu").long("host-cpu").value_name("ARCH"))
+        .args(crate::cli::root_args())
         .arg(verbose())
         .arg(Arg::new("src").num_args(1..).required(true).value_parser(clap::value_parser!(PathBuf)));
     let m = parse(cmd, args)?;
@@ -156,15 +166,23 @@ fn materialize(args: Vec<String>) -> Result<()> {
     let format = Format::parse(&fmt).ok_or_else(|| Error::new(format!("unknown --format option ({fmt})")))?;
     let srcs: Vec<PathBuf> = m.get_many::<PathBuf>("src").map(|v| v.cloned().collect()).unwrap_or_default();
     let mut include_packagelist = m.get_flag("include-packagelist");
+    let (mut root, mut driver) = crate::cli::root_and_driver(&m)?;
     let inputs = match mounted_record(&srcs) {
         Some(record) => {
             log::info!("materialize: {} is a mounted view of {:?}", srcs[0].display(), record.inputs);
             include_packagelist |= record.include_packagelist;
+            // Resolve from the root the view was resolved from.
+            if let Some(sysroot) = record.sysroot {
+                root = sysroot;
+            }
+            driver = match record.packager {
+                Some(name) => Driver::from_name(&name)?,
+                None => Driver::detect(&root)?,
+            };
             record.inputs
         }
         None => srcs,
     };
-    let root = PathBuf::from("/");
     let opts = build::Options {
         inputs,
         out: m.get_one::<PathBuf>("output").cloned().unwrap_or_default(),
@@ -174,9 +192,9 @@ fn materialize(args: Vec<String>) -> Result<()> {
         copy_kernel: m.get_flag("copy-kernel"),
         host_cpu: m.get_one::<String>("host-cpu").cloned().unwrap_or_else(|| std::env::consts::ARCH.to_string()),
         size: m.get_one::<String>("size").map(|s| crate::cli::parse_size(s)).transpose()?,
-        root: root.clone(),
+        root,
     };
-    build::build(Driver::detect(&root)?, &opts)
+    build::build(driver, &opts)
 }
 
 /// The record of a mounted view when `srcs` is exactly one such mountpoint.
@@ -184,7 +202,8 @@ fn mounted_record(srcs: &[PathBuf]) -> Option<Record> {
     let [src] = srcs else { return None };
     let inputs = sys::get_xattr(src, XATTR_INPUTS).ok()?;
     let options = sys::get_xattr(src, XATTR_OPTIONS).unwrap_or_default();
-    Some(Record::decode(&inputs, &options))
+    let sysroot = sys::get_xattr(src, XATTR_SYSROOT).ok();
+    Some(Record::decode(&inputs, &options, sysroot.as_deref()))
 }
 
 /// Give freed heap (the package database, file lists) back to the system: a mount lives long

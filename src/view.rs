@@ -18,6 +18,7 @@ use crate::manifest::{Ino, Manifest, Node, ROOT};
 /// Extended attribute names on the mount root.
 pub const XATTR_INPUTS: &str = "user.supermin.inputs";
 pub const XATTR_OPTIONS: &str = "user.supermin.options";
+pub const XATTR_SYSROOT: &str = "user.supermin.sysroot";
 pub const XATTR_PID: &str = "user.supermin.pid";
 
 /// What was mounted: enough to resolve the same appliance again.
@@ -25,6 +26,10 @@ pub struct Record {
     /// Absolute paths of the inputs.
     pub inputs: Vec<PathBuf>,
     pub include_packagelist: bool,
+    /// `--sysroot` (absolute), `None` for `/`.
+    pub sysroot: Option<PathBuf>,
+    /// `--packager`, when given.
+    pub packager: Option<String>,
 }
 
 impl Record {
@@ -35,15 +40,33 @@ impl Record {
         parts.join(&0u8)
     }
 
-    pub fn decode(inputs: &[u8], options: &[u8]) -> Record {
+    /// Options as stored in their xattr: space-separated words.
+    pub fn encode_options(&self) -> Vec<u8> {
+        let mut words: Vec<String> = Vec::new();
+        if self.include_packagelist {
+            words.push("include-packagelist".into());
+        }
+        if let Some(p) = &self.packager {
+            words.push(format!("packager={p}"));
+        }
+        words.join(" ").into_bytes()
+    }
+
+    pub fn decode(inputs: &[u8], options: &[u8], sysroot: Option<&[u8]>) -> Record {
         use std::os::unix::ffi::OsStrExt;
+        let words: Vec<&[u8]> = options.split(|&b| b == b' ').collect();
         Record {
+            sysroot: sysroot.filter(|s| !s.is_empty()).map(|s| PathBuf::from(std::ffi::OsStr::from_bytes(s))),
+            packager: words
+                .iter()
+                .find_map(|w| w.strip_prefix(b"packager="))
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
             inputs: inputs
                 .split(|&b| b == 0)
                 .filter(|p| !p.is_empty())
                 .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
                 .collect(),
-            include_packagelist: options.split(|&b| b == b' ').any(|o| o == b"include-packagelist"),
+            include_packagelist: words.iter().any(|o| *o == b"include-packagelist"),
         }
     }
 }
@@ -76,12 +99,14 @@ impl ManifestView {
                 }
             }
         }
-        let options = if record.include_packagelist { "include-packagelist" } else { "" };
-        let xattrs = vec![
+        let mut xattrs = vec![
             (XATTR_INPUTS, record.encode_inputs()),
-            (XATTR_OPTIONS, options.as_bytes().to_vec()),
+            (XATTR_OPTIONS, record.encode_options()),
             (XATTR_PID, std::process::id().to_string().into_bytes()),
         ];
+        if let Some(root) = &record.sysroot {
+            xattrs.push((XATTR_SYSROOT, root.as_os_str().as_encoded_bytes().to_vec()));
+        }
         ManifestView { manifest, nlink, parent, xattrs }
     }
 
@@ -180,7 +205,7 @@ mod tests {
 
     #[test]
     fn links_parents_and_contents() {
-        let v = ManifestView::new(tree(), &Record { inputs: vec!["/d".into()], include_packagelist: false });
+        let v = ManifestView::new(tree(), &Record { inputs: vec!["/d".into()], include_packagelist: false, sysroot: None, packager: None });
         let etc = v.lookup(0, b"etc").unwrap();
         let a = v.lookup(etc, b"a").unwrap();
         assert_eq!(v.lookup(etc, b"b"), Some(a));
@@ -202,9 +227,16 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        let r = Record { inputs: vec!["/a b".into(), "/c".into()], include_packagelist: true };
-        let back = Record::decode(&r.encode_inputs(), b"include-packagelist");
+        let r = Record {
+            inputs: vec!["/a b".into(), "/c".into()],
+            include_packagelist: true,
+            sysroot: Some("/srv/fedora root".into()),
+            packager: Some("rpm".into()),
+        };
+        let back = Record::decode(&r.encode_inputs(), &r.encode_options(), Some(b"/srv/fedora root"));
         assert_eq!(back.inputs, r.inputs);
         assert!(back.include_packagelist);
+        assert_eq!(back.sysroot, r.sysroot);
+        assert_eq!(back.packager, r.packager);
     }
 }

@@ -12,36 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Unmounts at drop, lazily and by every means, so a failed test leaves no mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).stderr(Stdio::null()).status();
-        let _ = Command::new("umount").arg("-l").arg(&self.0).stderr(Stdio::null()).status();
-    }
-}
-
-fn is_mounted(mp: &Path) -> bool {
-    let mp = fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
-    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    table.lines().any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
-}
-
 fn mount_options(mp: &Path) -> String {
     let mp = fs::canonicalize(mp).unwrap();
     let table = fs::read_to_string("/proc/mounts").unwrap();
     let line = table.lines().find(|l| l.split(' ').nth(1) == Some(mp.to_str().unwrap())).expect("mounted");
     line.split(' ').nth(3).unwrap().to_string()
-}
-
-/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready.
-fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
-    fs::create_dir_all(mp).unwrap();
-    let guard = Mounted(mp.to_path_buf());
-    ok(ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
-    assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
-    guard
 }
 
 fn prepare_bash(s: &Scratch) -> PathBuf {

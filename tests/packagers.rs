@@ -335,6 +335,21 @@ fn rpm_sysroot_build_matches_rpms_records() {
         .arg("-o")
         .arg(&out));
 
+    // The lazy view of the same sysroot shows the same tree, and materializing that live
+    // view (which records its sysroot) builds it again.
+    {
+        let mp = t.path("mnt");
+        let sysroot = root.to_str().unwrap();
+        let _m = mount(&d, &mp, &["--include-packagelist", "--sysroot", sysroot]);
+        let diff = compare(&out, &mp);
+        assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+            "view differs from the build: missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+        let again = t.path("materialized");
+        ok(ours().args(["materialize", "-f", "chroot"]).arg(&mp).arg("-o").arg(&again));
+        let diff = compare(&out, &again);
+        assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(), "materialized differs");
+    }
+
     let packagelist = fs::read_to_string(out.join("packagelist")).unwrap();
     assert_eq!(packagelist.lines().collect::<Vec<_>>(), RPM_CLOSURE);
     // Each chosen build is one rpm knows about, spelled as rpm spells it.
