@@ -700,6 +700,14 @@ fn pacman_sysroot_build_and_prepare() {
     fs::write(d.join("packages"), "pa\n").unwrap();
     let o = t.path("o");
     ok(ours().args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
+    // The lazy view of the pacman root shows the same tree.
+    {
+        let mp = t.path("mnt");
+        let _m = mount(&d, &mp, &["--include-packagelist", "--sysroot", root.to_str().unwrap()]);
+        let diff = compare(&o, &mp);
+        assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+            "view differs: missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+    }
     // Versioned depends resolved by name; libpc.so through pc's provides; pvirt has three
     // providers: the shortest name wins, then byte order (pd, not pav or pz).
     assert_eq!(
