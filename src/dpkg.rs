@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host;
-use crate::packager::{ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigSource, PackageFile, PackageManager, PkgId};
 
 const ADMIN_DIR: &str = "var/lib/dpkg";
 
@@ -292,8 +292,7 @@ impl PackageManager for Dpkg {
                     .get(&path)
                     .filter(|to| host::lstat(&self.root, to).map(|m| m.is_file()).unwrap_or(false))
                     .cloned();
-                let config = path.starts_with("/etc/")
-                    && host::lstat(&self.root, &path).map(|m| m.is_file()).unwrap_or(false);
+                let config = packager::is_etc_config(&self.root, &path);
                 PackageFile { path, source, config }
             })
             .collect())
@@ -308,6 +307,10 @@ impl PackageManager for Dpkg {
         format!("{}_{}_{}", p.name, p.version, p.arch)
     }
 
+    fn database_files(&self) -> Vec<PathBuf> {
+        database_files(&self.root)
+    }
+
     fn config_sources(
         &self,
         pkgs: &[PkgId],
@@ -318,10 +321,7 @@ impl PackageManager for Dpkg {
         let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
         let mut out = Vec::new();
         if use_installed {
-            for path in wanted {
-                out.push((path.to_string(), ConfigSource::Host(host::path(&self.root, path))));
-            }
-            return Ok(out);
+            return Ok(packager::installed_config_sources(&self.root, wanted));
         }
         // For each package owning config files: keep host copies whose checksum still matches
         // what dpkg recorded; fetch the package only for the others.

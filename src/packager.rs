@@ -34,6 +34,16 @@ pub enum ConfigSource {
     Bytes { data: Vec<u8>, mode: u32, mtime: u64 },
 }
 
+/// The dpkg and pacman rule for config files (the original's): a regular file under `/etc`.
+pub fn is_etc_config(root: &Path, path: &str) -> bool {
+    path.starts_with("/etc/") && crate::host::lstat(root, path).map(|m| m.is_file()).unwrap_or(false)
+}
+
+/// `--use-installed`: every config file is taken from the host (or sysroot) as it is.
+pub fn installed_config_sources<'a>(root: &Path, paths: impl IntoIterator<Item = &'a str>) -> Vec<(String, ConfigSource)> {
+    paths.into_iter().map(|p| (p.to_string(), ConfigSource::Host(crate::host::path(root, p)))).collect()
+}
+
 pub trait PackageManager {
     /// `dpkg`, `rpm`, `pacman`.
     fn name(&self) -> &'static str;
@@ -53,6 +63,10 @@ pub trait PackageManager {
 
     /// `name_version_arch` and the like, for `--include-packagelist`.
     fn pretty_name(&self, pkg: PkgId) -> String;
+
+    /// The database files (what [`Driver::database_files`] names), for times derived from
+    /// the installed set.
+    fn database_files(&self) -> Vec<PathBuf>;
 
     /// For `--prepare`: the pristine content of each config file.
     fn config_sources(

@@ -18,7 +18,7 @@ use log::{debug, info};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host;
-use crate::packager::{ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigSource, PackageFile, PackageManager, PkgId};
 
 const LOCAL: &str = "/var/lib/pacman/local";
 
@@ -296,7 +296,7 @@ impl PackageManager for Pacman {
         Ok(paths
             .into_iter()
             .map(|path| {
-                let config = path.starts_with("/etc/") && host::lstat(&self.root, &path).map(|m| m.is_file()).unwrap_or(false);
+                let config = packager::is_etc_config(&self.root, &path);
                 PackageFile { path, source: None, config }
             })
             .collect())
@@ -311,6 +311,10 @@ impl PackageManager for Pacman {
         format!("{}-{}.{}", p.name, p.version, p.arch)
     }
 
+    fn database_files(&self) -> Vec<PathBuf> {
+        database_files(&self.root)
+    }
+
     fn config_sources(
         &self,
         pkgs: &[PkgId],
@@ -321,10 +325,7 @@ impl PackageManager for Pacman {
         let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
         let mut out = Vec::new();
         if use_installed {
-            for path in wanted {
-                out.push((path.to_string(), ConfigSource::Host(host::path(&self.root, path))));
-            }
-            return Ok(out);
+            return Ok(packager::installed_config_sources(&self.root, wanted));
         }
         // A host copy whose MD5 equals the package's mtree record is pristine; the others come
         // from the package file.

@@ -121,12 +121,17 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     if opts.include_packagelist {
         let mut text = packages.join("\n");
         text.push('\n');
+        // The list describes the installed set: it is as new as the package database (or
+        // SOURCE_DATE_EPOCH), so every build and view of the same state agrees on it.
+        let mtime = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| {
+            pm.database_files().iter().filter_map(|f| fs::metadata(f).ok()).map(|m| m.mtime()).max().unwrap_or(opts.root_meta.mtime)
+        });
         let meta = Meta {
             mode: S_IFREG | 0o644,
             uid: opts.root_meta.uid,
             gid: opts.root_meta.gid,
             size: text.len() as u64,
-            mtime: opts.root_meta.mtime,
+            mtime,
             ..Meta::default()
         };
         let node = Node::File(Content::Inline(Arc::new(text.into_bytes())));

@@ -22,7 +22,7 @@ use log::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::host;
-use crate::packager::{ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigSource, PackageFile, PackageManager, PkgId};
 use crate::rpmheader::{self as tag, Header};
 
 /// Where rpm keeps its database, newest layout first (as the original looks for it).
@@ -562,6 +562,10 @@ impl PackageManager for Rpm {
         format!("{}-{}.{}", p.name, p.evr(), p.arch)
     }
 
+    fn database_files(&self) -> Vec<PathBuf> {
+        database_files(&self.root)
+    }
+
     fn config_sources(
         &self,
         pkgs: &[PkgId],
@@ -575,10 +579,7 @@ impl PackageManager for Rpm {
         // (and reading a symlink's target could leave the root).
         let regular = |p: &str| host::lstat(&self.root, p).map(|m| m.is_file()).unwrap_or(false);
         if use_installed {
-            for path in wanted.into_iter().filter(|p| regular(p)) {
-                out.push((path.to_string(), ConfigSource::Host(host::path(&self.root, path))));
-            }
-            return Ok(out);
+            return Ok(packager::installed_config_sources(&self.root, wanted.into_iter().filter(|p| regular(p))));
         }
         // Host copies whose digest equals the one rpm recorded are the pristine files; the
         // rest come from the package's payload.
