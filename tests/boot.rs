@@ -20,12 +20,31 @@ const MARKER: &str = "SUPERMIN-BOOT-MARKER";
 fn appliance(t: &Scratch) -> PathBuf {
     let d = t.path("supermin.d");
     ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
+    add_marker_init(t, &d);
+    d
+}
+
+/// Add `init.tar.gz` holding the marker-printing `/init` to the supermin.d `d`.
+fn add_marker_init(t: &Scratch, d: &Path) {
     let init_dir = t.path("init-src");
     fs::create_dir_all(&init_dir).unwrap();
     fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n")).unwrap();
     ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
     ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
-    d
+}
+
+/// Boot the ext2 appliance in `e` from `/dev/vda`.
+fn boot_vda(e: &Path) -> String {
+    boot(vec![
+        "-kernel".into(),
+        e.join("kernel").display().to_string(),
+        "-initrd".into(),
+        e.join("initrd").display().to_string(),
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display()),
+        "-append".into(),
+        "console=ttyS0 root=/dev/vda panic=1".into(),
+    ])
 }
 
 fn qemu(accel: &[&str], args: &[String], timeout: Duration) -> String {
@@ -117,16 +136,7 @@ fn ext2_boots_from_virtio_blk() {
     let d = appliance(&t);
     let e = t.path("ext2");
     ok(ours().args(["--build", "-f", "ext2", "--size", "1G"]).arg(&d).arg("-o").arg(&e));
-    let console = boot(vec![
-        "-kernel".into(),
-        e.join("kernel").display().to_string(),
-        "-initrd".into(),
-        e.join("initrd").display().to_string(),
-        "-drive".into(),
-        format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display()),
-        "-append".into(),
-        "console=ttyS0 root=/dev/vda panic=1".into(),
-    ]);
+    let console = boot_vda(&e);
     assert_booted(&console, &e);
     assert!(console.contains("supermin: ext2 mini initrd starting up"), "our init did not speak");
 }
@@ -321,26 +331,13 @@ fn ext2_from_a_sysroot_uses_its_kernel_and_boots() {
 
     let d = t.path("supermin.d");
     ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(&root).args(["bash", "coreutils", "-o"]).arg(&d));
-    let init_dir = t.path("init-src");
-    fs::create_dir_all(&init_dir).unwrap();
-    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n")).unwrap();
-    ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
-    ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
+    add_marker_init(&t, &d);
 
     let e = t.path("ext2");
     ok(ours().args(["--build", "-f", "ext2", "--size", "1G", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&e));
     let kernel = fs::read_link(e.join("kernel")).unwrap();
     assert!(kernel.starts_with(&root), "kernel {} must come from the sysroot", kernel.display());
-    let console = boot(vec![
-        "-kernel".into(),
-        e.join("kernel").display().to_string(),
-        "-initrd".into(),
-        e.join("initrd").display().to_string(),
-        "-drive".into(),
-        format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display()),
-        "-append".into(),
-        "console=ttyS0 root=/dev/vda panic=1".into(),
-    ]);
+    let console = boot_vda(&e);
     assert_booted(&console, &e);
 
     // Without a kernel in the root, the error names the root's /boot, not the host's.
