@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -343,7 +342,7 @@ impl PackageManager for Dpkg {
                 done.insert(path);
                 let host_path = host::path(&self.root, path);
                 match sums.get(path) {
-                    Some(sum) if md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
+                    Some(sum) if packager::md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
                         out.push((path.to_string(), ConfigSource::Host(host_path)));
                     }
                     _ => need_deb.push(path),
@@ -371,39 +370,12 @@ fn extract_from_deb(deb: &Path, paths: &[&str]) -> Result<Vec<(String, ConfigSou
         .stdout(Stdio::piped())
         .spawn()
         .at(deb, "cannot run dpkg-deb")?;
-    let wanted: BTreeSet<&str> = paths.iter().copied().collect();
-    let mut out = Vec::new();
-    {
-        let stdout = child.stdout.take().expect("piped");
-        let mut archive = tar::Archive::new(stdout);
-        let entries = archive.entries().map_err(|e| Error::new(format!("{}: {e}", deb.display())))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::new(format!("{}: corrupt package: {e}", deb.display())))?;
-            let name = entry.path_bytes();
-            let name = String::from_utf8_lossy(&name);
-            let path = format!("/{}", name.trim_start_matches("./"));
-            if !wanted.contains(path.as_str()) || entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let mode = entry.header().mode().unwrap_or(0o644);
-            let mtime = entry.header().mtime().unwrap_or(0);
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(|e| Error::new(format!("{}: {e}", deb.display())))?;
-            out.push((path, ConfigSource::Bytes { data, mode, mtime }));
-        }
-    }
+    let out = packager::members_from_tar_stream(&mut child, deb, paths)?;
     let status = child.wait().at(deb, "dpkg-deb")?;
     if !status.success() {
         return Err(Error::new(format!("{}: dpkg-deb --fsys-tarfile failed", deb.display())));
     }
     Ok(out)
-}
-
-fn md5_file(path: &Path) -> Option<String> {
-    use md5::{Digest, Md5};
-    let data = fs::read(path).ok()?;
-    let digest = Md5::digest(&data);
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `/var/lib/dpkg/diversions`: records of three lines (from, to, package); local diversions

@@ -44,6 +44,43 @@ pub fn installed_config_sources<'a>(root: &Path, paths: impl IntoIterator<Item =
     paths.into_iter().map(|p| (p.to_string(), ConfigSource::Host(crate::host::path(root, p)))).collect()
 }
 
+/// MD5 of a file as lowercase hex (dpkg and pacman record config files' sums this way).
+pub fn md5_file(path: &Path) -> Option<String> {
+    use md5::{Digest, Md5};
+    let data = std::fs::read(path).ok()?;
+    Some(Md5::digest(&data).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The regular-file members named in `paths` (absolute, `./` prefix optional in the archive)
+/// of the tar stream a package tool writes to `child`'s stdout, sorted by path. The caller
+/// waits for `child` and judges its exit status.
+pub fn members_from_tar_stream(
+    child: &mut std::process::Child,
+    package: &Path,
+    paths: &[&str],
+) -> Result<Vec<(String, ConfigSource)>> {
+    use std::io::Read;
+    let wanted: std::collections::BTreeSet<&str> = paths.iter().copied().collect();
+    let mut out = std::collections::BTreeMap::new();
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut archive = tar::Archive::new(stdout);
+    let entries = archive.entries().map_err(|e| Error::new(format!("{}: {e}", package.display())))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| Error::new(format!("{}: corrupt package: {e}", package.display())))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = format!("/{}", name.trim_start_matches("./"));
+        if !wanted.contains(path.as_str()) || entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let mode = entry.header().mode().unwrap_or(0o644);
+        let mtime = entry.header().mtime().unwrap_or(0);
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(|e| Error::new(format!("{}: {e}", package.display())))?;
+        out.insert(path, ConfigSource::Bytes { data, mode, mtime });
+    }
+    Ok(out.into_iter().collect())
+}
+
 pub trait PackageManager {
     /// `dpkg`, `rpm`, `pacman`.
     fn name(&self) -> &'static str;

@@ -7,7 +7,7 @@
 //! `%PROVIDES%` where no package has the name (several providers → the shortest name, then
 //! byte order, as the rpm backend); a config file is a regular file under `/etc`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -341,7 +341,7 @@ impl PackageManager for Pacman {
             for path in owned {
                 let host_path = host::path(&self.root, path);
                 match sums.get(path) {
-                    Some(sum) if md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
+                    Some(sum) if packager::md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
                         out.push((path.to_string(), ConfigSource::Host(host_path)))
                     }
                     _ => need.push(path),
@@ -365,12 +365,6 @@ impl PackageManager for Pacman {
     }
 }
 
-fn md5_file(path: &Path) -> Option<String> {
-    use md5::{Digest, Md5};
-    let data = fs::read(path).ok()?;
-    Some(Md5::digest(&data).iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The named files of a `.pkg.tar.*` (zstd, xz or gzip): `bsdtar` rewrites it as a plain
 /// tar stream, read with the tar crate.
 fn extract_from_package(file: &Path, paths: &[&str]) -> Result<Vec<(String, ConfigSource)>> {
@@ -381,31 +375,12 @@ fn extract_from_package(file: &Path, paths: &[&str]) -> Result<Vec<(String, Conf
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| Error::new(format!("bsdtar: cannot run: {e} (install libarchive-tools with scripts/install-deps.sh, or use --use-installed)")))?;
-    let wanted: BTreeSet<&str> = paths.iter().copied().collect();
-    let mut out = BTreeMap::new();
-    {
-        let stdout = child.stdout.take().expect("piped");
-        let mut archive = tar::Archive::new(stdout);
-        let entries = archive.entries().map_err(|e| Error::new(format!("{}: {e}", file.display())))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::new(format!("{}: corrupt package: {e}", file.display())))?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = format!("/{}", name.trim_start_matches("./"));
-            if !wanted.contains(path.as_str()) || entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let mode = entry.header().mode().unwrap_or(0o644);
-            let mtime = entry.header().mtime().unwrap_or(0);
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(|e| Error::new(format!("{}: {e}", file.display())))?;
-            out.insert(path, ConfigSource::Bytes { data, mode, mtime });
-        }
-    }
+    let out = packager::members_from_tar_stream(&mut child, file, paths)?;
     let status = child.wait().map_err(|e| Error::new(format!("bsdtar: {e}")))?;
     if !status.success() {
         return Err(Error::new(format!("{}: bsdtar cannot read this package", file.display())));
     }
-    Ok(out.into_iter().collect())
+    Ok(out)
 }
 
 #[cfg(test)]
