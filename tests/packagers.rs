@@ -446,20 +446,7 @@ fn rpm_prepare_config_files() {
     assert_eq!(configs.iter().map(String::as_str).collect::<Vec<_>>(), ["/etc/alpha.conf", "/usr/share/alpha/defaults"]);
     assert!(fs::symlink_metadata(root.join("etc/alpha-link.conf")).unwrap().file_type().is_symlink());
 
-    let members = |dir: &Path| -> BTreeMap<String, String> {
-        let tgz = fs::File::open(dir.join("base.tar.gz")).unwrap();
-        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-        a.entries()
-            .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
-                let name = e.path().unwrap().to_string_lossy().trim_start_matches('.').to_string();
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                (name, s)
-            })
-            .collect()
-    };
+    let members = |dir: &Path| base_image_text(&dir.join("base.tar.gz"));
     let prepare = |args: &[&std::ffi::OsStr], out: &Path| {
         run(ours().arg("--prepare").arg("--sysroot").arg(&root).args(args).arg("-o").arg(out))
     };
@@ -746,20 +733,7 @@ fn pacman_sysroot_build_and_prepare() {
 
     // --prepare: config files as the original decides them, pristine ones from the host
     // (their MD5 matches the package's mtree), modified ones from the package file.
-    let members = |dir: &Path| -> BTreeMap<String, String> {
-        let tgz = fs::File::open(dir.join("base.tar.gz")).unwrap();
-        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-        a.entries()
-            .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
-                let name = e.path().unwrap().to_string_lossy().trim_start_matches('.').to_string();
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                (name, s)
-            })
-            .collect()
-    };
+    let members = |dir: &Path| base_image_text(&dir.join("base.tar.gz"));
     let p1 = t.path("p1");
     ok(ours().args(["--prepare", "--sysroot"]).arg(&root).arg("pa").arg("-o").arg(&p1));
     let m = members(&p1);

@@ -285,3 +285,18 @@ pub fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
     assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
     guard
 }
+
+/// The members of a `base.tar.gz` as text: path (without the leading `.`) → content.
+pub fn base_image_text(tgz: &Path) -> BTreeMap<String, String> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(tgz).unwrap()));
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().trim_start_matches('.').to_string();
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            (name, s)
+        })
+        .collect()
+}
