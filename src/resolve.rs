@@ -150,7 +150,7 @@ pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, targ
         prefix.push('/');
         prefix.push_str(comp);
         if manifest.lookup(prefix.as_bytes(), true).is_none() {
-            let meta = host::stat(root, &prefix).map(|m| Meta::from_host(&m)).unwrap_or(Meta { mode: 0o755, ..opts_dir_meta() });
+            let meta = host::stat(root, &prefix).map(|m| Meta::from_host(&m)).unwrap_or(Meta { mode: crate::manifest::S_IFDIR | 0o755, ..Meta::default() });
             manifest.mkdir(prefix.as_bytes(), meta);
         }
     }
@@ -181,10 +181,6 @@ pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, targ
         }
     }
     Ok(())
-}
-
-fn opts_dir_meta() -> Meta {
-    Meta { mode: crate::manifest::S_IFDIR | 0o755, ..Meta::default() }
 }
 
 /// The original chroot writer's rewrite of absolute link targets: one `../` for each `/` of the
