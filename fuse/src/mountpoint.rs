@@ -54,9 +54,23 @@ pub fn check(mp: &Path) -> io::Result<PathBuf> {
 
 /// Whether `abs` (canonical) is the mount point of some mount, per `/proc/self/mountinfo`.
 pub fn is_mounted(abs: &Path) -> bool {
-    let Ok(info) = fs::read("/proc/self/mountinfo") else { return false };
+    mounted_device(abs).is_some()
+}
+
+/// The device (`major:minor`) of the topmost mount at `abs` (canonical), per
+/// `/proc/self/mountinfo`: read from the table, because a `stat` of our own mountpoint from
+/// the daemon would wait for the daemon.
+pub fn mounted_device(abs: &Path) -> Option<String> {
+    let info = fs::read("/proc/self/mountinfo").ok()?;
     let want = abs.as_os_str().as_bytes();
-    info.split(|&b| b == b'\n').any(|line| line.split(|&b| b == b' ').nth(4).map(unescape).as_deref() == Some(want))
+    // Later lines are mounted on top of earlier ones.
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let mut fields = line.split(|&b| b == b' ');
+            let device = fields.nth(2)?;
+            (fields.nth(1).map(unescape).as_deref() == Some(want)).then(|| String::from_utf8_lossy(device).into_owned())
+        })
+        .last()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -147,5 +161,13 @@ mod tests {
     fn root_is_mounted_and_a_fresh_dir_is_not() {
         assert!(is_mounted(Path::new("/")));
         assert!(!is_mounted(Path::new("/definitely/not/a/mount")));
+    }
+
+    #[test]
+    fn the_device_of_root_is_the_one_stat_reports() {
+        use std::os::unix::fs::MetadataExt;
+        let dev = fs::metadata("/").unwrap().dev();
+        let expected = format!("{}:{}", libc::major(dev), libc::minor(dev));
+        assert_eq!(mounted_device(Path::new("/")), Some(expected));
     }
 }

@@ -23,7 +23,9 @@ pub struct Options {
     /// Honour set-uid bits and device nodes (for `chroot` into the view). Off by default.
     pub suid: bool,
     pub dev: bool,
-    /// Try FUSE passthrough for host files (needs root and kernel ≥ 6.9; falls back by itself).
+    /// Hand large host files to the kernel with FUSE passthrough (needs root and kernel ≥ 6.9;
+    /// falls back by itself). The price is a round trip for every file open, because the
+    /// kernel then asks the daemon about each one; without it opens never reach the daemon.
     pub passthrough: bool,
     /// Event-loop threads; 0 means one per core.
     pub threads: usize,
@@ -33,7 +35,23 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { allow_other: false, suid: false, dev: false, passthrough: true, threads: 0, fsname: "supermin".into() }
+        Options { allow_other: false, suid: false, dev: false, passthrough: false, threads: 0, fsname: "supermin".into() }
+    }
+}
+
+/// The connection's readahead window, in KiB. Reads that reach the daemon arrive in pieces of
+/// this window; the kernel proposes 128 KiB at the handshake and lets the daemon lower it but
+/// not raise it, so root raises it afterwards through the mount's `bdi` in sysfs. Measured on
+/// a 512 MiB host file read cold through the daemon: 1.5 GB/s at 128 KiB, 1.9 GB/s at 4 MiB.
+const READAHEAD_KIB: u32 = 4096;
+
+/// Raise the readahead window of the FUSE mount at `abs` (root only; others keep 128 KiB).
+fn raise_readahead(abs: &Path) {
+    let Some(dev) = mountpoint::mounted_device(abs) else { return };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, format!("{READAHEAD_KIB}\n")) {
+        Ok(()) => log::debug!("{knob}: readahead raised to {READAHEAD_KIB} KiB"),
+        Err(e) => log::debug!("{knob}: readahead left as it is ({})", plain(&e)),
     }
 }
 
@@ -93,6 +111,7 @@ pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl Fn
         )),
         _ => io::Error::other(format!("{shown}: cannot mount: {}", plain(&e))),
     })?;
+    raise_readahead(&abs);
     let mut unmounter = session.unmount_callable();
     let waiter_path = abs.clone();
     std::thread::Builder::new().name("signals".into()).spawn(move || {
