@@ -58,7 +58,8 @@ fn mount(args: Vec<String>) -> Result<()> {
         .arg(flag("allow-other", "Let other users in (adds default_permissions: modes are enforced)"))
         .arg(flag("suid", "Honour set-uid bits (for chroot use; default nosuid)"))
         .arg(flag("dev", "Honour device nodes (for chroot use; default nodev)"))
-        .arg(flag("no-passthrough", "Read host files through the daemon even where FUSE passthrough is possible"))
+        .arg(flag("passthrough", "Hand large host files to the kernel (FUSE passthrough, as root); every open then costs a round trip (default: chosen from the appliance's file sizes)"))
+        .arg(flag("no-passthrough", "Read host files through the daemon, so that opens never reach it").conflicts_with("passthrough"))
         .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist"))
         .arg(Arg::new("threads").long("threads").value_name("N").value_parser(clap::value_parser!(usize)).help("Request threads (default: one per core)"))
         .args(crate::cli::root_args())
@@ -71,11 +72,17 @@ fn mount(args: Vec<String>) -> Result<()> {
         return Err(Error::usage("mount: needs SUPERMIN.D... MOUNTPOINT (see supermin mount --help)"));
     }
     let mountpoint = paths.pop().unwrap_or_default();
-    let opts = Options {
+    // None: decided from the appliance once it is resolved.
+    let passthrough = match (m.get_flag("passthrough"), m.get_flag("no-passthrough")) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let mut opts = Options {
         allow_other: m.get_flag("allow-other"),
         suid: m.get_flag("suid"),
         dev: m.get_flag("dev"),
-        passthrough: !m.get_flag("no-passthrough"),
+        passthrough: false,
         threads: m.get_one::<usize>("threads").copied().unwrap_or(0),
         fsname: "supermin".into(),
     };
@@ -90,12 +97,22 @@ fn mount(args: Vec<String>) -> Result<()> {
     let (root, driver) = crate::cli::root_and_driver(&m)?;
     let packager = m.get_one::<String>("packager").cloned();
     let served = match resolve_view(&paths, &mountpoint, include_packagelist, &root, driver, packager) {
-        Ok(view) => session::serve(view, &mountpoint, &opts, || {
+        Ok(view) => {
+            let (files, large) = view.file_stats();
+            opts.passthrough = passthrough.unwrap_or_else(|| view.passthrough_pays());
+            log::info!(
+                "mount: passthrough {} ({files} regular files, {} MiB in host files of 1 MiB or more{})",
+                if opts.passthrough { "wanted" } else { "off" },
+                large >> 20,
+                if passthrough.is_some() { ", as asked" } else { "" }
+            );
+            session::serve(view, &mountpoint, &opts, || {
             if let Some(r) = ready.take() {
                 r.ok();
             }
-        })
-        .map_err(|e| Error::new(e.to_string())),
+            })
+            .map_err(|e| Error::new(e.to_string()))
+        }
         Err(e) => Err(e),
     };
     match (served, ready) {

@@ -33,11 +33,11 @@ fn assert_no_difference(expected: &Path, got: &Path) {
     assert!(diff.extra.is_empty(), "{} extra paths, e.g.:\n  {}", diff.extra.len(), show(&diff.extra));
 }
 
-fn view_equals_build(name: &str, input: &Path, s: &Scratch) {
+fn view_equals_build(name: &str, input: &Path, s: &Scratch, mount_args: &[&str]) {
     let built = s.path(&format!("{name}-built"));
     ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
     let mp = s.path(&format!("{name}-mnt"));
-    let _m = mount(input, &mp, &[]);
+    let _m = mount(input, &mp, mount_args);
     assert_no_difference(&built, &mp);
 }
 
@@ -45,13 +45,101 @@ fn view_equals_build(name: &str, input: &Path, s: &Scratch) {
 fn view_of_bash_coreutils_equals_the_chroot_build() {
     let s = Scratch::new("mount-bash");
     let d = prepare_bash(&s);
-    view_equals_build("bash", &d, &s);
+    view_equals_build("bash", &d, &s, &[]);
 }
 
+/// With passthrough forced on, so that both ways of serving host files are compared (this
+/// appliance's default is without).
 #[test]
 fn view_of_libguestfs_appliance_equals_the_chroot_build() {
     let s = Scratch::new("mount-guestfs");
-    view_equals_build("guestfs", Path::new(LIBGUESTFS_APPLIANCE), &s);
+    view_equals_build("guestfs", Path::new(LIBGUESTFS_APPLIANCE), &s, &["--passthrough"]);
+}
+
+/// The daemon's count of read syscalls and of bytes read (`/proc/PID/io`): every request
+/// the kernel sends is one read of /dev/fuse, and host file bytes it serves are read too.
+fn daemon_io(pid: i32) -> (u64, u64) {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = io.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("syscr:"), field("rchar:"))
+}
+
+fn read_every_file(root: &Path) {
+    ok(Command::new("sh").arg("-c").arg(format!("tar cf - -C {} . | cat > /dev/null", root.display())));
+}
+
+/// An appliance of many small files is mounted without passthrough, so the kernel neither
+/// asks the daemon about opens nor forgets what it read: reading every file a second time
+/// sends the daemon nothing. Forcing passthrough costs a round trip per open.
+#[test]
+fn reading_an_appliance_again_never_reaches_the_daemon() {
+    let s = Scratch::new("mount-quiet");
+    let d = prepare_bash(&s);
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &[]);
+    let found = ok(Command::new("find").arg(&mp).args(["-type", "f"]));
+    let files = found.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert!(files > 100, "only {files} files in the view");
+    read_every_file(&mp);
+    let pid = daemon_pid(&mp);
+    let (before, _) = daemon_io(pid);
+    read_every_file(&mp);
+    let (after, _) = daemon_io(pid);
+    // A few are allowed (the kernel may look up `.` again), not one per file.
+    assert!(after - before < 16, "{} requests for a second read of {files} files", after - before);
+    drop(_m);
+
+    let _m = mount(&d, &mp, &["--passthrough"]);
+    read_every_file(&mp);
+    let pid = daemon_pid(&mp);
+    let (before, _) = daemon_io(pid);
+    read_every_file(&mp);
+    let (after, _) = daemon_io(pid);
+    assert!(after - before >= files, "{} requests for {files} opens with passthrough", after - before);
+}
+
+/// Kernel release as (major, minor).
+fn kernel_version() -> (u32, u32) {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// An appliance whose bytes are in one large host file is mounted with passthrough: the
+/// kernel reads the host file itself and the daemon reads none of its bytes. With
+/// `--no-passthrough` the daemon reads all of them.
+#[test]
+fn a_large_host_file_is_read_by_the_kernel_not_the_daemon() {
+    if kernel_version() < (6, 9) {
+        eprintln!("skipped: FUSE passthrough needs Linux 6.9 or later");
+        return;
+    }
+    let s = Scratch::new("mount-large");
+    let big = s.path("big");
+    let size: u64 = 32 << 20;
+    let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&big, &bytes).unwrap();
+    let d = s.path("supermin.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), format!("{}\n", big.display())).unwrap();
+    let mp = s.path("mnt");
+    let inside = mp.join(big.strip_prefix("/").unwrap());
+    for (args, daemon_reads_it) in [(&[][..], false), (&["--no-passthrough"][..], true)] {
+        let _m = mount(&d, &mp, args);
+        let pid = daemon_pid(&mp);
+        let (_, before) = daemon_io(pid);
+        assert!(fs::read(&inside).unwrap() == bytes, "{args:?}: the view's bytes differ from the host file");
+        let (_, after) = daemon_io(pid);
+        let read = after - before;
+        if daemon_reads_it {
+            assert!(read >= size, "{args:?}: the daemon read {read} bytes of a {size}-byte file");
+        } else {
+            assert!(read < size / 8, "{args:?}: the daemon read {read} bytes of a {size}-byte file");
+        }
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::{Attr, Data, Ino, View};
 /// refuses with passthrough). Measured on libguestfs's appliance (mostly small files): `tar`
 /// of every file, warm, took 0.4 s through the daemon and 0.7-1.0 s with passthrough for all,
 /// because every passthrough open registers and unregisters a backing file.
-const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+pub const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 
 /// The tree never changes while mounted, so the kernel may keep what it learns for as long
 /// as it likes; a year is "forever" without risking overflow in the kernel's conversion.

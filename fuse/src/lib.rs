@@ -20,6 +20,7 @@ pub mod session;
 
 use std::path::Path;
 
+pub use fs::PASSTHROUGH_MIN_SIZE;
 pub use session::{serve, Options};
 
 /// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these
