@@ -57,22 +57,23 @@ impl Files {
         Ok(file)
     }
 
-    /// Read up to `size` bytes at `offset` (short only at end of file).
-    pub(crate) fn read(&self, ino: Ino, path: &Path, offset: u64, size: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Read up to `size` bytes at `offset` into the start of `buf`, which grows as needed;
+    /// returns how many were read (fewer only at end of file).
+    pub(crate) fn read(&self, ino: Ino, path: &Path, offset: u64, size: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
         let file = self.get(ino, path)?;
-        buf.clear();
-        buf.resize(size, 0);
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
         let mut done = 0;
         while done < size {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
+            match file.read_at(&mut buf[done..size], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        buf.truncate(done);
-        Ok(())
+        Ok(done)
     }
 
     pub(crate) fn passthrough(&self) -> bool {
