@@ -4,8 +4,9 @@
 //! [`View`] (names → inode numbers → attributes, link targets and where file bytes are), and
 //! [`serve`] presents it at a mountpoint. Because the tree cannot change while mounted, every
 //! answer is cached by the kernel for as long as it wants (entries, attributes, negative
-//! lookups, symlinks, page cache), and host files are handed to the kernel with FUSE
-//! passthrough where it is allowed, so most work never reaches this process.
+//! lookups, symlinks, page cache), and file opens either never reach this process
+//! (FUSE_NO_OPEN) or, when the owner asks for passthrough ([`Options::passthrough`]), hand
+//! large host files to the kernel: so most work never reaches this process.
 //!
 //! Modules: [`fs`] (the request handlers), [`files`] (opened host files: a bounded cache and
 //! passthrough handles), [`cache`] (decompressed images as mapped cache files), [`mountpoint`]
