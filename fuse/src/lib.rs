@@ -8,7 +8,7 @@
 //! (FUSE_NO_OPEN) or, when the owner asks for passthrough ([`Options::passthrough`]), hand
 //! large host files to the kernel: so most work never reaches this process.
 //!
-//! Modules: [`fs`] (the request handlers), [`files`] (opened host files: a bounded cache and
+//! Modules: `fs` (the request handlers), `files` (opened host files: a bounded cache and
 //! passthrough handles), [`cache`] (decompressed images as mapped cache files), [`mountpoint`]
 //! (checks before mounting, unmounting, finding the daemon of a mount), [`session`] (mount,
 //! readiness, signals).
