@@ -21,15 +21,22 @@ struct Console {
     quiet: bool,
 }
 
+/// One console line in one write: `eprintln!` may write a line in pieces, and the kernel's
+/// own messages (printed as modules load and devices appear) then land in the middle of it.
+fn line(msg: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("supermin: {msg}\n").as_bytes());
+}
+
 impl Console {
     fn say(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("supermin: {}", msg.as_ref());
+            line(msg.as_ref());
         }
     }
     /// Failures are printed even when quiet: the boot is about to stop.
     fn fail(&self, msg: impl AsRef<str>) {
-        eprintln!("supermin: {}", msg.as_ref());
+        line(msg.as_ref());
     }
 }
 
@@ -37,11 +44,11 @@ pub fn main() -> ! {
     let code = match run() {
         Ok(never) => match never {},
         Err(msg) => {
-            eprintln!("supermin: {msg}");
+            line(&msg);
             for dir in ["/", "/bin", "/lib", "/lib64"] {
                 if let Ok(rd) = fs::read_dir(dir) {
                     let names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-                    eprintln!("supermin: contents of {dir}: {}", names.join(" "));
+                    line(&format!("contents of {dir}: {}", names.join(" ")));
                 }
             }
             1

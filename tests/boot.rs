@@ -138,7 +138,7 @@ fn ext2_boots_from_virtio_blk() {
     ok(ours().args(["--build", "-f", "ext2", "--size", "1G"]).arg(&d).arg("-o").arg(&e));
     let console = boot_vda(&e);
     assert_booted(&console, &e);
-    assert!(console.contains("supermin: ext2 mini initrd starting up"), "our init did not speak");
+    assert!(console.contains("supermin: ext2 mini initrd starting up"), "our init did not speak; console:\n{console}");
 }
 
 /// The way libguestfs boots: `root=UUID=` and the disk on virtio-scsi, `quiet`.
