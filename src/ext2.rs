@@ -169,52 +169,52 @@ fn indirect_count(n: u64) -> u64 {
     count
 }
 
-/// Fill `i_block` and the indirect blocks for `data`, allocating the indirect blocks.
-fn map_blocks(p: &mut Planned, alloc: &mut Allocator) -> Result<()> {
-    let data = &p.data;
-    for (i, &b) in data.iter().take(12).enumerate() {
-        p.i_block[i] = b;
+/// Allocate `n` data blocks for `p` with the indirect blocks that map them, filling
+/// `i_block`. Blocks are taken in the order a reader walks them, each indirect block just
+/// before the data it maps (as Linux's ext2 allocator lays files out), so a file is one
+/// contiguous run wherever group metadata does not interrupt it.
+fn allocate(p: &mut Planned, n: u64, alloc: &mut Allocator) -> Result<()> {
+    let mut left = n;
+    let direct = left.min(12);
+    p.data = alloc.alloc_n(direct)?;
+    p.i_block[..direct as usize].copy_from_slice(&p.data);
+    left -= direct;
+    if left > 0 {
+        p.i_block[12] = single(p, &mut left, alloc)?;
     }
-    let mut rest = &data[data.len().min(12)..];
-    if rest.is_empty() {
-        return Ok(());
+    if left > 0 {
+        p.i_block[13] = double(p, &mut left, alloc)?;
     }
-    // Single indirect.
-    let take = rest.len().min(PPB as usize);
-    let ind = alloc.alloc()?;
-    p.indirect.push((ind, rest[..take].to_vec()));
-    p.i_block[12] = ind;
-    rest = &rest[take..];
-    if rest.is_empty() {
-        return Ok(());
+    if left > 0 {
+        let tind = alloc.alloc()?;
+        let mut children = Vec::new();
+        while left > 0 {
+            children.push(double(p, &mut left, alloc)?);
+        }
+        p.indirect.push((tind, children));
+        p.i_block[14] = tind;
     }
-    // Double indirect.
-    let take = rest.len().min((PPB * PPB) as usize);
-    p.i_block[13] = double(&rest[..take], &mut p.indirect, alloc)?;
-    rest = &rest[take..];
-    if rest.is_empty() {
-        return Ok(());
-    }
-    // Triple indirect.
-    let tind = alloc.alloc()?;
-    let mut children = Vec::new();
-    for chunk in rest.chunks((PPB * PPB) as usize) {
-        children.push(double(chunk, &mut p.indirect, alloc)?);
-    }
-    p.indirect.push((tind, children));
-    p.i_block[14] = tind;
     Ok(())
 }
 
-fn double(data: &[u32], out: &mut Vec<(u32, Vec<u32>)>, alloc: &mut Allocator) -> Result<u32> {
+/// An indirect block and up to [`PPB`] of the `left` data blocks after it.
+fn single(p: &mut Planned, left: &mut u64, alloc: &mut Allocator) -> Result<u32> {
+    let ind = alloc.alloc()?;
+    let blocks = alloc.alloc_n((*left).min(PPB))?;
+    *left -= blocks.len() as u64;
+    p.data.extend_from_slice(&blocks);
+    p.indirect.push((ind, blocks));
+    Ok(ind)
+}
+
+/// A double-indirect block and up to [`PPB`] single ones after it.
+fn double(p: &mut Planned, left: &mut u64, alloc: &mut Allocator) -> Result<u32> {
     let dind = alloc.alloc()?;
     let mut children = Vec::new();
-    for chunk in data.chunks(PPB as usize) {
-        let ind = alloc.alloc()?;
-        out.push((ind, chunk.to_vec()));
-        children.push(ind);
+    while *left > 0 && (children.len() as u64) < PPB {
+        children.push(single(p, left, alloc)?);
     }
-    out.push((dind, children));
+    p.indirect.push((dind, children));
     Ok(dind)
 }
 
@@ -356,8 +356,7 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
     for (ino, blocks) in dirs {
         let mode = manifest.inode(ino).meta.mode;
         let mut p = new(ino, mode, dir_link_counts[&ino], blocks.len() as u64 * BS);
-        p.data = alloc.alloc_n(blocks.len() as u64)?;
-        map_blocks(&mut p, &mut alloc)?;
+        allocate(&mut p, blocks.len() as u64, &mut alloc)?;
         for (b, content) in p.data.iter().zip(blocks) {
             writes.push((*b, content));
         }
@@ -365,8 +364,7 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
     }
     // lost+found: "." and "..", then three empty blocks, like mke2fs.
     let mut lf = new(ROOT, S_IFDIR | 0o700, 2, 4 * BS);
-    lf.data = alloc.alloc_n(4)?;
-    map_blocks(&mut lf, &mut alloc)?;
+    allocate(&mut lf, 4, &mut alloc)?;
     let lf_first = dir_blocks(&[(LOST_FOUND_INO, 2, b"."), (ROOT_INO, 2, b"..")]).remove(0);
     writes.push((lf.data[0], lf_first));
     for b in &lf.data[1..] {
@@ -382,8 +380,8 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
             Node::Dir(_) => continue,
             Node::File(_) => {
                 p.size = inode.meta.size;
-                p.data = alloc.alloc_n(p.size.div_ceil(BS))?;
-                map_blocks(&mut p, &mut alloc)?;
+                let n = p.size.div_ceil(BS);
+                allocate(&mut p, n, &mut alloc)?;
                 copies.push((ino, p.data.clone()));
             }
             Node::Symlink(target) => {
@@ -690,6 +688,41 @@ mod tests {
         assert_eq!(indirect_count(12 + 1024), 1);
         assert_eq!(indirect_count(12 + 1025), 3);
         assert_eq!(indirect_count(12 + 1024 + 1024 * 1024), 1 + 1 + 1024);
+    }
+
+    /// Every block of a file with double-indirect blocks, in the order e2fsck and Linux walk
+    /// it (each indirect block before what it maps), is the next block on disk.
+    #[test]
+    fn files_are_laid_out_in_walk_order() {
+        let geo = Geometry::new(64 << 20, 100).unwrap();
+        let mut alloc = Allocator { geo: &geo, group: 0, next: 0, used: 0 };
+        let n = 12 + PPB + PPB + 5;
+        let mut p = Planned { ino: 0, mode: 0, links: 1, size: n * BS, data: vec![], indirect: vec![], i_block: [0; 15] };
+        allocate(&mut p, n, &mut alloc).unwrap();
+        assert_eq!(p.data.len() as u64, n);
+        assert_eq!(p.indirect.len() as u64, indirect_count(n));
+        let maps: HashMap<u32, &Vec<u32>> = p.indirect.iter().map(|(b, m)| (*b, m)).collect();
+        fn walk(b: u32, depth: u32, maps: &HashMap<u32, &Vec<u32>>, out: &mut Vec<u32>) {
+            out.push(b);
+            if depth > 0 {
+                for &c in maps[&b] {
+                    walk(c, depth - 1, maps, out);
+                }
+            }
+        }
+        let mut order = p.i_block[..12].to_vec();
+        walk(p.i_block[12], 1, &maps, &mut order);
+        walk(p.i_block[13], 2, &maps, &mut order);
+        assert_eq!(p.i_block[14], 0);
+        assert!(order.windows(2).all(|w| w[1] == w[0] + 1), "not contiguous: {:?}", &order[..20]);
+        assert_eq!(order.len() as u64, n + indirect_count(n));
+        // The space check counts indirect blocks with `indirect_count`: it must agree.
+        for n in [0, 1, 12, 13, 12 + PPB, 12 + PPB + 1, 12 + 3 * PPB + 7] {
+            let mut alloc = Allocator { geo: &geo, group: 0, next: 0, used: 0 };
+            let mut p = Planned { ino: 0, mode: 0, links: 1, size: 0, data: vec![], indirect: vec![], i_block: [0; 15] };
+            allocate(&mut p, n, &mut alloc).unwrap();
+            assert_eq!((p.data.len() as u64, alloc.used), (n, n + indirect_count(n)), "{n} blocks");
+        }
     }
 
     #[test]
