@@ -17,7 +17,7 @@ use log::{debug, info, warn};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host;
-use crate::packager::{self, ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
 
 const ADMIN_DIR: &str = "var/lib/dpkg";
 
@@ -317,46 +317,30 @@ impl PackageManager for Dpkg {
         use_installed: bool,
         tmpdir: &Path,
     ) -> Result<Vec<(String, ConfigSource)>> {
-        let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
-        let mut out = Vec::new();
-        if use_installed {
-            return Ok(packager::installed_config_sources(&self.root, wanted));
+        packager::config_sources(&self.root, pkgs, configs, use_installed, tmpdir, self)
+    }
+}
+
+/// dpkg records an MD5 per file (`info/PKG.md5sums`); pristine copies come from the `.deb`.
+impl<'a> ConfigRecords<'a> for Dpkg {
+    fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
+        let Some(list) = self.list_file(&self.packages[id], "list") else { return Ok(Vec::new()) };
+        let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
+        let owned: Vec<&str> = text.lines().filter_map(|l| wanted.get(l).copied()).collect();
+        if owned.is_empty() {
+            return Ok(Vec::new());
         }
-        // For each package owning config files: keep host copies whose checksum still matches
-        // what dpkg recorded; fetch the package only for the others.
-        let mut done: BTreeSet<&str> = BTreeSet::new();
-        for &id in pkgs {
-            let Some(list) = self.list_file(&self.packages[id], "list") else { continue };
-            let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
-            let owned: Vec<&str> = text
-                .lines()
-                .filter_map(|l| wanted.get(l).copied())
-                .filter(|l| !done.contains(l))
-                .collect();
-            if owned.is_empty() {
-                continue;
-            }
-            let sums = self.recorded_md5s(id);
-            let mut need_deb = Vec::new();
-            for path in owned {
-                done.insert(path);
-                let host_path = host::path(&self.root, path);
-                match sums.get(path) {
-                    Some(sum) if packager::md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
-                        out.push((path.to_string(), ConfigSource::Host(host_path)));
-                    }
-                    _ => need_deb.push(path),
-                }
-            }
-            if need_deb.is_empty() {
-                continue;
-            }
-            debug!("{}: {} config file(s) modified on the host", self.packages[id].name, need_deb.len());
-            let deb = self.fetch_deb(id, tmpdir)?;
-            out.extend(extract_from_deb(&deb, &need_deb)?);
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        let sums = self.recorded_md5s(id);
+        Ok(owned.into_iter().map(|p| (p, sums.get(p).cloned())).collect())
+    }
+
+    fn checksum(&self, _id: PkgId, host: &Path) -> Option<String> {
+        packager::md5_file(host)
+    }
+
+    fn extract(&self, id: PkgId, paths: &[&'a str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
+        debug!("{}: {} config file(s) modified on the host", self.packages[id].name, paths.len());
+        extract_from_deb(&self.fetch_deb(id, tmpdir)?, paths)
     }
 }
 

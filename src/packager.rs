@@ -2,6 +2,7 @@
 //! pacman) goes through the [`PackageManager`] trait, so the rest of the tool never knows which
 //! database it is reading.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -39,9 +40,63 @@ pub fn is_etc_config(root: &Path, path: &str) -> bool {
     path.starts_with("/etc/") && crate::host::lstat(root, path).map(|m| m.is_file()).unwrap_or(false)
 }
 
-/// `--use-installed`: every config file is taken from the host (or sysroot) as it is.
-pub fn installed_config_sources<'a>(root: &Path, paths: impl IntoIterator<Item = &'a str>) -> Vec<(String, ConfigSource)> {
-    paths.into_iter().map(|p| (p.to_string(), ConfigSource::Host(crate::host::path(root, p)))).collect()
+/// What a backend tells [`config_sources`] about one package's config files.
+pub trait ConfigRecords<'a> {
+    /// The package's files among `wanted`, each with the checksum its database recorded for
+    /// the pristine file (`None` when it recorded none).
+    fn recorded(&self, pkg: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>>;
+    /// The checksum of a host file, computed the way `recorded` ones were for `pkg`.
+    fn checksum(&self, pkg: PkgId, host: &Path) -> Option<String>;
+    /// The named files from the package's archive (found, or fetched into `tmpdir`).
+    fn extract(&self, pkg: PkgId, paths: &[&'a str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>>;
+}
+
+/// The pristine content of each config file, for `--prepare` (every backend's rule, the
+/// original's): with `--use-installed` the host copy as it is; otherwise, package by
+/// package, the host copy where its checksum equals the recorded one and the package
+/// archive's copy for the rest, so an archive is opened only for a package with a modified
+/// (or missing) config file. Only regular files go into the base image: a config entry that
+/// is a symlink or directory on the host is left out (reading a link could leave the root).
+/// The result is sorted by path.
+pub fn config_sources<'a>(
+    root: &Path,
+    pkgs: &[PkgId],
+    configs: &'a [PackageFile],
+    use_installed: bool,
+    tmpdir: &Path,
+    records: &dyn ConfigRecords<'a>,
+) -> Result<Vec<(String, ConfigSource)>> {
+    use crate::host;
+    let not_regular = |p: &str| host::lstat(root, p).is_ok_and(|m| !m.is_file());
+    let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).filter(|p| !not_regular(p)).collect();
+    let mut out = Vec::new();
+    if use_installed {
+        let present = wanted.into_iter().filter(|p| host::lstat(root, p).is_ok());
+        out.extend(present.map(|p| (p.to_string(), ConfigSource::Host(host::path(root, p)))));
+        return Ok(out);
+    }
+    // A file owned by several packages is judged by the first.
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    for &pkg in pkgs {
+        let mut need = Vec::new();
+        for (path, sum) in records.recorded(pkg, &wanted)? {
+            if !done.insert(path) {
+                continue;
+            }
+            let host_path = host::path(root, path);
+            match sum {
+                Some(sum) if !sum.is_empty() && records.checksum(pkg, &host_path).as_deref() == Some(sum.as_str()) => {
+                    out.push((path.to_string(), ConfigSource::Host(host_path)));
+                }
+                _ => need.push(path),
+            }
+        }
+        if !need.is_empty() {
+            out.extend(records.extract(pkg, &need, tmpdir)?);
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// MD5 of a file as lowercase hex (dpkg and pacman record config files' sums this way).

@@ -18,7 +18,7 @@ use log::{debug, info};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host;
-use crate::packager::{self, ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
 
 const LOCAL: &str = "/var/lib/pacman/local";
 
@@ -320,48 +320,39 @@ impl PackageManager for Pacman {
         pkgs: &[PkgId],
         configs: &[PackageFile],
         use_installed: bool,
-        _tmpdir: &Path,
+        tmpdir: &Path,
     ) -> Result<Vec<(String, ConfigSource)>> {
-        let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
-        let mut out = Vec::new();
-        if use_installed {
-            return Ok(packager::installed_config_sources(&self.root, wanted));
+        packager::config_sources(&self.root, pkgs, configs, use_installed, tmpdir, self)
+    }
+}
+
+/// pacman records an MD5 per file in the package's mtree; pristine copies come from the
+/// package file in pacman's cache.
+impl<'a> ConfigRecords<'a> for Pacman {
+    fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
+        let (files, _) = self.file_list(id)?;
+        let owned: Vec<&str> = files.iter().filter_map(|f| wanted.get(f.as_str()).copied()).collect();
+        if owned.is_empty() {
+            return Ok(Vec::new());
         }
-        // A host copy whose MD5 equals the package's mtree record is pristine; the others come
-        // from the package file.
-        let mut done: BTreeSet<&str> = BTreeSet::new();
-        for &id in pkgs {
-            let (files, _) = self.file_list(id)?;
-            let owned: Vec<&str> = files.iter().filter_map(|f| wanted.get(f.as_str()).copied()).filter(|f| done.insert(f)).collect();
-            if owned.is_empty() {
-                continue;
-            }
-            let sums = self.mtree_md5s(id);
-            let mut need = Vec::new();
-            for path in owned {
-                let host_path = host::path(&self.root, path);
-                match sums.get(path) {
-                    Some(sum) if packager::md5_file(&host_path).as_deref() == Some(sum.as_str()) => {
-                        out.push((path.to_string(), ConfigSource::Host(host_path)))
-                    }
-                    _ => need.push(path),
-                }
-            }
-            if need.is_empty() {
-                continue;
-            }
-            let Some(file) = self.package_file(id) else {
-                return Err(Error::new(format!(
-                    "{}: config file {} was modified and the package file is not in /var/cache/pacman/pkg: \
-                     give the package file on the command line, or use --use-installed",
-                    self.pretty_name(id),
-                    need[0]
-                )));
-            };
-            out.extend(extract_from_package(&file, &need)?);
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        let sums = self.mtree_md5s(id);
+        Ok(owned.into_iter().map(|p| (p, sums.get(p).cloned())).collect())
+    }
+
+    fn checksum(&self, _id: PkgId, host: &Path) -> Option<String> {
+        packager::md5_file(host)
+    }
+
+    fn extract(&self, id: PkgId, paths: &[&'a str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
+        let Some(file) = self.package_file(id) else {
+            return Err(Error::new(format!(
+                "{}: config file {} was modified (or is missing) and the package file is not in \
+                 /var/cache/pacman/pkg: give the package file on the command line, or use --use-installed",
+                self.pretty_name(id),
+                paths[0]
+            )));
+        };
+        extract_from_package(&file, paths)
     }
 }
 

@@ -11,7 +11,7 @@
 //! files are those flagged `%config`, wherever they are.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use log::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::host;
-use crate::packager::{self, ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
 use crate::rpmheader::{self as tag, Header};
 
 /// Where rpm keeps its database, newest layout first (as the original looks for it).
@@ -571,57 +571,38 @@ impl PackageManager for Rpm {
         pkgs: &[PkgId],
         configs: &[PackageFile],
         use_installed: bool,
-        _tmpdir: &Path,
+        tmpdir: &Path,
     ) -> Result<Vec<(String, ConfigSource)>> {
-        let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).collect();
-        let mut out = Vec::new();
-        // %config may flag a symlink or directory; only regular files go into the base image
-        // (and reading a symlink's target could leave the root).
-        let regular = |p: &str| host::lstat(&self.root, p).map(|m| m.is_file()).unwrap_or(false);
-        if use_installed {
-            return Ok(packager::installed_config_sources(&self.root, wanted.into_iter().filter(|p| regular(p))));
-        }
-        // Host copies whose digest equals the one rpm recorded are the pristine files; the
-        // rest come from the package's payload.
-        let mut done: HashSet<&str> = HashSet::new();
-        for &id in pkgs {
-            let p = &self.packages[id];
-            let algo = p.header.int(tag::FILEDIGESTALGO).ok().flatten().unwrap_or(1);
-            let files = p.header.files().map_err(|e| Error::new(format!("{}: {}: {e}", self.db.display(), p.name)))?;
-            let mut need = Vec::new();
-            for (path, _, digest) in &files {
-                let Some(&path) = wanted.get(path.as_str()) else { continue };
-                if !done.insert(path) {
-                    continue;
-                }
-                let host_path = host::path(&self.root, path);
-                match host::lstat(&self.root, path) {
-                    Ok(m) if !m.is_file() => continue,
-                    _ => {}
-                }
-                if !digest.is_empty() && file_digest(&host_path, algo).as_deref() == Some(digest.as_str()) {
-                    out.push((path.to_string(), ConfigSource::Host(host_path)));
-                } else {
-                    need.push(path);
-                }
-            }
-            if need.is_empty() {
-                continue;
-            }
-            let Some(file) = self.package_file(id) else {
-                return Err(Error::new(format!(
-                    "{}: config file {} was modified and {}.rpm is not in the package cache: give the \
-                     .rpm file on the command line, or use --use-installed",
-                    self.pretty_name(id),
-                    need[0],
-                    self.pretty_name(id)
-                )));
-            };
-            debug!("{}: {} config file(s) from {}", p.name, need.len(), file.display());
-            out.extend(extract_from_rpm(&file, &need)?);
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        packager::config_sources(&self.root, pkgs, configs, use_installed, tmpdir, self)
+    }
+}
+
+/// rpm records a digest per file in the header, with the package's digest algorithm;
+/// pristine copies come from the `.rpm` (given on the command line or in the package cache).
+impl<'a> ConfigRecords<'a> for Rpm {
+    fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
+        let p = &self.packages[id];
+        let files = p.header.files().map_err(|e| Error::new(format!("{}: {}: {e}", self.db.display(), p.name)))?;
+        Ok(files.into_iter().filter_map(|(path, _, digest)| wanted.get(path.as_str()).map(|&w| (w, Some(digest)))).collect())
+    }
+
+    fn checksum(&self, id: PkgId, host: &Path) -> Option<String> {
+        let algo = self.packages[id].header.int(tag::FILEDIGESTALGO).ok().flatten().unwrap_or(1);
+        file_digest(host, algo)
+    }
+
+    fn extract(&self, id: PkgId, paths: &[&'a str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
+        let Some(file) = self.package_file(id) else {
+            return Err(Error::new(format!(
+                "{}: config file {} was modified (or is missing) and {}.rpm is not in the package cache: \
+                 give the .rpm file on the command line, or use --use-installed",
+                self.pretty_name(id),
+                paths[0],
+                self.pretty_name(id)
+            )));
+        };
+        debug!("{}: {} config file(s) from {}", self.packages[id].name, paths.len(), file.display());
+        extract_from_rpm(&file, paths)
     }
 }
 
