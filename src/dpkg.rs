@@ -326,12 +326,8 @@ impl<'a> ConfigRecords<'a> for Dpkg {
     fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
         let Some(list) = self.list_file(&self.packages[id], "list") else { return Ok(Vec::new()) };
         let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
-        let owned: Vec<&str> = text.lines().filter_map(|l| wanted.get(l).copied()).collect();
-        if owned.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sums = self.recorded_md5s(id);
-        Ok(owned.into_iter().map(|p| (p, sums.get(p).cloned())).collect())
+        let owned = text.lines().filter_map(|l| wanted.get(l).copied()).collect();
+        Ok(packager::with_checksums(owned, || self.recorded_md5s(id)))
     }
 
     fn checksum(&self, _id: PkgId, host: &Path) -> Option<String> {

@@ -51,6 +51,19 @@ pub trait ConfigRecords<'a> {
     fn extract(&self, pkg: PkgId, paths: &[&'a str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>>;
 }
 
+/// `owned` paired with the checksums `sums()` returns for them (path → hex), for
+/// [`ConfigRecords::recorded`]; `sums` is read only when there is something to look up.
+pub fn with_checksums<'a>(
+    owned: Vec<&'a str>,
+    sums: impl FnOnce() -> std::collections::HashMap<String, String>,
+) -> Vec<(&'a str, Option<String>)> {
+    if owned.is_empty() {
+        return Vec::new();
+    }
+    let sums = sums();
+    owned.into_iter().map(|p| (p, sums.get(p).cloned())).collect()
+}
+
 /// The pristine content of each config file, for `--prepare` (every backend's rule, the
 /// original's): with `--use-installed` the host copy as it is; otherwise, package by
 /// package, the host copy where its checksum equals the recorded one and the package

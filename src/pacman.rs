@@ -331,12 +331,8 @@ impl PackageManager for Pacman {
 impl<'a> ConfigRecords<'a> for Pacman {
     fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
         let (files, _) = self.file_list(id)?;
-        let owned: Vec<&str> = files.iter().filter_map(|f| wanted.get(f.as_str()).copied()).collect();
-        if owned.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sums = self.mtree_md5s(id);
-        Ok(owned.into_iter().map(|p| (p, sums.get(p).cloned())).collect())
+        let owned = files.iter().filter_map(|f| wanted.get(f.as_str()).copied()).collect();
+        Ok(packager::with_checksums(owned, || self.mtree_md5s(id)))
     }
 
     fn checksum(&self, _id: PkgId, host: &Path) -> Option<String> {
