@@ -38,9 +38,11 @@ pub(crate) struct ViewFs<V: View> {
     /// stop sending opendir/releasedir (two round trips per directory per `find`), and it
     /// then caches listings (CACHE_DIR, KEEP_CACHE) by default.
     no_opendir: bool,
-    /// The same for files (FUSE_NO_OPEN_SUPPORT), used when passthrough is off: an open then
-    /// has nothing to set up, and skipping its round trip is what makes opening thousands of
-    /// small files (tar, a program start) cost what it costs natively.
+    /// The same for files (FUSE_NO_OPEN_SUPPORT), used whenever passthrough is off: an open
+    /// then has nothing to set up, and skipping its round trip is what makes opening
+    /// thousands of small files (tar, a program start) cost what it costs natively. Also
+    /// when the kernel refuses passthrough at the first large file (a host file on a stacked
+    /// filesystem): the next open answers ENOSYS and the connection stops sending opens.
     no_open: bool,
 }
 
@@ -190,9 +192,8 @@ impl<V: View> Filesystem for ViewFs<V> {
                 self.files.disable_passthrough(&io::Error::other("kernel does not offer FUSE_PASSTHROUGH"));
             }
         }
-        if !self.files.passthrough() {
-            self.no_open = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok();
-        }
+        // Only announces that an open may be answered ENOSYS; see `open`.
+        self.no_open = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok();
         Ok(())
     }
 
@@ -236,7 +237,7 @@ impl<V: View> Filesystem for ViewFs<V> {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        if self.no_open {
+        if self.no_open && !self.files.passthrough() {
             return reply.error(Errno::ENOSYS);
         }
         // The kernel keeps pages across opens: nothing can change underneath.
