@@ -61,7 +61,11 @@ pub fn is_mounted(abs: &Path) -> bool {
 /// `/proc/self/mountinfo`: read from the table, because a `stat` of our own mountpoint from
 /// the daemon would wait for the daemon.
 pub fn mounted_device(abs: &Path) -> Option<String> {
-    let info = fs::read("/proc/self/mountinfo").ok()?;
+    device_in(&fs::read("/proc/self/mountinfo").ok()?, abs)
+}
+
+/// [`mounted_device`] on the text of a mountinfo table.
+fn device_in(info: &[u8], abs: &Path) -> Option<String> {
     let want = abs.as_os_str().as_bytes();
     // Later lines are mounted on top of earlier ones.
     info.split(|&b| b == b'\n')
@@ -164,10 +168,14 @@ mod tests {
     }
 
     #[test]
-    fn the_device_of_root_is_the_one_stat_reports() {
-        use std::os::unix::fs::MetadataExt;
-        let dev = fs::metadata("/").unwrap().dev();
-        let expected = format!("{}:{}", libc::major(dev), libc::minor(dev));
-        assert_eq!(mounted_device(Path::new("/")), Some(expected));
+    fn the_device_of_a_mount_is_its_topmost_line() {
+        let info = b"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                     60 22 0:42 / /mnt/a\\040b rw,nosuid shared:30 - fuse.supermin supermin ro\n\
+                     61 22 0:50 / /mnt/x rw - tmpfs tmpfs rw\n\
+                     62 61 0:51 / /mnt/x rw - fuse.supermin supermin ro\n";
+        assert_eq!(device_in(info, Path::new("/")).as_deref(), Some("254:0"));
+        assert_eq!(device_in(info, Path::new("/mnt/a b")).as_deref(), Some("0:42"));
+        assert_eq!(device_in(info, Path::new("/mnt/x")).as_deref(), Some("0:51"));
+        assert_eq!(device_in(info, Path::new("/mnt")), None);
     }
 }
