@@ -326,6 +326,14 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
         match &inode.node {
             Node::File(_) => {
                 let n = inode.meta.size.div_ceil(BS);
+                // i_blocks counts 512-byte units in 32 bits (no huge_file feature): 2 TiB.
+                if (n + indirect_count(n)) * (BS / 512) > u64::from(u32::MAX) {
+                    return Err(Error::new(format!(
+                        "{}: a file of {} bytes is larger than an ext2 file can be (2 TiB); leave it out of the appliance",
+                        out.display(),
+                        inode.meta.size
+                    )));
+                }
                 data_blocks += n + indirect_count(n);
             }
             Node::Symlink(t) if t.len() >= 60 => data_blocks += 1,

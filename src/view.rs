@@ -108,7 +108,7 @@ impl ManifestView {
                     if let Node::File(content) = &inode.node {
                         files += 1;
                         if matches!(content, Content::Host(_)) && inode.meta.size >= PASSTHROUGH_MIN_SIZE {
-                            large_host_bytes += inode.meta.size;
+                            large_host_bytes = u64::saturating_add(large_host_bytes, inode.meta.size);
                         }
                     }
                 }
@@ -135,7 +135,7 @@ impl ManifestView {
     /// host file per file, so passthrough is chosen from 256 KiB per file: a tree of a few
     /// big images, not an appliance of thousands of small files (libguestfs's: 26 KiB).
     pub fn passthrough_pays(&self) -> bool {
-        self.large_host_bytes >= self.files.max(1) * PASSTHROUGH_BYTES_PER_FILE
+        self.large_host_bytes >= self.files.max(1).saturating_mul(PASSTHROUGH_BYTES_PER_FILE)
     }
 
     /// What [`ManifestView::passthrough_pays`] decides from: regular files, and bytes in
