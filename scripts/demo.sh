@@ -17,6 +17,7 @@ echo "--- appliance in $out ($(du -sh "$out" | cut -f1))"
 
 mnt=$out.mnt
 mkdir -p "$mnt"
+mountpoint -q "$mnt" && $bin umount "$mnt"   # left by an interrupted run
 start=$(date +%s%N)
 $bin mount --daemon examples/supermin.d "$mnt"
 echo "--- the same appliance mounted lazily at $mnt in $(( ($(date +%s%N) - start) / 1000000 )) ms; inside it:"

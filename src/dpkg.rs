@@ -335,7 +335,7 @@ impl<'a> ConfigRecords<'a> for Dpkg {
     }
 
     fn extract(&self, id: PkgId, paths: &[&'a str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
-        debug!("{}: {} config file(s) modified on the host", self.packages[id].name, paths.len());
+        debug!("{}: {} config file(s) differ from their recorded MD5 on the host", self.packages[id].name, paths.len());
         extract_from_deb(&self.fetch_deb(id, tmpdir)?, paths)
     }
 }

@@ -342,7 +342,7 @@ impl<'a> ConfigRecords<'a> for Pacman {
     fn extract(&self, id: PkgId, paths: &[&'a str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
         let Some(file) = self.package_file(id) else {
             return Err(Error::new(format!(
-                "{}: config file {} was modified (or is missing) and the package file is not in \
+                "{}: config file {} differs from its recorded MD5 (or cannot be read) and the package file is not in \
                  /var/cache/pacman/pkg: give the package file on the command line, or use --use-installed",
                 self.pretty_name(id),
                 paths[0]

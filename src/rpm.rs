@@ -594,7 +594,7 @@ impl<'a> ConfigRecords<'a> for Rpm {
     fn extract(&self, id: PkgId, paths: &[&'a str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
         let Some(file) = self.package_file(id) else {
             return Err(Error::new(format!(
-                "{}: config file {} was modified (or is missing) and {}.rpm is not in the package cache: \
+                "{}: config file {} differs from its recorded digest (or cannot be read) and {}.rpm is not in the package cache: \
                  give the .rpm file on the command line, or use --use-installed",
                 self.pretty_name(id),
                 paths[0],
