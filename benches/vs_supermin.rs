@@ -23,27 +23,45 @@ fn ours() -> PathBuf {
 
 /// Flush what the last run wrote before the next starts. Outputs are only deleted at the end:
 /// deleting a large tree on a filesystem mounted with `discard` slows the next writer down
-/// for seconds, and would be charged to whichever tool runs next.
+/// for seconds, and would be charged to whichever tool runs next. Deletions also make ext4
+/// skip the inodes freed in the last 60-300 s when it allocates new ones (`recently_deleted`
+/// in a profile): start the bench on a filesystem that has not just deleted large trees
+/// (the test suite does), or every file creation is slower for both tools.
 fn settle() {
     let _ = Command::new("sync").status();
     std::thread::sleep(Duration::from_millis(1000));
 }
 
-/// Median wall time of `runs` runs of `cmd(out)`, each into a fresh output path.
-fn time(runs: usize, scratch: &Path, mut cmd: impl FnMut(&Path) -> Command) -> Duration {
-    let mut times = Vec::new();
-    for i in 0..runs {
-        let out = scratch.join(format!("out{}-{i}", scratch.read_dir().unwrap().count()));
+/// Median wall times of `runs` runs each of `theirs(out)` and `mine(out)`, each into a fresh
+/// output path. The two alternate, so that a slow spell of this shared machine's disk is
+/// charged to both rather than to whichever happened to run then.
+fn compare(
+    runs: usize,
+    scratch: &Path,
+    mut theirs: impl FnMut(&Path) -> Command,
+    mut mine: impl FnMut(&Path) -> Command,
+) -> (Duration, Duration) {
+    let once = |cmd: &mut dyn FnMut(&Path) -> Command| {
+        let out = scratch.join(format!("out{}", scratch.read_dir().unwrap().count()));
         let mut c = cmd(&out);
         let start = Instant::now();
         let status = c.status().unwrap();
         let elapsed = start.elapsed();
         assert!(status.success(), "{c:?} failed");
-        times.push(elapsed);
         settle();
+        elapsed
+    };
+    let (mut t, mut m) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        t.push(once(&mut theirs));
+        m.push(once(&mut mine));
     }
-    times.sort();
-    times[times.len() / 2]
+    (median(t), median(m))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 fn row(name: &str, theirs: Duration, mine: Duration) {
@@ -73,8 +91,7 @@ fn main() {
             c
         }
     };
-    let theirs = time(runs * 2, &scratch, prep(ORACLE.into()));
-    let mine = time(runs * 2, &scratch, prep(me.clone()));
+    let (theirs, mine) = compare(runs * 2, &scratch, prep(ORACLE.into()), prep(me.clone()));
     row("prepare --use-installed bash coreutils", theirs, mine);
 
     let build = |bin: PathBuf, input: &'static str| {
@@ -94,12 +111,10 @@ fn main() {
     // Warm the page cache for both alike.
     let _ = Command::new(ORACLE).args(["--build", "-f", "chroot", LIBGUESTFS, "-o"]).arg(scratch.join("warm")).status();
     settle();
-    let theirs = time(runs, &scratch, build(ORACLE.into(), LIBGUESTFS));
-    let mine = time(runs, &scratch, build(me.clone(), LIBGUESTFS));
+    let (theirs, mine) = compare(runs, &scratch, build(ORACLE.into(), LIBGUESTFS), build(me.clone(), LIBGUESTFS));
     row("build -f chroot libguestfs appliance", theirs, mine);
 
-    let theirs = time(runs, &scratch, build_fmt(ORACLE.into(), "ext2"));
-    let mine = time(runs, &scratch, build_fmt(me.clone(), "ext2"));
+    let (theirs, mine) = compare(runs, &scratch, build_fmt(ORACLE.into(), "ext2"), build_fmt(me.clone(), "ext2"));
     row("build -f ext2 libguestfs appliance", theirs, mine);
 
     // --if-newer with nothing to do, exactly as libguestfs runs it.
@@ -116,8 +131,7 @@ fn main() {
     let (t_out, m_out) = (scratch.join("uptodate-theirs"), scratch.join("uptodate-ours"));
     assert!(noop(ORACLE.into(), t_out.clone())(&t_out).status().unwrap().success());
     assert!(noop(me.clone(), m_out.clone())(&m_out).status().unwrap().success());
-    let theirs = time(runs * 3, &scratch, noop(ORACLE.into(), t_out));
-    let mine = time(runs * 3, &scratch, noop(me.clone(), m_out));
+    let (theirs, mine) = compare(runs * 3, &scratch, noop(ORACLE.into(), t_out), noop(me.clone(), m_out));
     row("build --if-newer -f ext2, nothing to do", theirs, mine);
 
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
