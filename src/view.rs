@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use supermin_fuse::{Attr, Data, View, PASSTHROUGH_MIN_SIZE};
+use supermin_fuse::{Attr, Data, Usage, View, BLOCK_SIZE, PASSTHROUGH_MIN_SIZE};
 
 use crate::manifest::{Content, Ino, Manifest, Node, ROOT};
 
@@ -81,6 +81,7 @@ pub struct ManifestView {
     files: u64,
     /// Bytes in reachable host files large enough for passthrough.
     large_host_bytes: u64,
+    usage: Usage,
 }
 
 /// See [`ManifestView::passthrough_pays`].
@@ -93,11 +94,14 @@ impl ManifestView {
         let mut parent: Vec<Ino> = vec![ROOT; n];
         nlink[ROOT as usize] = 2;
         let (mut files, mut large_host_bytes) = (0, 0);
+        // The root, then each inode when first reached (hard links count once).
+        let mut usage = Usage { blocks: 0, inodes: 1 };
         let mut stack = vec![ROOT];
         while let Some(dir) = stack.pop() {
             let Some(children) = manifest.children(dir) else { continue };
             for &child in children.values() {
                 if matches!(manifest.inode(child).node, Node::Dir(_)) {
+                    usage.inodes += 1;
                     nlink[dir as usize] += 1;
                     nlink[child as usize] = 2;
                     parent[child as usize] = dir;
@@ -105,6 +109,12 @@ impl ManifestView {
                 } else {
                     nlink[child as usize] += 1;
                     let inode = manifest.inode(child);
+                    if nlink[child as usize] == 1 {
+                        usage.inodes += 1;
+                        if matches!(inode.node, Node::File(_)) {
+                            usage.blocks += inode.meta.size.div_ceil(BLOCK_SIZE);
+                        }
+                    }
                     if let Node::File(content) = &inode.node {
                         files += 1;
                         if matches!(content, Content::Host(_)) && inode.meta.size >= PASSTHROUGH_MIN_SIZE {
@@ -122,7 +132,7 @@ impl ManifestView {
         if let Some(root) = &record.sysroot {
             xattrs.push((XATTR_SYSROOT, root.as_os_str().as_encoded_bytes().to_vec()));
         }
-        ManifestView { manifest, nlink, parent, xattrs, files, large_host_bytes }
+        ManifestView { manifest, nlink, parent, xattrs, files, large_host_bytes, usage }
     }
 
     /// Whether this view is better served with FUSE passthrough, which the kernel grants per
@@ -206,6 +216,10 @@ impl View for ManifestView {
             return None;
         }
         self.xattrs.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, v)| v.clone())
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
     }
 
     fn xattr_names(&self, ino: u64) -> Vec<Vec<u8>> {

@@ -48,6 +48,44 @@ fn view_of_bash_coreutils_equals_the_chroot_build() {
     view_equals_build("bash", &d, &s, &[]);
 }
 
+/// Inodes and 4 KiB blocks of file contents in a tree, each inode once (hard links).
+fn tree_usage(root: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let (mut inodes, mut blocks) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        if !seen.insert(m.ino()) {
+            continue;
+        }
+        inodes += 1;
+        if m.is_file() {
+            blocks += m.size().div_ceil(4096);
+        }
+        if m.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    (inodes, blocks)
+}
+
+/// `df` on a view tells how big the appliance is: its inodes and the blocks its files fill,
+/// counted on the chroot build of the same input.
+#[test]
+fn df_of_a_view_is_the_size_of_the_build() {
+    let s = Scratch::new("mount-df");
+    let d = prepare_bash(&s);
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&built));
+    let mp = s.path("mnt");
+    let _m = mount(&d, &mp, &[]);
+    let out = ok(Command::new("stat").args(["-f", "-c", "%S %b %f %c %d"]).arg(&mp));
+    let v: Vec<u64> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let (inodes, blocks) = tree_usage(&built);
+    assert_eq!(v, vec![4096, blocks, 0, inodes, 0], "block size, blocks, free, inodes, free inodes");
+}
+
 /// With passthrough forced on, so that both ways of serving host files are compared (this
 /// appliance's default is without).
 #[test]

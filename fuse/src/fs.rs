@@ -18,7 +18,7 @@ use fuser::{
 };
 
 use crate::files::Files;
-use crate::{Attr, Data, Ino, View};
+use crate::{Attr, Data, Ino, View, BLOCK_SIZE};
 
 /// Host files at least this large are handed to the kernel (passthrough); smaller ones are
 /// read through the daemon once and then kept in the page cache (KEEP_CACHE, which the kernel
@@ -371,8 +371,10 @@ impl<V: View> Filesystem for ViewFs<V> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // Read-only: nothing free; sizes are not tracked (df shows 0, as for squashfuse).
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        // Read-only: everything used, nothing free, so `df` tells how big the appliance
+        // would be if built.
+        let u = self.view.usage();
+        reply.statfs(u.blocks, 0, 0, u.inodes, 0, BLOCK_SIZE as u32, 255, BLOCK_SIZE as u32);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

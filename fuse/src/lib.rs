@@ -74,4 +74,18 @@ pub trait View: Send + Sync + 'static {
     fn xattr_names(&self, _ino: Ino) -> Vec<Vec<u8>> {
         Vec::new()
     }
+    /// What `df` shows as used: blocks of [`BLOCK_SIZE`] and inodes (none by default).
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+}
+
+/// The block size `statfs` reports, in which [`Usage::blocks`] counts.
+pub const BLOCK_SIZE: u64 = 4096;
+
+/// The size of a view, for `statfs` (`df`): all used, nothing free (it is read-only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub blocks: u64,
+    pub inodes: u64,
 }
