@@ -345,8 +345,8 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
         return Err(Error::new(format!(
             "{}: the appliance needs {} MiB but the filesystem has room for {} MiB: No space left on device (use a larger --size)",
             out.display(),
-            data_blocks * BS >> 20,
-            capacity * BS >> 20
+            (data_blocks * BS) >> 20,
+            (capacity * BS) >> 20
         )));
     }
 

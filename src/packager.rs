@@ -53,10 +53,10 @@ pub trait ConfigRecords<'a> {
 
 /// `owned` paired with the checksums `sums()` returns for them (path → hex), for
 /// [`ConfigRecords::recorded`]; `sums` is read only when there is something to look up.
-pub fn with_checksums<'a>(
-    owned: Vec<&'a str>,
+pub fn with_checksums(
+    owned: Vec<&str>,
     sums: impl FnOnce() -> std::collections::HashMap<String, String>,
-) -> Vec<(&'a str, Option<String>)> {
+) -> Vec<(&str, Option<String>)> {
     if owned.is_empty() {
         return Vec::new();
     }

@@ -67,14 +67,12 @@ pub fn mounted_device(abs: &Path) -> Option<String> {
 /// [`mounted_device`] on the text of a mountinfo table.
 fn device_in(info: &[u8], abs: &Path) -> Option<String> {
     let want = abs.as_os_str().as_bytes();
-    // Later lines are mounted on top of earlier ones.
-    info.split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let mut fields = line.split(|&b| b == b' ');
-            let device = fields.nth(2)?;
-            (fields.nth(1).map(unescape).as_deref() == Some(want)).then(|| String::from_utf8_lossy(device).into_owned())
-        })
-        .last()
+    // Later lines are mounted on top of earlier ones: the last match is the visible mount.
+    info.split(|&b| b == b'\n').rev().find_map(|line| {
+        let mut fields = line.split(|&b| b == b' ');
+        let device = fields.nth(2)?;
+        (fields.nth(1).map(unescape).as_deref() == Some(want)).then(|| String::from_utf8_lossy(device).into_owned())
+    })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
