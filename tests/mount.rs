@@ -526,3 +526,29 @@ fn refused_passthrough_falls_back_to_no_opens() {
     let requests = requests_for_a_second_read(&mp);
     assert!(requests < 4, "{requests} requests for a second read of 4 files");
 }
+
+/// A user without privileges mounts through fusermount3 (from fuse3), reads host files
+/// through the view as they are on the host, and unmounts with `fusermount3 -u`.
+#[test]
+fn an_unprivileged_user_mounts_reads_and_unmounts() {
+    let s = Scratch::new("mount-user");
+    let d = prepare_bash(&s);
+    fs::set_permissions(&s.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    ok(Command::new("chown").arg("65534:65534").arg(&mp));
+    let _guard = Mounted(mp.clone());
+    let nobody = |program: &str| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+        c
+    };
+    ok(nobody(env!("CARGO_BIN_EXE_supermin")).args(["mount", "--daemon"]).arg(&d).arg(&mp));
+    assert!(is_mounted(&mp));
+    assert!(mount_options(&mp).split(',').any(|o| o == "user_id=65534"), "{}", mount_options(&mp));
+    let inside = ok(nobody("sha256sum").arg(mp.join("usr/bin/bash"))).stdout;
+    let host = ok(Command::new("sha256sum").arg("/usr/bin/bash")).stdout;
+    assert_eq!(inside.split(|&b| b == b' ').next(), host.split(|&b| b == b' ').next());
+    ok(nobody("fusermount3").arg("-u").arg(&mp));
+    assert!(!is_mounted(&mp));
+}
