@@ -23,7 +23,21 @@ pub struct BaseImage {
     pub tar: ImageBytes,
 }
 
-pub type ImageBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub type ImageBytes = Arc<dyn ImageData>;
+
+/// A base image's bytes, in memory or mapped from the cache.
+pub trait ImageData: AsRef<[u8]> + Send + Sync {
+    /// Drop resident pages that can be read back (mapped images; memory cannot).
+    fn release_pages(&self) {}
+}
+
+impl ImageData for Vec<u8> {}
+
+impl ImageData for supermin_fuse::cache::Image {
+    fn release_pages(&self) {
+        supermin_fuse::cache::Image::release_pages(self)
+    }
+}
 
 #[derive(Default, Clone)]
 pub struct Inputs {

@@ -142,6 +142,9 @@ fn resolve_view(
     let resolved = build::resolve_inputs_cached(pm.as_ref(), inputs, root, include_packagelist, cache.as_ref())?;
     drop(pm);
     trim_heap();
+    for image in &resolved.manifest.images {
+        image.tar.release_pages();
+    }
     log::info!("mount: resolved the appliance in {} ms", started.elapsed().as_millis());
     // Absolute, so `materialize MOUNTPOINT` works from any directory.
     let inputs = inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
