@@ -234,6 +234,23 @@ fn bench_big_file(me: &Path, scratch: &Path, runs: usize) {
     throughput("  --no-passthrough, warm", 512.0, warm_n, warm_v);
 }
 
+/// A supermin.d whose base image holds 1000 directories of 100 small files: how the view
+/// scales with the number of entries (resolution, memory per entry).
+fn many_files(scratch: &Path) -> PathBuf {
+    let tree = scratch.join("many-tree");
+    for i in 0..1000 {
+        let dir = tree.join(format!("dir{i:04}"));
+        fs::create_dir_all(&dir).unwrap();
+        for j in 0..100 {
+            fs::write(dir.join(format!("file{j:03}.txt")), format!("{i} {j}\n")).unwrap();
+        }
+    }
+    let d = scratch.join("many.d");
+    fs::create_dir_all(&d).unwrap();
+    sh(&format!("tar -C {} -czf {}/base.tar.gz .", tree.display(), d.display()));
+    d
+}
+
 fn main() {
     assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
     let me = ours();
@@ -255,6 +272,7 @@ fn main() {
         .success());
     bench_appliance(&me, "bash+coreutils", &bash, &scratch, runs);
     bench_appliance(&me, "libguestfs", Path::new(LIBGUESTFS), &scratch, runs);
+    bench_appliance(&me, "100k-small-files", &many_files(&scratch), &scratch, runs);
     bench_big_file(&me, &scratch, runs);
 
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
