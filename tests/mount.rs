@@ -19,6 +19,22 @@ fn mount_options(mp: &Path) -> String {
     line.split(' ').nth(3).unwrap().to_string()
 }
 
+/// bash+coreutils prepared, and built as a chroot: (supermin.d, built tree).
+fn prepare_and_build_bash(s: &Scratch) -> (PathBuf, PathBuf) {
+    let d = prepare_bash(s);
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&built));
+    (d, built)
+}
+
+/// bash+coreutils prepared and mounted with the defaults: (supermin.d, mountpoint, guard).
+fn mounted_bash(s: &Scratch) -> (PathBuf, PathBuf, Mounted) {
+    let d = prepare_bash(s);
+    let mp = s.path("mnt");
+    let m = mount(&d, &mp, &[]);
+    (d, mp, m)
+}
+
 fn prepare_bash(s: &Scratch) -> PathBuf {
     let d = s.path("supermin.d");
     ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
@@ -75,9 +91,7 @@ fn tree_usage(root: &Path) -> (u64, u64) {
 #[test]
 fn df_of_a_view_is_the_size_of_the_build() {
     let s = Scratch::new("mount-df");
-    let d = prepare_bash(&s);
-    let built = s.path("built");
-    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&built));
+    let (d, built) = prepare_and_build_bash(&s);
     let mp = s.path("mnt");
     let _m = mount(&d, &mp, &[]);
     let out = ok(Command::new("stat").args(["-f", "-c", "%S %b %f %c %d"]).arg(&mp));
@@ -125,9 +139,7 @@ fn requests_for_a_second_read(mp: &Path) -> u64 {
 #[test]
 fn reading_an_appliance_again_never_reaches_the_daemon() {
     let s = Scratch::new("mount-quiet");
-    let d = prepare_bash(&s);
-    let mp = s.path("mnt");
-    let _m = mount(&d, &mp, &[]);
+    let (d, mp, _m) = mounted_bash(&s);
     let found = ok(Command::new("find").arg(&mp).args(["-type", "f"]));
     let files = found.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
     assert!(files > 100, "only {files} files in the view");
@@ -214,9 +226,7 @@ fn programs_run_from_the_view_in_a_chroot() {
 #[test]
 fn defaults_are_private_nosuid_nodev_and_read_only() {
     let s = Scratch::new("mount-defaults");
-    let d = prepare_bash(&s);
-    let mp = s.path("mnt");
-    let _m = mount(&d, &mp, &[]);
+    let (_, mp, _m) = mounted_bash(&s);
     let opts = mount_options(&mp);
     for o in ["ro", "nosuid", "nodev"] {
         assert!(opts.split(',').any(|x| x == o), "{o} missing from {opts}");
@@ -398,9 +408,7 @@ fn a_vanished_host_file_fails_alone() {
 #[test]
 fn materialize_from_a_supermin_d_and_from_a_mount_equals_the_build() {
     let s = Scratch::new("materialize");
-    let d = prepare_bash(&s);
-    let built = s.path("built");
-    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&built));
+    let (d, built) = prepare_and_build_bash(&s);
     let from_dir = s.path("from-dir");
     ok(ours().args(["materialize"]).arg(&d).args(["-f", "chroot", "-o"]).arg(&from_dir));
     assert_no_difference(&built, &from_dir);

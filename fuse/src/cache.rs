@@ -134,13 +134,19 @@ mod tests {
         rss.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    #[test]
-    fn released_pages_leave_the_process_but_not_the_bytes() {
-        let base = std::env::temp_dir().join(format!("supermin-fuse-release-test-{}", std::process::id()));
+    /// A fresh scratch directory with a cache in it and a source file holding `source`.
+    fn scratch(name: &str, source: &[u8]) -> (PathBuf, ImageCache, PathBuf) {
+        let base = std::env::temp_dir().join(format!("supermin-fuse-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         let cache = ImageCache::open(&base.join("c")).unwrap();
         let src = base.join("image.gz");
-        fs::write(&src, b"x").unwrap();
+        fs::write(&src, source).unwrap();
+        (base, cache, src)
+    }
+
+    #[test]
+    fn released_pages_leave_the_process_but_not_the_bytes() {
+        let (base, cache, src) = scratch("release-test", b"x");
         let bytes: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
         let image = cache.put(&src, &fs::metadata(&src).unwrap(), &bytes).unwrap();
         let addr = image.as_ref().as_ptr() as usize;
@@ -154,11 +160,7 @@ mod tests {
 
     #[test]
     fn put_then_get_and_changed_source_misses() {
-        let base = std::env::temp_dir().join(format!("supermin-fuse-cache-test-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&base);
-        let cache = ImageCache::open(&base.join("c")).unwrap();
-        let src = base.join("image.gz");
-        fs::write(&src, b"compressed").unwrap();
+        let (base, cache, src) = scratch("cache-test", b"compressed");
         let m = fs::metadata(&src).unwrap();
         assert!(cache.get(&src, &m).is_none());
         assert_eq!(cache.put(&src, &m, b"tar bytes").unwrap().as_ref(), b"tar bytes");
