@@ -204,6 +204,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
         let names: Vec<String> = args.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let opts = prepare::Options {
             packages: &names,
+            root: &root,
             out: Path::new(out),
             use_installed: m.get_flag("use-installed"),
             tmpdir: &tmpdir,

@@ -309,21 +309,11 @@ impl PackageManager for Dpkg {
     fn database_files(&self) -> Vec<PathBuf> {
         database_files(&self.root)
     }
-
-    fn config_sources(
-        &self,
-        pkgs: &[PkgId],
-        configs: &[PackageFile],
-        use_installed: bool,
-        tmpdir: &Path,
-    ) -> Result<Vec<(String, ConfigSource)>> {
-        packager::config_sources(&self.root, pkgs, configs, use_installed, tmpdir, self)
-    }
 }
 
 /// dpkg records an MD5 per file (`info/PKG.md5sums`); pristine copies come from the `.deb`.
-impl<'a> ConfigRecords<'a> for Dpkg {
-    fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
+impl ConfigRecords for Dpkg {
+    fn recorded<'a>(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
         let Some(list) = self.list_file(&self.packages[id], "list") else { return Ok(Vec::new()) };
         let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
         let owned = text.lines().filter_map(|l| wanted.get(l).copied()).collect();
@@ -334,7 +324,7 @@ impl<'a> ConfigRecords<'a> for Dpkg {
         packager::md5_file(host)
     }
 
-    fn extract(&self, id: PkgId, paths: &[&'a str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
+    fn extract(&self, id: PkgId, paths: &[&str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
         debug!("{}: {} config file(s) differ from their recorded MD5 on the host", self.packages[id].name, paths.len());
         extract_from_deb(&self.fetch_deb(id, tmpdir)?, paths)
     }

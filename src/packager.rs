@@ -40,15 +40,16 @@ pub fn is_etc_config(root: &Path, path: &str) -> bool {
     path.starts_with("/etc/") && crate::host::lstat(root, path).map(|m| m.is_file()).unwrap_or(false)
 }
 
-/// What a backend tells [`config_sources`] about one package's config files.
-pub trait ConfigRecords<'a> {
+/// What a backend tells [`config_sources`] about one package's config files (every
+/// [`PackageManager`] is one).
+pub trait ConfigRecords {
     /// The package's files among `wanted`, each with the checksum its database recorded for
     /// the pristine file (`None` when it recorded none).
-    fn recorded(&self, pkg: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>>;
+    fn recorded<'a>(&self, pkg: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>>;
     /// The checksum of a host file, computed the way `recorded` ones were for `pkg`.
     fn checksum(&self, pkg: PkgId, host: &Path) -> Option<String>;
     /// The named files from the package's archive (found, or fetched into `tmpdir`).
-    fn extract(&self, pkg: PkgId, paths: &[&'a str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>>;
+    fn extract(&self, pkg: PkgId, paths: &[&str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>>;
 }
 
 /// `owned` paired with the checksums `sums()` returns for them (path → hex), for
@@ -71,13 +72,13 @@ pub fn with_checksums(
 /// (or missing) config file. Only regular files go into the base image: a config entry that
 /// is a symlink or directory on the host is left out (reading a link could leave the root).
 /// The result is sorted by path.
-pub fn config_sources<'a>(
+pub fn config_sources(
     root: &Path,
     pkgs: &[PkgId],
-    configs: &'a [PackageFile],
+    configs: &[PackageFile],
     use_installed: bool,
     tmpdir: &Path,
-    records: &dyn ConfigRecords<'a>,
+    records: &dyn ConfigRecords,
 ) -> Result<Vec<(String, ConfigSource)>> {
     use crate::host;
     let not_regular = |p: &str| host::lstat(root, p).is_ok_and(|m| !m.is_file());
@@ -149,7 +150,8 @@ pub fn members_from_tar_stream(
     Ok(out.into_iter().collect())
 }
 
-pub trait PackageManager {
+/// A backend; what `--prepare` needs for config files is its [`ConfigRecords`] side.
+pub trait PackageManager: ConfigRecords {
     /// `dpkg`, `rpm`, `pacman`.
     fn name(&self) -> &'static str;
 
@@ -172,15 +174,6 @@ pub trait PackageManager {
     /// The database files (what [`Driver::database_files`] names), for times derived from
     /// the installed set.
     fn database_files(&self) -> Vec<PathBuf>;
-
-    /// For `--prepare`: the pristine content of each config file.
-    fn config_sources(
-        &self,
-        pkgs: &[PkgId],
-        configs: &[PackageFile],
-        use_installed: bool,
-        tmpdir: &Path,
-    ) -> Result<Vec<(String, ConfigSource)>>;
 }
 
 /// The package managers we can drive, in the order the original lists its drivers.

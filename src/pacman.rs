@@ -316,22 +316,12 @@ impl PackageManager for Pacman {
     fn database_files(&self) -> Vec<PathBuf> {
         database_files(&self.root)
     }
-
-    fn config_sources(
-        &self,
-        pkgs: &[PkgId],
-        configs: &[PackageFile],
-        use_installed: bool,
-        tmpdir: &Path,
-    ) -> Result<Vec<(String, ConfigSource)>> {
-        packager::config_sources(&self.root, pkgs, configs, use_installed, tmpdir, self)
-    }
 }
 
 /// pacman records an MD5 per file in the package's mtree; pristine copies come from the
 /// package file in pacman's cache.
-impl<'a> ConfigRecords<'a> for Pacman {
-    fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
+impl ConfigRecords for Pacman {
+    fn recorded<'a>(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
         let (files, _) = self.file_list(id)?;
         let owned = files.iter().filter_map(|f| wanted.get(f.as_str()).copied()).collect();
         Ok(packager::with_checksums(owned, || self.mtree_md5s(id)))
@@ -341,7 +331,7 @@ impl<'a> ConfigRecords<'a> for Pacman {
         packager::md5_file(host)
     }
 
-    fn extract(&self, id: PkgId, paths: &[&'a str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
+    fn extract(&self, id: PkgId, paths: &[&str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
         let Some(file) = self.package_file(id) else {
             return Err(Error::new(format!(
                 "{}: config file {} differs from its recorded MD5 (or cannot be read) and the package file is not in \

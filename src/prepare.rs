@@ -16,10 +16,12 @@ use log::info;
 
 use crate::error::{Error, IoContext, Result};
 use crate::outdir::Staging;
-use crate::packager::{ConfigSource, PackageManager};
+use crate::packager::{self, ConfigSource, PackageManager};
 
 pub struct Options<'a> {
     pub packages: &'a [String],
+    /// `/`, or `--sysroot`: where host config files are read.
+    pub root: &'a Path,
     pub out: &'a Path,
     pub use_installed: bool,
     pub tmpdir: &'a Path,
@@ -49,7 +51,7 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     info!("prepare: {} packages, including dependencies", closure.len());
     let configs: Vec<_> = pm.files(&closure)?.into_iter().filter(|f| f.config).collect();
     info!("prepare: {} config files", configs.len());
-    let sources = pm.config_sources(&closure, &configs, opts.use_installed, opts.tmpdir)?;
+    let sources = packager::config_sources(opts.root, &closure, &configs, opts.use_installed, opts.tmpdir, pm)?;
     if !sources.is_empty() {
         let tarball = staging.path().join("base.tar.gz");
         write_base_image(&tarball, &sources)?;

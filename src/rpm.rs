@@ -22,7 +22,7 @@ use log::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::host;
-use crate::packager::{self, ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
 use crate::rpmheader::{self as tag, Header};
 
 /// Where rpm keeps its database, newest layout first (as the original looks for it).
@@ -565,22 +565,12 @@ impl PackageManager for Rpm {
     fn database_files(&self) -> Vec<PathBuf> {
         database_files(&self.root)
     }
-
-    fn config_sources(
-        &self,
-        pkgs: &[PkgId],
-        configs: &[PackageFile],
-        use_installed: bool,
-        tmpdir: &Path,
-    ) -> Result<Vec<(String, ConfigSource)>> {
-        packager::config_sources(&self.root, pkgs, configs, use_installed, tmpdir, self)
-    }
 }
 
 /// rpm records a digest per file in the header, with the package's digest algorithm;
 /// pristine copies come from the `.rpm` (given on the command line or in the package cache).
-impl<'a> ConfigRecords<'a> for Rpm {
-    fn recorded(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
+impl ConfigRecords for Rpm {
+    fn recorded<'a>(&self, id: PkgId, wanted: &BTreeSet<&'a str>) -> Result<Vec<(&'a str, Option<String>)>> {
         let p = &self.packages[id];
         let files = p.header.files().map_err(|e| Error::new(format!("{}: {}: {e}", self.db.display(), p.name)))?;
         Ok(files.into_iter().filter_map(|(path, _, digest)| wanted.get(path.as_str()).map(|&w| (w, Some(digest)))).collect())
@@ -591,7 +581,7 @@ impl<'a> ConfigRecords<'a> for Rpm {
         file_digest(host, algo)
     }
 
-    fn extract(&self, id: PkgId, paths: &[&'a str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
+    fn extract(&self, id: PkgId, paths: &[&str], _tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>> {
         let Some(file) = self.package_file(id) else {
             return Err(Error::new(format!(
                 "{}: config file {} differs from its recorded digest (or cannot be read) and {}.rpm is not in the package cache: \
