@@ -8,7 +8,7 @@
 //! installed, a virtual package, an `:any` qualifier), we pick an installed provider instead and
 //! say so at `-v`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -244,9 +244,8 @@ impl PackageManager for Dpkg {
     }
 
     fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
-        let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
-        let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
-        while let Some(id) = queue.pop_front() {
+        packager::reachable(roots, |id| {
+            let mut deps = Vec::new();
             for group in &self.packages[id].depends {
                 let chosen = group.iter().enumerate().find_map(|(i, alt)| self.find(alt).map(|f| (i, f)));
                 match chosen {
@@ -259,15 +258,13 @@ impl PackageManager for Dpkg {
                                 self.packages[dep].name
                             );
                         }
-                        if seen.insert(dep) {
-                            queue.push_back(dep);
-                        }
+                        deps.push(dep);
                     }
                     None => debug!("{}: dependency {} not installed", self.packages[id].name, group.join(" | ")),
                 }
             }
-        }
-        seen.into_iter().collect()
+            deps
+        })
     }
 
     fn files(&self, pkgs: &[PkgId]) -> Result<Vec<PackageFile>> {

@@ -2,7 +2,7 @@
 //! pacman) goes through the [`PackageManager`] trait, so the rest of the tool never knows which
 //! database it is reading.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -38,6 +38,22 @@ pub enum ConfigSource {
 /// The dpkg and pacman rule for config files (the original's): a regular file under `/etc`.
 pub fn is_etc_config(root: &Path, path: &str) -> bool {
     path.starts_with("/etc/") && crate::host::lstat(root, path).map(|m| m.is_file()).unwrap_or(false)
+}
+
+/// Every package reachable from `roots` through `deps` (a package's installed direct
+/// dependencies, as the backend resolves them), roots included, sorted: the breadth-first
+/// walk every backend's `closure` is.
+pub fn reachable(roots: &[PkgId], mut deps: impl FnMut(PkgId) -> Vec<PkgId>) -> Vec<PkgId> {
+    let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
+    let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
+    while let Some(id) = queue.pop_front() {
+        for dep in deps(id) {
+            if seen.insert(dep) {
+                queue.push_back(dep);
+            }
+        }
+    }
+    seen.into_iter().collect()
 }
 
 /// What a backend tells [`config_sources`] about one package's config files (every

@@ -7,7 +7,7 @@
 //! `%PROVIDES%` where no package has the name (several providers → the shortest name, then
 //! byte order, as the rpm backend); a config file is a regular file under `/etc`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -273,21 +273,16 @@ impl PackageManager for Pacman {
     }
 
     fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
-        let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
-        let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
-        while let Some(id) = queue.pop_front() {
+        packager::reachable(roots, |id| {
+            let mut deps = Vec::new();
             for dep in &self.packages[id].depends {
                 match self.find(dep) {
-                    Some((d, _)) => {
-                        if seen.insert(d) {
-                            queue.push_back(d);
-                        }
-                    }
+                    Some((d, _)) => deps.push(d),
                     None => debug!("{}: dependency {dep} not installed", self.packages[id].name),
                 }
             }
-        }
-        seen.into_iter().collect()
+            deps
+        })
     }
 
     fn files(&self, pkgs: &[PkgId]) -> Result<Vec<PackageFile>> {

@@ -11,7 +11,7 @@
 //! files are those flagged `%config`, wherever they are.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use log::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::host;
-use crate::packager::{ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
+use crate::packager::{self, ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
 use crate::rpmheader::{self as tag, Header};
 
 /// Where rpm keeps its database, newest layout first (as the original looks for it).
@@ -496,10 +496,9 @@ impl PackageManager for Rpm {
 
     fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
         // By name, as the original: each name stands for its best installed package.
-        let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
-        let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
         let mut memo: HashMap<String, Option<PkgId>> = HashMap::new();
-        while let Some(id) = queue.pop_front() {
+        packager::reachable(roots, |id| {
+            let mut deps = Vec::new();
             let mut reqs: Vec<&str> = Vec::new();
             let mut from_rich: Vec<String> = Vec::new();
             for req in &self.packages[id].requires {
@@ -521,16 +520,12 @@ impl PackageManager for Rpm {
             for req in reqs {
                 let dep = *memo.entry(req.to_string()).or_insert_with(|| self.provider(req).and_then(|n| self.best(n)));
                 match dep {
-                    Some(dep) => {
-                        if seen.insert(dep) {
-                            queue.push_back(dep);
-                        }
-                    }
+                    Some(dep) => deps.push(dep),
                     None => debug!("{}: requirement {} not installed", self.packages[id].name, req),
                 }
             }
-        }
-        seen.into_iter().collect()
+            deps
+        })
     }
 
     fn files(&self, pkgs: &[PkgId]) -> Result<Vec<PackageFile>> {
