@@ -33,18 +33,20 @@ fn add_marker_init(t: &Scratch, d: &Path) {
     ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
 }
 
+/// Boot `out/kernel` with `out/initrd`, the qemu arguments `devices` and the kernel command
+/// line `append`.
+fn boot_output(out: &Path, devices: &[String], append: &str) -> String {
+    let mut args = vec!["-kernel".into(), out.join("kernel").display().to_string()];
+    args.extend(["-initrd".into(), out.join("initrd").display().to_string()]);
+    args.extend(devices.iter().cloned());
+    args.extend(["-append".into(), append.to_string()]);
+    boot(args)
+}
+
 /// Boot the ext2 appliance in `e` from `/dev/vda`.
 fn boot_vda(e: &Path) -> String {
-    boot(vec![
-        "-kernel".into(),
-        e.join("kernel").display().to_string(),
-        "-initrd".into(),
-        e.join("initrd").display().to_string(),
-        "-drive".into(),
-        format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display()),
-        "-append".into(),
-        "console=ttyS0 root=/dev/vda panic=1".into(),
-    ])
+    let drive = format!("file={},format=raw,if=virtio,snapshot=on", e.join("root").display());
+    boot_output(e, &["-drive".into(), drive], "console=ttyS0 root=/dev/vda panic=1")
 }
 
 fn qemu(accel: &[&str], args: &[String], timeout: Duration) -> String {
@@ -150,20 +152,15 @@ fn ext2_boots_by_uuid_on_virtio_scsi() {
     ok(ours().args(["--build", "--copy-kernel", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
     assert!(fs::symlink_metadata(e.join("kernel")).unwrap().is_file(), "--copy-kernel copies");
     let uuid = ext2_uuid(&e.join("root"));
-    let console = boot(vec![
-        "-kernel".into(),
-        e.join("kernel").display().to_string(),
-        "-initrd".into(),
-        e.join("initrd").display().to_string(),
+    let devices = [
         "-device".into(),
         "virtio-scsi-pci,id=scsi".into(),
         "-drive".into(),
         format!("file={},format=raw,if=none,id=hd0,snapshot=on", e.join("root").display()),
         "-device".into(),
         "scsi-hd,drive=hd0".into(),
-        "-append".into(),
-        format!("console=ttyS0 root=UUID={uuid} panic=1 quiet"),
-    ]);
+    ];
+    let console = boot_output(&e, &devices, &format!("console=ttyS0 root=UUID={uuid} panic=1 quiet"));
     let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
     let line = console.lines().find(|l| l.contains(MARKER)).unwrap_or_else(|| panic!("no marker; console:\n{console}"));
     assert!(line.contains(&release), "{line}");
@@ -177,14 +174,7 @@ fn initramfs_boots_without_a_disk() {
     let i = t.path("initramfs");
     ok(ours().args(["--build", "-f", "initramfs"]).arg(&d).arg("-o").arg(&i));
     assert!(!i.join("root").exists());
-    let console = boot(vec![
-        "-kernel".into(),
-        i.join("kernel").display().to_string(),
-        "-initrd".into(),
-        i.join("initrd").display().to_string(),
-        "-append".into(),
-        "console=ttyS0 panic=1".into(),
-    ]);
+    let console = boot_output(&i, &[], "console=ttyS0 panic=1");
     assert_booted(&console, &i);
 }
 
