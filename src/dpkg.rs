@@ -228,19 +228,13 @@ impl PackageManager for Dpkg {
     }
 
     fn resolve_names(&self, names: &[String]) -> Vec<PkgId> {
-        let mut out = BTreeSet::new();
-        for name in names {
-            match self.find(strip_qualifier(name)) {
-                Some((id, provider)) => {
-                    if provider {
-                        info!("package {} is virtual: using its provider {}", name, self.packages[id].name);
-                    }
-                    out.insert(id);
-                }
-                None => info!("package {} is not installed: ignored", name),
+        packager::resolve_each(names, |name| {
+            let (id, provider) = self.find(strip_qualifier(name))?;
+            if provider {
+                info!("package {name} is virtual: using its provider {}", self.packages[id].name);
             }
-        }
-        out.into_iter().collect()
+            Some(id)
+        })
     }
 
     fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {

@@ -40,6 +40,21 @@ pub fn is_etc_config(root: &Path, path: &str) -> bool {
     path.starts_with("/etc/") && crate::host::lstat(root, path).map(|m| m.is_file()).unwrap_or(false)
 }
 
+/// The installed packages `names` stand for, sorted and each once, as `find` resolves a name;
+/// names that resolve to nothing are ignored with a note, as in the original.
+pub fn resolve_each(names: &[String], mut find: impl FnMut(&str) -> Option<PkgId>) -> Vec<PkgId> {
+    let mut out = BTreeSet::new();
+    for name in names {
+        match find(name) {
+            Some(id) => {
+                out.insert(id);
+            }
+            None => log::info!("package {name} is not installed: ignored"),
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Every package reachable from `roots` through `deps` (a package's installed direct
 /// dependencies, as the backend resolves them), roots included, sorted: the breadth-first
 /// walk every backend's `closure` is.

@@ -252,24 +252,16 @@ impl PackageManager for Pacman {
     }
 
     fn resolve_names(&self, names: &[String]) -> Vec<PkgId> {
-        let mut out = BTreeSet::new();
-        for name in names {
-            let found = if name.contains(".pkg.tar") && Path::new(name).is_file() {
-                self.local_package(Path::new(name)).map(|id| (id, false))
-            } else {
-                self.find(name)
-            };
-            match found {
-                Some((id, provider)) => {
-                    if provider {
-                        info!("package {name} is virtual: using its provider {}", self.packages[id].name);
-                    }
-                    out.insert(id);
-                }
-                None => info!("package {name} is not installed: ignored"),
+        packager::resolve_each(names, |name| {
+            if name.contains(".pkg.tar") && Path::new(name).is_file() {
+                return self.local_package(Path::new(name));
             }
-        }
-        out.into_iter().collect()
+            let (id, provider) = self.find(name)?;
+            if provider {
+                info!("package {name} is virtual: using its provider {}", self.packages[id].name);
+            }
+            Some(id)
+        })
     }
 
     fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {

@@ -477,21 +477,13 @@ impl PackageManager for Rpm {
     }
 
     fn resolve_names(&self, names: &[String]) -> Vec<PkgId> {
-        let mut out = BTreeSet::new();
-        for name in names {
-            let found = if name.ends_with(".rpm") && Path::new(name).is_file() {
+        packager::resolve_each(names, |name| {
+            if name.ends_with(".rpm") && Path::new(name).is_file() {
                 self.local_package(Path::new(name))
             } else {
                 self.find(name)
-            };
-            match found {
-                Some(id) => {
-                    out.insert(id);
-                }
-                None => info!("package {name} is not installed: ignored"),
             }
-        }
-        out.into_iter().collect()
+        })
     }
 
     fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
