@@ -128,10 +128,9 @@ fn main() {
         // The whole resolution a build does before writing: database, closure, file list,
         // lstat of every path, munge, manifest.
         let t4 = Instant::now();
-        let pm = driver.open(&root).unwrap();
-        let resolved = supermin::build::resolve_inputs(pm.as_ref(), &[appliance.clone()], &root, false).unwrap();
+        let (packages, _) = supermin::resolve_appliance(&[appliance.clone()], &root).unwrap();
         whole.push(t4.elapsed());
-        counts = (set.len(), list.len(), resolved.packages.len());
+        counts = (set.len(), list.len(), packages);
     }
     let _ = fs::remove_dir_all(&appliance);
     assert_eq!(counts.0, PACKAGES, "the closure of p000 must be every package");

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-/// Symlinks followed while resolving one path before giving up (the kernel's limit).
-const MAX_LINKS: u32 = 40;
+use crate::util::pathwalk::{self, End, Entry};
+use crate::util::sys;
 
 thread_local! {
     /// Resolved directories per (root, path): every file of a package shares a handful of
@@ -50,7 +50,7 @@ pub fn path_follow(root: &Path, p: &str) -> PathBuf {
     if is_host(root) {
         return PathBuf::from(p);
     }
-    root.join(resolve(root, p, true).trim_start_matches('/'))
+    root.join(resolve(root, p).trim_start_matches('/'))
 }
 
 /// `p` as a canonical absolute path inside `root` (`realpath` in a chroot). Components that do
@@ -59,7 +59,7 @@ pub fn realpath(root: &Path, p: &str) -> String {
     if is_host(root) {
         return fs::canonicalize(p).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| p.to_string());
     }
-    resolve(root, p, true)
+    resolve(root, p)
 }
 
 pub fn lstat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
@@ -83,9 +83,7 @@ pub fn read_to_string(root: &Path, p: &str) -> io::Result<String> {
 /// `ID=` of `/etc/os-release` (or `/usr/lib/os-release`), unquoted.
 pub fn os_release_id(root: &Path) -> Option<String> {
     let text = read_to_string(root, "/etc/os-release").or_else(|_| read_to_string(root, "/usr/lib/os-release")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("ID="))
-        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+    text.lines().find_map(|l| l.strip_prefix("ID=")).map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
 }
 
 fn split(p: &str) -> (&str, &str) {
@@ -104,59 +102,62 @@ fn resolve_dir(root: &Path, dir: &str) -> String {
     if let Some(hit) = DIRS.with(|c| c.borrow().get(&key).cloned()) {
         return hit;
     }
-    let resolved = resolve(root, dir, true);
+    let resolved = resolve(root, dir);
     let resolved = if resolved == "/" { String::new() } else { resolved };
     DIRS.with(|c| c.borrow_mut().insert(key, resolved.clone()));
     resolved
 }
 
-/// Resolve `p` component by component inside `root`. Returns an absolute path (`/` for the
-/// root). `follow_last` decides whether a final symlink is followed. Missing components end
-/// the resolution: the rest is appended as spelled (any later lookup fails the same way).
-fn resolve(root: &Path, p: &str, follow_last: bool) -> String {
-    // Components still to walk, next on top.
-    let mut todo: Vec<String> = p.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string).collect();
-    let mut cur: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                cur.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let last = todo.is_empty();
-        cur.push(c);
-        if last && !follow_last {
-            break;
-        }
-        let host = root.join(cur.join("/"));
-        let Ok(meta) = fs::symlink_metadata(&host) else {
-            // Missing: keep the rest literally.
-            while let Some(rest) = todo.pop() {
-                cur.push(rest);
-            }
-            break;
-        };
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        links += 1;
-        let Ok(target) = fs::read_link(&host) else { continue };
-        if links > MAX_LINKS {
-            break;
-        }
-        cur.pop();
-        let target = target.as_os_str().as_bytes();
-        if target.starts_with(b"/") {
-            cur.clear();
-        }
-        let target = String::from_utf8_lossy(target).into_owned();
-        todo.extend(target.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string));
+/// The host file tree under a sysroot, for [`pathwalk`]: nodes are paths inside the root
+/// (`""` is the root itself).
+struct Sysroot<'a>(&'a Path);
+
+impl pathwalk::Tree for Sysroot<'_> {
+    type Node = String;
+
+    fn root(&self) -> String {
+        String::new()
     }
-    format!("/{}", cur.join("/"))
+
+    fn entry(&self, dir: &String, name: &[u8]) -> Entry<String> {
+        let path = format!("{dir}/{}", String::from_utf8_lossy(name));
+        let host = self.0.join(&path[1..]);
+        match fs::symlink_metadata(&host) {
+            Err(_) => Entry::Missing,
+            Ok(m) if m.file_type().is_symlink() => match fs::read_link(&host) {
+                Ok(target) => Entry::Symlink(path, target.into_os_string().into_vec()),
+                Err(_) => Entry::Node(path),
+            },
+            Ok(_) => Entry::Node(path),
+        }
+    }
+}
+
+/// A path no syscall accepts (it holds a NUL byte): what a path with a symlink loop resolves
+/// to, so that nothing follows the loop out of the root.
+const UNRESOLVABLE: &str = "/\0symlink-loop";
+
+/// Resolve `p` inside `root`, every symlink followed. Returns an absolute path (`/` for the
+/// root). Missing components end the walk: the rest is appended as spelled (any later lookup
+/// fails the same way).
+fn resolve(root: &Path, p: &str) -> String {
+    let joined = match pathwalk::resolve(&Sysroot(root), p.as_bytes(), true) {
+        End::Found(nodes) => nodes.last().cloned().unwrap_or_default(),
+        End::Missing { nodes, name, rest } => {
+            let mut out = nodes.last().cloned().unwrap_or_default();
+            for c in std::iter::once(&name).chain(&rest) {
+                out.push('/');
+                out.push_str(&String::from_utf8_lossy(c));
+            }
+            out
+        }
+        End::TooManyLinks => UNRESOLVABLE.to_string(),
+    };
+    if joined.is_empty() {
+        "/".to_string()
+    } else {
+        joined
+    }
 }
 
 /// The hostfiles `glob` inside `root`: libc `glob` semantics with `GLOB_NOESCAPE` (a wildcard
@@ -165,38 +166,15 @@ fn resolve(root: &Path, p: &str, follow_last: bool) -> String {
 /// with `LANG=C`).
 pub fn glob(root: &Path, pattern: &str) -> Vec<String> {
     if is_host(root) {
-        return libc_glob(pattern);
+        return sys::glob(pattern);
     }
-    let magic = |c: &str| c.contains(['*', '?', '[']);
-    let mut found: Vec<String> = vec![String::new()];
     let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
-    for comp in &comps {
-        let mut next = Vec::new();
-        if !magic(comp) {
-            for f in found {
-                next.push(format!("{f}/{comp}"));
-            }
-        } else {
-            let Ok(cpat) = CString::new(*comp) else { return Vec::new() };
-            for f in found {
-                let dir = path_follow(root, if f.is_empty() { "/" } else { &f });
-                let Ok(rd) = fs::read_dir(&dir) else { continue };
-                let mut names: Vec<Vec<u8>> = rd.flatten().map(|e| e.file_name().as_bytes().to_vec()).collect();
-                names.sort();
-                for name in names {
-                    let Ok(cname) = CString::new(name.clone()) else { continue };
-                    // SAFETY: both are valid NUL-terminated strings.
-                    let hit = unsafe { libc::fnmatch(cpat.as_ptr(), cname.as_ptr(), libc::FNM_NOESCAPE | libc::FNM_PERIOD) == 0 };
-                    if hit {
-                        next.push(format!("{f}/{}", String::from_utf8_lossy(&name)));
-                    }
-                }
-            }
-        }
-        found = next;
-    }
     if comps.is_empty() {
         return Vec::new();
+    }
+    let mut found: Vec<String> = vec![String::new()];
+    for comp in &comps {
+        found = glob_step(root, found, comp);
     }
     let mut out: Vec<String> = found.into_iter().filter(|p| lstat(root, p).is_ok()).collect();
     if pattern.ends_with('/') {
@@ -207,25 +185,27 @@ pub fn glob(root: &Path, pattern: &str) -> Vec<String> {
     out
 }
 
-/// libc `glob` with `GLOB_NOESCAPE`, as the original: sorted matches, none for no match.
-fn libc_glob(pattern: &str) -> Vec<String> {
-    use std::ffi::CStr;
-    let Ok(cpattern) = CString::new(pattern) else { return Vec::new() };
-    let mut out = Vec::new();
-    // SAFETY: glob_t is plain data initialised by glob(); freed with globfree() below.
-    unsafe {
-        let mut g: libc::glob_t = std::mem::zeroed();
-        if libc::glob(cpattern.as_ptr(), libc::GLOB_NOESCAPE, None, &mut g) == 0 {
-            for i in 0..g.gl_pathc {
-                let p = *g.gl_pathv.add(i);
-                if !p.is_null() {
-                    out.push(CStr::from_ptr(p).to_string_lossy().into_owned());
-                }
+/// Extend each of `found` by the component pattern `comp`: as is when it has no wildcard,
+/// else by each name of that directory it matches.
+fn glob_step(root: &Path, found: Vec<String>, comp: &str) -> Vec<String> {
+    if !comp.contains(['*', '?', '[']) {
+        return found.into_iter().map(|f| format!("{f}/{comp}")).collect();
+    }
+    let Ok(cpat) = CString::new(comp) else { return Vec::new() };
+    let mut next = Vec::new();
+    for f in found {
+        let dir = path_follow(root, if f.is_empty() { "/" } else { &f });
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        let mut names: Vec<Vec<u8>> = rd.flatten().map(|e| e.file_name().into_vec()).collect();
+        names.sort();
+        for name in names {
+            let Ok(cname) = CString::new(name.clone()) else { continue };
+            if sys::fnmatch(&cpat, &cname, libc::FNM_NOESCAPE | libc::FNM_PERIOD) {
+                next.push(format!("{f}/{}", String::from_utf8_lossy(&name)));
             }
         }
-        libc::globfree(&mut g);
     }
-    out
+    next
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::path::Path;
 use log::info;
 
 use crate::error::{Error, IoContext, Result};
-use crate::outdir::Staging;
+use crate::output::staging::{self, Staging};
 use crate::packager::{self, ConfigSource, PackageManager};
 
 pub struct Options<'a> {
@@ -24,7 +24,17 @@ pub struct Options<'a> {
     pub root: &'a Path,
     pub out: &'a Path,
     pub use_installed: bool,
+    /// `$TMPDIR`, where a private scratch directory is made for downloaded packages.
     pub tmpdir: &'a Path,
+}
+
+/// A private scratch directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        staging::remove_tree(&self.0);
+    }
 }
 
 pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
@@ -33,9 +43,7 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     }
     let roots = pm.resolve_names(opts.packages);
     if roots.is_empty() {
-        return Err(Error::new(
-            "prepare: none of the packages listed on the command line seem to be installed",
-        ));
+        return Err(Error::new("prepare: none of the packages listed on the command line seem to be installed"));
     }
     let staging = Staging::new(opts.out)?;
 
@@ -51,7 +59,8 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     info!("prepare: {} packages, including dependencies", closure.len());
     let configs: Vec<_> = pm.files(&closure)?.into_iter().filter(|f| f.config).collect();
     info!("prepare: {} config files", configs.len());
-    let sources = packager::config_sources(opts.root, &closure, &configs, opts.use_installed, opts.tmpdir, pm)?;
+    let scratch = Scratch(staging::create_unique(opts.tmpdir, "supermin", 0o700)?);
+    let sources = packager::config_sources(opts.root, &closure, &configs, opts.use_installed, &scratch.0, pm)?;
     if !sources.is_empty() {
         let tarball = staging.path().join("base.tar.gz");
         write_base_image(&tarball, &sources)?;

@@ -299,7 +299,8 @@ mod tests {
         let v = ManifestView::new(appliance, &record());
         assert_eq!(v.file_stats(), (303, 64 << 20));
         assert!(!v.passthrough_pays());
-        assert!(!ManifestView::new(Manifest::new(Meta { mode: S_IFDIR | 0o755, ..Meta::default() }), &record()).passthrough_pays());
+        assert!(!ManifestView::new(Manifest::new(Meta { mode: S_IFDIR | 0o755, ..Meta::default() }), &record())
+            .passthrough_pays());
     }
 
     #[test]

@@ -33,8 +33,16 @@ pub(crate) struct Files {
     /// Cleared the first time the kernel refuses a backing file (no privilege, old kernel,
     /// stacked filesystem): from then on every host file is read through the daemon.
     passthrough: AtomicBool,
-    /// Per inode: the backing id, the file it names, and how many opens use it.
-    backing: Mutex<HashMap<Ino, (BackingId, Arc<File>, usize)>>,
+    /// Per inode in passthrough: its backing file.
+    backing: Mutex<HashMap<Ino, Backing>>,
+}
+
+/// A backing id registered with the kernel, the file it names, and how many opens use it.
+struct Backing {
+    id: BackingId,
+    /// Held so the kernel's backing file stays the one registered.
+    _file: Arc<File>,
+    opens: usize,
 }
 
 impl Files {
@@ -91,18 +99,23 @@ impl Files {
     /// is EIO for the caller: a second program mapping libc.so.6 would fail), so there is one
     /// backing id per inode, counted by its opens and dropped at the last release. On failure
     /// the reply is handed back for a plain open.
-    pub(crate) fn open_passthrough(&self, ino: Ino, file: Arc<File>, reply: ReplyOpen) -> Result<(), (ReplyOpen, io::Error)> {
+    pub(crate) fn open_passthrough(
+        &self,
+        ino: Ino,
+        file: Arc<File>,
+        reply: ReplyOpen,
+    ) -> Result<(), (ReplyOpen, io::Error)> {
         // Held while replying, so a release racing this open finds the count it must lower.
         let mut table = self.backing.lock();
         let entry = match table.entry(ino) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => match reply.open_backing(&*file) {
-                Ok(id) => v.insert((id, file, 0)),
+                Ok(id) => v.insert(Backing { id, _file: file, opens: 0 }),
                 Err(e) => return Err((reply, e)),
             },
         };
-        entry.2 += 1;
-        reply.opened_passthrough(FileHandle(ino + 1), FopenFlags::FOPEN_NOFLUSH, &entry.0);
+        entry.opens += 1;
+        reply.opened_passthrough(FileHandle(ino + 1), FopenFlags::FOPEN_NOFLUSH, &entry.id);
         Ok(())
     }
 
@@ -111,8 +124,8 @@ impl Files {
         let Some(ino) = fh.checked_sub(1) else { return };
         let mut table = self.backing.lock();
         if let Entry::Occupied(mut e) = table.entry(ino) {
-            e.get_mut().2 -= 1;
-            if e.get().2 == 0 {
+            e.get_mut().opens -= 1;
+            if e.get().opens == 0 {
                 e.remove();
             }
         }

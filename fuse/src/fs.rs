@@ -186,8 +186,8 @@ impl<V: View> Filesystem for ViewFs<V> {
         }
         self.no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
         if self.files.passthrough() {
-            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok();
+            let ok =
+                config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok();
             if !ok {
                 self.files.disable_passthrough(&io::Error::other("kernel does not offer FUSE_PASSTHROUGH"));
             }
@@ -257,7 +257,11 @@ impl<V: View> Filesystem for ViewFs<V> {
                 // file then fails that read with ENOENT).
                 Some(Data::Host(_)) => Ok(None),
                 Some(Data::Bytes(_)) => Ok(None),
-                None => Err(if self.attr(ino)?.mode & libc::S_IFMT == libc::S_IFDIR { Errno::EISDIR } else { Errno::EINVAL }),
+                None => Err(if self.attr(ino)?.mode & libc::S_IFMT == libc::S_IFDIR {
+                    Errno::EISDIR
+                } else {
+                    Errno::EINVAL
+                }),
             }
         });
         match r {
@@ -361,7 +365,14 @@ impl<V: View> Filesystem for ViewFs<V> {
             let dir = view_ino(ino)?;
             self.entries(dir, offset, &mut |cookie, name, child| {
                 let a = self.view.attr(child).unwrap_or_default();
-                reply.add(kernel_ino(child), cookie, OsStr::from_bytes(name), &TTL, &file_attr(child, &a), Generation(0))
+                reply.add(
+                    kernel_ino(child),
+                    cookie,
+                    OsStr::from_bytes(name),
+                    &TTL,
+                    &file_attr(child, &a),
+                    Generation(0),
+                )
             })
         });
         match r {
@@ -425,7 +436,8 @@ mod tests {
         assert_eq!(view_ino(INodeNo(1)), Ok(0));
         assert_eq!(view_ino(INodeNo(0)), Err(Errno::ENOENT));
         assert_eq!(kernel_ino(0), INodeNo(1));
-        let a = Attr { mode: libc::S_IFCHR | 0o620, rdev: libc::makedev(4, 1), nlink: 1, size: 1000, ..Attr::default() };
+        let a =
+            Attr { mode: libc::S_IFCHR | 0o620, rdev: libc::makedev(4, 1), nlink: 1, size: 1000, ..Attr::default() };
         let f = file_attr(5, &a);
         assert_eq!((f.ino, f.kind, f.perm, f.blocks), (INodeNo(6), FileType::CharDevice, 0o620, 2));
         assert_eq!(f.rdev, (4 << 8) | 1);

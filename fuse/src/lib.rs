@@ -9,20 +9,20 @@
 //! large host files to the kernel: so most work never reaches this process.
 //!
 //! Modules: `fs` (the request handlers), `files` (opened host files: a bounded cache and
-//! passthrough handles), [`cache`] (decompressed images as mapped cache files), [`mountpoint`]
-//! (checks before mounting, unmounting, finding the daemon of a mount), [`session`] (mount,
-//! readiness, signals).
+//! passthrough handles), `session` (mount options, readiness, stop signals). Checking a
+//! mountpoint, running in the background and unmounting are the application's business.
+//! No `unsafe` here: syscalls go through `nix`.
 
-pub mod cache;
+#![forbid(unsafe_code)]
+
 mod files;
 mod fs;
-pub mod mountpoint;
-pub mod session;
+mod session;
 
 use std::path::Path;
 
 pub use fs::PASSTHROUGH_MIN_SIZE;
-pub use session::{serve, Options};
+pub use session::{serve, Options, ServeError};
 
 /// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these
 /// plus one, because FUSE reserves 0 and calls the root 1.)

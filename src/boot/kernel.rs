@@ -1,0 +1,268 @@
+//! Choosing the kernel for `-f ext2`/`initramfs`, with the original's rules and order:
+//! `SUPERMIN_KERNEL` (+ `SUPERMIN_KERNEL_VERSION`, `SUPERMIN_MODULES`), then
+//! `/lib/modules/*/vmlinuz`, then `/boot/vmlinu?-*` for the host CPU; unbootable variants
+//! (xen, zfcpdump, +debug, tegra on arm) skipped, highest version first. Unlike the original we
+//! never pick a kernel without a usable modules directory (`modules.dep`), and an unreadable
+//! kernel is a clear error with the fix instead of a failing `cp`.
+
+use std::cmp::Ordering;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use log::debug;
+
+use crate::bail;
+use crate::error::{Error, IoContext, Result};
+use crate::host;
+
+pub struct Kernel {
+    pub path: PathBuf,
+    pub version: String,
+    /// `/lib/modules/<version>` (or `SUPERMIN_MODULES`).
+    pub modpath: PathBuf,
+}
+
+impl Kernel {
+    /// Put the kernel at `dest`: a symlink to it, or with `copy` (`--copy-kernel`) a copy,
+    /// with a fresh mtime (unlike 5.2.2's `cp -p`, so `--if-newer` sees it as new).
+    pub fn install(&self, dest: &Path, copy: bool) -> Result<()> {
+        if copy {
+            fs::copy(&self.path, dest).map(drop).at(&self.path, "cannot copy the kernel")
+        } else {
+            std::os::unix::fs::symlink(&self.path, dest).at(dest, "cannot create the kernel symlink")
+        }
+    }
+}
+
+/// The kernel for an appliance built from `root` (`/`, or a `--sysroot`): its `/boot` and
+/// `/lib/modules`, symlinks resolved inside it, never the build host's.
+pub fn find(root: &Path, host_cpu: &str) -> Result<Kernel> {
+    let kernel = find_candidate(root, host_cpu)?;
+    // Readable? (Ubuntu ships kernels 0600.)
+    if let Err(e) = fs::File::open(&kernel.path) {
+        return Err(Error::new(format!(
+            "{}: cannot read the kernel: {} (make it readable, e.g. `sudo chmod 0644 {}`, or point SUPERMIN_KERNEL at a readable copy)",
+            kernel.path.display(),
+            e,
+            kernel.path.display()
+        )));
+    }
+    debug!("kernel {} version {} modules {}", kernel.path.display(), kernel.version, kernel.modpath.display());
+    Ok(kernel)
+}
+
+fn has_modules(modpath: &Path) -> bool {
+    fs::metadata(modpath.join("modules.dep")).map(|m| m.is_file()).unwrap_or(false)
+}
+
+fn modpath_for(root: &Path, version: &str) -> PathBuf {
+    std::env::var_os("SUPERMIN_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| host::path_follow(root, &format!("/lib/modules/{version}")))
+}
+
+/// The original's order: `SUPERMIN_KERNEL`, then the Fedora layout, then the Debian one.
+fn find_candidate(root: &Path, host_cpu: &str) -> Result<Kernel> {
+    if let Some(k) = from_environment(root)? {
+        return Ok(k);
+    }
+    if let Some(k) = in_lib_modules(root, host_cpu) {
+        return Ok(k);
+    }
+    if let Some(k) = in_boot(root, host_cpu) {
+        return Ok(k);
+    }
+    bail!(
+        "failed to find a suitable kernel (host_cpu={host_cpu}) in {}: install one (e.g. `apt-get install \
+         linux-image-amd64`) or set SUPERMIN_KERNEL, SUPERMIN_KERNEL_VERSION and SUPERMIN_MODULES",
+        host::path_follow(root, "/boot").display()
+    )
+}
+
+/// `SUPERMIN_KERNEL` (+ `SUPERMIN_KERNEL_VERSION`, `SUPERMIN_MODULES`).
+fn from_environment(root: &Path) -> Result<Option<Kernel>> {
+    let Some(k) = std::env::var_os("SUPERMIN_KERNEL") else { return Ok(None) };
+    let path = PathBuf::from(k);
+    let Some(version) = std::env::var("SUPERMIN_KERNEL_VERSION").ok().or_else(|| version_from_file(&path)) else {
+        // The original silently ignores a kernel whose version it cannot tell.
+        debug!("SUPERMIN_KERNEL={}: cannot find its version, ignored", path.display());
+        return Ok(None);
+    };
+    let modpath = modpath_for(root, &version);
+    if !has_modules(&modpath) {
+        bail!(
+            "SUPERMIN_KERNEL={}: no modules.dep in {} (set SUPERMIN_MODULES to its modules directory)",
+            path.display(),
+            modpath.display()
+        );
+    }
+    Ok(Some(Kernel { path, version, modpath }))
+}
+
+/// The Fedora layout: `/lib/modules/VERSION/vmlinuz`, the highest version.
+fn in_lib_modules(root: &Path, host_cpu: &str) -> Option<Kernel> {
+    let modules_dir = host::path_follow(root, "/lib/modules");
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for e in fs::read_dir(&modules_dir).ok()?.flatten() {
+        let version = e.file_name().to_string_lossy().into_owned();
+        let path = e.path().join("vmlinuz");
+        let big_enough = fs::metadata(&path).map(|m| m.len() >= 10000).unwrap_or(false);
+        if big_enough && bootable(&version, host_cpu) && has_modules(&e.path()) {
+            found.push((version, path));
+        }
+    }
+    let (version, path) = found.into_iter().max_by(|a, b| compare_versions(&a.0, &b.0))?;
+    Some(Kernel { modpath: modules_dir.join(&version), path, version })
+}
+
+/// The Debian layout: `/boot/vmlinuz-VERSION`, preferring the CPU's flavour, highest version
+/// first, the first with a modules directory.
+fn in_boot(root: &Path, host_cpu: &str) -> Option<Kernel> {
+    let names: Vec<String> = fs::read_dir(host::path_follow(root, "/boot"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let is_kernel = |n: &str| (n.starts_with("vmlinuz-") || n.starts_with("vmlinux-")) && bootable(n, host_cpu);
+    let models = cpu_models(host_cpu);
+    let mut candidates: Vec<&String> =
+        names.iter().filter(|n| is_kernel(n) && models.iter().any(|m| n.ends_with(&format!("-{m}")))).collect();
+    if candidates.is_empty() {
+        candidates = names.iter().filter(|n| is_kernel(n)).collect();
+    }
+    candidates.sort_by(|a, b| compare_versions(b, a));
+    candidates.into_iter().find_map(|name| {
+        // A kernel that is a symlink (`vmlinuz -> vmlinuz-6.1…`) is followed inside the root.
+        let path = host::path_follow(root, &format!("/boot/{name}"));
+        let suffix = &name[8..];
+        let version =
+            version_from_file(&path).or_else(|| has_modules(&modpath_for(root, suffix)).then(|| suffix.to_string()))?;
+        let modpath = modpath_for(root, &version);
+        if !has_modules(&modpath) {
+            debug!("{}: no modules.dep in {}, skipped", path.display(), modpath.display());
+            return None;
+        }
+        Some(Kernel { path, version, modpath })
+    })
+}
+
+fn bootable(name: &str, host_cpu: &str) -> bool {
+    !(name.contains("xen")
+        || name.contains("zfcpdump")
+        || name.contains("+debug")
+        || (host_cpu.starts_with("arm") && name.contains("tegra")))
+}
+
+/// Kernel file-name suffixes for a CPU, as the original maps them.
+fn cpu_models(cpu: &str) -> Vec<String> {
+    let v: &[&str] = match cpu {
+        "x86_64" | "amd64" => &["amd64", "x86_64"],
+        "aarch64" => &["aarch64", "arm64"],
+        c if c.len() == 4 && c.starts_with('i') && c.ends_with("86") => &["?86"],
+        c if c.starts_with("armv7") => &["armmp"],
+        "ppc" | "powerpc" | "powerpc64" => &["ppc", "powerpc", "powerpc64"],
+        "ppc64el" => &["powerpc64le"],
+        "sparc" | "sparc64" => &["sparc", "sparc64"],
+        "mips" | "mips64" => return vec![cpu.to_string(), "malta".to_string()],
+        "parisc" => &["hppa", "hppa64"],
+        _ => return vec![cpu.to_string()],
+    };
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The version string inside an x86 bzImage: "HdrS" at 514, the version offset at 526.
+pub fn version_from_file(path: &Path) -> Option<String> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut head = vec![0u8; 0x10000];
+    let n = f.read(&mut head).ok()?;
+    head.truncate(n);
+    if head.get(514..518)? != b"HdrS" || u16::from_le_bytes([head[518], head[519]]) < 0x1ff {
+        return None;
+    }
+    let off = u16::from_le_bytes([head[526], head[527]]) as usize + 0x200;
+    let raw = head.get(off..(off + 132).min(head.len()))?;
+    let end = raw.iter().position(|&b| b == 0 || b == b' ' || b == b'\t' || b == b'\n').unwrap_or(raw.len());
+    let v = std::str::from_utf8(&raw[..end]).ok()?;
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+#[derive(PartialEq, Eq, Debug)]
+enum Part<'a> {
+    Letters(&'a str),
+    Number(u64),
+    Other(u8),
+}
+
+fn parts(s: &str) -> Vec<Part<'_>> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        if b[i].is_ascii_digit() {
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            out.push(Part::Number(s[start..i].parse().unwrap_or(u64::MAX)));
+        } else if b[i].is_ascii_alphabetic() {
+            while i < b.len() && b[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            out.push(Part::Letters(&s[start..i]));
+        } else {
+            out.push(Part::Other(b[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The original's version ordering: element-wise over runs of digits (numeric), runs of
+/// letters, and single other characters; letters < numbers < other characters; a prefix is
+/// lower.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    fn rank(p: &Part) -> u8 {
+        match p {
+            Part::Letters(_) => 0,
+            Part::Number(_) => 1,
+            Part::Other(_) => 2,
+        }
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(pb.iter()) {
+        let o = match (x, y) {
+            (Part::Letters(x), Part::Letters(y)) => x.cmp(y),
+            (Part::Number(x), Part::Number(y)) => x.cmp(y),
+            (Part::Other(x), Part::Other(y)) => x.cmp(y),
+            _ => rank(x).cmp(&rank(y)),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_order_like_the_original() {
+        assert_eq!(compare_versions("6.1.0-10-amd64", "6.1.0-9-amd64"), Ordering::Greater);
+        assert_eq!(compare_versions("5.10", "5.10.1"), Ordering::Less);
+        // letters < numbers < other characters: `3.10.0.old` beats `3.10.0-957`.
+        assert_eq!(compare_versions("3.10.0.old", "3.10.0-957"), Ordering::Greater);
+        assert_eq!(compare_versions("1a", "12"), Ordering::Less);
+    }
+
+    #[test]
+    fn the_installed_debian_kernel_has_a_version() {
+        // An oracle from the host: Debian names kernels vmlinuz-VERSION.
+        for e in fs::read_dir("/boot").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(v) = name.strip_prefix("vmlinuz-") {
+                assert_eq!(version_from_file(&e.path()).as_deref(), Some(v));
+            }
+        }
+    }
+}

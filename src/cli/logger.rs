@@ -1,0 +1,44 @@
+//! A minimal `log` backend: `supermin: message` on stderr. Silent but for warnings by default;
+//! each `-v` shows one more level (info, debug, trace).
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Stderr;
+
+impl Log for Stderr {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        // The FUSE library's warnings (e.g. a second unmount attempt after `umount` from
+        // outside) are detail for -vv; the mount reports its own failures.
+        let level = if metadata.target().starts_with("fuser") && metadata.level() <= Level::Warn {
+            Level::Debug
+        } else {
+            metadata.level()
+        };
+        level <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if self.enabled(record.metadata()) {
+            match record.level() {
+                Level::Warn | Level::Error if !record.target().starts_with("fuser") => {
+                    eprintln!("supermin: warning: {}", record.args())
+                }
+                _ => eprintln!("supermin: {}", record.args()),
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+pub fn init(verbosity: u8) {
+    let level = match verbosity {
+        0 => LevelFilter::Warn,
+        1 => LevelFilter::Info,
+        2 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    if log::set_logger(&Stderr).is_ok() {
+        log::set_max_level(level);
+    }
+}

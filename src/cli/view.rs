@@ -1,0 +1,125 @@
+//! The lazy view's subcommands: `mount`, `umount`, `materialize`. Each parses its own
+//! arguments here and hands typed options to [`crate::mount`].
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgMatches, Command};
+
+use super::args::{self, flag, parse, root_args, verbose};
+use super::logger;
+use crate::build;
+use crate::error::{Error, Result};
+use crate::mount::{self, MountOptions};
+
+fn paths(m: &ArgMatches, id: &str) -> Vec<PathBuf> {
+    m.get_many::<PathBuf>(id).map(|v| v.cloned().collect()).unwrap_or_default()
+}
+
+fn mount_command() -> Command {
+    Command::new("mount")
+        .about("Serve the appliance described by SUPERMIN.D... read-only at MOUNTPOINT, resolving files on first use")
+        .override_usage("supermin mount [OPTIONS] SUPERMIN.D... MOUNTPOINT")
+        .arg(flag("daemon", "Detach once the mount is ready (default: serve in the foreground until unmounted)"))
+        .arg(flag("allow-other", "Let other users in (adds default_permissions: modes are enforced)"))
+        .arg(flag("suid", "Honour set-uid bits (for chroot use; default nosuid)"))
+        .arg(flag("dev", "Honour device nodes (for chroot use; default nodev)"))
+        .arg(flag(
+            "passthrough",
+            "Hand large host files to the kernel (FUSE passthrough, as root); every open then costs a round trip \
+             (default: chosen from the appliance's file sizes)",
+        ))
+        .arg(
+            flag("no-passthrough", "Read host files through the daemon, so that opens never reach it")
+                .conflicts_with("passthrough"),
+        )
+        .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist"))
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_name("N")
+                .value_parser(clap::value_parser!(usize))
+                .help("Request threads (default: one per core)"),
+        )
+        .args(root_args())
+        .arg(verbose())
+        .arg(Arg::new("args").num_args(0..).value_parser(clap::value_parser!(PathBuf)))
+}
+
+pub fn mount(argv: &[String]) -> Result<()> {
+    let m = parse(mount_command(), argv)?;
+    logger::init(m.get_count("verbose"));
+    let mut inputs = paths(&m, "args");
+    if inputs.len() < 2 {
+        return Err(Error::usage("mount: needs SUPERMIN.D... MOUNTPOINT (see supermin mount --help)"));
+    }
+    let mountpoint = inputs.pop().unwrap_or_default();
+    let passthrough = match (m.get_flag("passthrough"), m.get_flag("no-passthrough")) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    mount::mount(MountOptions {
+        inputs,
+        mountpoint,
+        daemon: m.get_flag("daemon"),
+        allow_other: m.get_flag("allow-other"),
+        suid: m.get_flag("suid"),
+        dev: m.get_flag("dev"),
+        passthrough,
+        threads: m.get_one::<usize>("threads").copied().unwrap_or(0),
+        include_packagelist: m.get_flag("include-packagelist"),
+        root: args::sysroot(&m)?,
+        packager: m.get_one::<String>("packager").cloned(),
+    })
+}
+
+pub fn umount(argv: &[String]) -> Result<()> {
+    let cmd = Command::new("umount")
+        .about("Unmount a view made by supermin mount, and wait for its daemon to exit")
+        .override_usage("supermin umount MOUNTPOINT")
+        .arg(verbose())
+        .arg(Arg::new("mountpoint").required(true).value_parser(clap::value_parser!(PathBuf)));
+    let m = parse(cmd, argv)?;
+    logger::init(m.get_count("verbose"));
+    mount::umount(&m.get_one::<PathBuf>("mountpoint").cloned().unwrap_or_default())
+}
+
+fn materialize_command() -> Command {
+    Command::new("materialize")
+        .about("Build the appliance for real (as --build): from SUPERMIN.D... or from a live mount of it")
+        .override_usage("supermin materialize SRC... -f chroot|ext2|initramfs -o OUTPUT")
+        .arg(Arg::new("format").short('f').long("format").value_name("FORMAT").required(true))
+        .arg(
+            Arg::new("output")
+                .short('o')
+                .value_name("OUTPUT")
+                .required(true)
+                .value_parser(clap::value_parser!(PathBuf)),
+        )
+        .arg(flag("include-packagelist", "Add /packagelist (for a mount, as it was mounted)"))
+        .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it (ext2)"))
+        .arg(Arg::new("size").long("size").value_name("SIZE").help("Size of the ext2 filesystem"))
+        .arg(Arg::new("host-cpu").long("host-cpu").value_name("ARCH"))
+        .args(root_args())
+        .arg(verbose())
+        .arg(Arg::new("src").num_args(1..).required(true).value_parser(clap::value_parser!(PathBuf)))
+}
+
+pub fn materialize(argv: &[String]) -> Result<()> {
+    let m = parse(materialize_command(), argv)?;
+    logger::init(m.get_count("verbose"));
+    let format = args::format(m.get_one::<String>("format").map_or("", String::as_str))?;
+    let (root, driver) = args::root_and_driver(&m)?;
+    let opts = build::Options {
+        inputs: paths(&m, "src"),
+        out: m.get_one::<PathBuf>("output").cloned().unwrap_or_default(),
+        format,
+        if_newer: false,
+        include_packagelist: m.get_flag("include-packagelist"),
+        copy_kernel: m.get_flag("copy-kernel"),
+        host_cpu: args::host_cpu(&m),
+        size: args::size(&m)?,
+        root,
+    };
+    mount::materialize(opts, driver)
+}

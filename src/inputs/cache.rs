@@ -1,0 +1,170 @@
+//! Decompressed images as mapped cache files.
+//!
+//! A mount serves base-image members for as long as it lives; keeping the decompressed tar in
+//! the daemon's heap would cost its full size in RSS, and re-reading the gzip stream per read
+//! would be slow. Instead each image is decompressed once into a cache file, keyed by the
+//! source's path, identity, size and mtime (so a changed image gets a new entry), and mapped:
+//! the kernel pages it in on demand and can drop it under pressure. Later mounts of the same
+//! image skip decompression altogether.
+//!
+//! The cache directory is private to the user (0700, owned by them, not a symlink), because a
+//! mapped file truncated by someone else would crash the daemon with SIGBUS.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::util::sys;
+
+/// A mapped, read-only cache file.
+pub struct Image(Mmap);
+
+impl Image {
+    /// Let go of this process's resident pages of the mapping; they stay in the page cache
+    /// and come back on the next access. Indexing an image reads every member header, which
+    /// maps nearly all of it in: for a base image of 100k small files that was 100 MB of the
+    /// daemon's RSS, though only the members actually read need to be there.
+    pub fn release_pages(&self) {
+        if let Err(e) = sys::drop_pages(&self.0) {
+            log::debug!("madvise(DONTNEED) on a cached image: {e}");
+        }
+    }
+}
+
+impl AsRef<[u8]> for Image {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Where decompressed base images are kept between mounts.
+pub struct ImageCache {
+    dir: PathBuf,
+}
+
+impl ImageCache {
+    /// `$XDG_CACHE_HOME/supermin-rs`, else `/var/tmp/supermin-rs-cache-UID`; `None` (with a
+    /// log line) when it cannot be made private, and callers then keep images in memory.
+    pub fn open_default() -> Option<ImageCache> {
+        let uid = sys::geteuid();
+        let dir = match std::env::var_os("XDG_CACHE_HOME") {
+            Some(d) if !d.is_empty() && Path::new(&d).is_absolute() => PathBuf::from(d).join("supermin-rs"),
+            _ => PathBuf::from(format!("/var/tmp/supermin-rs-cache-{uid}")),
+        };
+        match ImageCache::open(&dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!("{}: image cache unusable ({e}); keeping images in memory", dir.display());
+                None
+            }
+        }
+    }
+
+    pub fn open(dir: &Path) -> io::Result<ImageCache> {
+        if let Some(parent) = dir.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let m = fs::symlink_metadata(dir)?;
+        if !m.is_dir() || m.uid() != sys::geteuid() || m.mode() & 0o077 != 0 {
+            return Err(io::Error::other("not a private directory owned by this user"));
+        }
+        Ok(ImageCache { dir: dir.to_path_buf() })
+    }
+
+    fn entry(&self, source: &Path, m: &fs::Metadata) -> PathBuf {
+        let mut h = DefaultHasher::new();
+        source.as_os_str().as_bytes().hash(&mut h);
+        (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(&mut h);
+        self.dir.join(format!("{:016x}.tar", h.finish()))
+    }
+
+    /// The cached decompressed form of `source` (whose metadata is `m`), if there is one.
+    pub fn get(&self, source: &Path, m: &fs::Metadata) -> Option<Image> {
+        let file = File::open(self.entry(source, m)).ok()?;
+        map(&file).ok()
+    }
+
+    /// Store `bytes` as the decompressed form of `source` and map it. Written to a temporary
+    /// name and renamed, so a concurrent mount never maps a half-written entry.
+    pub fn put(&self, source: &Path, m: &fs::Metadata, bytes: &[u8]) -> io::Result<Image> {
+        let dest = self.entry(source, m);
+        let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let written = f.write_all(bytes).and_then(|()| fs::rename(&tmp, &dest));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        map(&File::open(&dest)?)
+    }
+}
+
+fn map(file: &File) -> io::Result<Image> {
+    if file.metadata()?.len() == 0 {
+        // mmap of length 0 fails; an empty tar would not have been cached anyway.
+        return Err(io::Error::other("empty cache entry"));
+    }
+    // The file lives in a private directory and is never modified after the rename that
+    // published it (see the module comment), as mapping it requires.
+    sys::map_private_file(file).map(Image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resident size of the mapping that starts at `addr`, from /proc/self/smaps.
+    fn resident_kib(addr: usize) -> u64 {
+        let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&format!("{addr:x}-")));
+        assert!(lines.next().is_some(), "mapping not found");
+        let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A fresh scratch directory with a cache in it and a source file holding `source`.
+    fn scratch(name: &str, source: &[u8]) -> (PathBuf, ImageCache, PathBuf) {
+        let base = std::env::temp_dir().join(format!("supermin-fuse-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let cache = ImageCache::open(&base.join("c")).unwrap();
+        let src = base.join("image.gz");
+        fs::write(&src, source).unwrap();
+        (base, cache, src)
+    }
+
+    #[test]
+    fn released_pages_leave_the_process_but_not_the_bytes() {
+        let (base, cache, src) = scratch("release-test", b"x");
+        let bytes: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let image = cache.put(&src, &fs::metadata(&src).unwrap(), &bytes).unwrap();
+        let addr = image.as_ref().as_ptr() as usize;
+        let sum: u64 = image.as_ref().iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        assert!(sum > 0 && resident_kib(addr) >= 1000, "{} KiB resident after touching every page", resident_kib(addr));
+        image.release_pages();
+        assert_eq!(resident_kib(addr), 0);
+        assert!(image.as_ref() == &bytes[..], "the bytes changed");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn put_then_get_and_changed_source_misses() {
+        let (base, cache, src) = scratch("cache-test", b"compressed");
+        let m = fs::metadata(&src).unwrap();
+        assert!(cache.get(&src, &m).is_none());
+        assert_eq!(cache.put(&src, &m, b"tar bytes").unwrap().as_ref(), b"tar bytes");
+        assert_eq!(cache.get(&src, &m).unwrap().as_ref(), b"tar bytes");
+        fs::write(&src, b"compressed, but different").unwrap();
+        assert!(cache.get(&src, &fs::metadata(&src).unwrap()).is_none());
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

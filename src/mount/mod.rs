@@ -1,0 +1,155 @@
+//! `supermin mount`, `supermin umount` and `supermin materialize`: the lazy view's commands.
+//!
+//! `mount` resolves the appliance exactly as `--build` does (same [`build`] engine) and serves
+//! the manifest through `supermin-fuse` instead of writing it. `materialize` is the explicit
+//! real build: from a supermin.d, or from a live mount (whose root records what it resolved).
+
+use std::path::{Path, PathBuf};
+
+use supermin_fuse::ServeError;
+
+use crate::build;
+use crate::error::{Error, Result};
+use crate::inputs::cache::ImageCache;
+use crate::packager::Driver;
+use crate::util::sys;
+use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, XATTR_SYSROOT};
+
+mod daemon;
+pub mod mountpoint;
+
+/// What `supermin mount` was asked for.
+pub struct MountOptions {
+    pub inputs: Vec<PathBuf>,
+    pub mountpoint: PathBuf,
+    pub daemon: bool,
+    pub allow_other: bool,
+    pub suid: bool,
+    pub dev: bool,
+    /// `None`: decided from the appliance once it is resolved.
+    pub passthrough: Option<bool>,
+    pub threads: usize,
+    pub include_packagelist: bool,
+    /// `--sysroot` (or `/`) and `--packager`, when given.
+    pub root: PathBuf,
+    pub packager: Option<String>,
+}
+
+pub fn mount(opts: MountOptions) -> Result<()> {
+    // Fork before anything starts a thread; the parent returns only when the child reports.
+    let mut ready = if opts.daemon { Some(daemon::daemonize()?) } else { None };
+    let served = serve(&opts, || {
+        if let Some(r) = ready.take() {
+            r.ok();
+        }
+    });
+    match (served, ready) {
+        // A daemon that failed before the mount was up tells its waiting parent, which exits 1.
+        (Err(e), Some(r)) => {
+            r.fail(e.message());
+            std::process::exit(1);
+        }
+        (r, _) => r,
+    }
+}
+
+/// Resolve and serve until unmounted; `ready` once the mount is up.
+fn serve(opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
+    let abs = mountpoint::check(&opts.mountpoint)?;
+    let view = resolve_view(opts)?;
+    let (files, large) = view.file_stats();
+    let passthrough = opts.passthrough.unwrap_or_else(|| view.passthrough_pays());
+    log::info!(
+        "mount: passthrough {} ({files} regular files, {} MiB in host files of 1 MiB or more{})",
+        if passthrough { "wanted" } else { "off" },
+        large >> 20,
+        if opts.passthrough.is_some() { ", as asked" } else { "" }
+    );
+    let fuse_opts = supermin_fuse::Options {
+        allow_other: opts.allow_other,
+        suid: opts.suid,
+        dev: opts.dev,
+        passthrough,
+        threads: opts.threads,
+        fsname: "supermin".into(),
+        subtype: "supermin".into(),
+    };
+    let up = || {
+        mountpoint::raise_readahead(&abs);
+        ready();
+    };
+    supermin_fuse::serve(view, &abs, &fuse_opts, up).map_err(|e| serve_error(&opts.mountpoint, e))
+}
+
+fn serve_error(mp: &Path, e: ServeError) -> Error {
+    let denied = matches!(e.io().raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+    match e {
+        ServeError::Mount(_) if denied => Error::new(format!(
+            "{}: cannot mount: permission denied (run as root, or install fuse3 for the fusermount3 helper)",
+            mp.display()
+        )),
+        ServeError::Mount(e) => Error::io(mp, "cannot mount", e),
+        ServeError::Serve(e) => Error::io(mp, "session ended", e),
+    }
+}
+
+/// Resolve the inputs as `--build` does, with base images in the mapped cache.
+fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
+    let started = std::time::Instant::now();
+    let driver = match &opts.packager {
+        Some(name) => Driver::from_name(name)?,
+        None => Driver::detect(&opts.root)?,
+    };
+    let pm = driver.open(&opts.root)?;
+    let cache = ImageCache::open_default();
+    let resolved =
+        build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist, cache.as_ref())?;
+    drop(pm);
+    // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
+    sys::trim_heap();
+    for image in &resolved.manifest.images {
+        image.tar.release_pages();
+    }
+    log::info!("mount: resolved the appliance in {} ms", started.elapsed().as_millis());
+    // Absolute, so `materialize MOUNTPOINT` works from any directory.
+    let inputs = opts.inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+    let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
+    let record =
+        Record { inputs, include_packagelist: opts.include_packagelist, sysroot, packager: opts.packager.clone() };
+    Ok(ManifestView::new(resolved.manifest, &record))
+}
+
+/// `supermin umount MOUNTPOINT`: unmount and wait for the daemon to exit.
+pub fn umount(mp: &Path) -> Result<()> {
+    // Read before unmounting: afterwards the record is gone with the mount.
+    let pid = sys::get_xattr(mp, XATTR_PID).ok().and_then(|v| String::from_utf8(v).ok()).and_then(|s| s.parse().ok());
+    mountpoint::unmount(mp, pid)
+}
+
+/// `supermin materialize SRC…`: when `opts.inputs` is exactly one mounted view, build what
+/// it was mounted from (its inputs, root and packager); otherwise build the inputs.
+pub fn materialize(mut opts: build::Options, mut driver: Driver) -> Result<()> {
+    if let Some(record) = mounted_record(&opts.inputs) {
+        log::info!("materialize: {} is a mounted view of {:?}", opts.inputs[0].display(), record.inputs);
+        opts.include_packagelist |= record.include_packagelist;
+        // Resolve from the root the view was resolved from.
+        if let Some(sysroot) = record.sysroot {
+            opts.root = sysroot;
+        }
+        driver = match record.packager {
+            Some(name) => Driver::from_name(&name)?,
+            None => Driver::detect(&opts.root)?,
+        };
+        opts.inputs = record.inputs;
+    }
+    build::build(driver, &opts)
+}
+
+/// The record of a mounted view when `srcs` is exactly one such mountpoint.
+fn mounted_record(srcs: &[PathBuf]) -> Option<Record> {
+    let [src] = srcs else { return None };
+    let inputs = sys::get_xattr(src, XATTR_INPUTS).ok()?;
+    let options = sys::get_xattr(src, XATTR_OPTIONS).unwrap_or_default();
+    let sysroot = sys::get_xattr(src, XATTR_SYSROOT).ok();
+    Some(Record::decode(&inputs, &options, sysroot.as_deref()))
+}

@@ -1,0 +1,157 @@
+//! Mountpoints: what must be true before mounting (each failure a one-line message naming the
+//! mountpoint and what to do), whether a path is a mount, and unmounting.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::bail;
+use crate::error::{Error, IoContext, Result};
+use crate::util::escape::unescape_octal;
+use crate::util::sys;
+
+/// Check `mp` can take a new mount; returns its absolute path.
+pub fn check(mp: &Path) -> Result<PathBuf> {
+    let shown = mp.display();
+    let meta = match fs::metadata(mp) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("{shown}: mountpoint does not exist (create it with mkdir)")
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            bail!("{shown}: a dead FUSE mount is still there (remove it with `supermin umount {shown}`)")
+        }
+        Err(e) => return Err(Error::io(mp, "cannot use as mountpoint", e)),
+    };
+    if !meta.is_dir() {
+        bail!("{shown}: mountpoint is not a directory");
+    }
+    let abs = fs::canonicalize(mp).at(mp, "cannot use as mountpoint")?;
+    if is_mounted(&abs) {
+        bail!("{shown}: already mounted (unmount it first with `supermin umount {shown}`)");
+    }
+    if fs::read_dir(&abs).at(mp, "cannot list mountpoint")?.next().is_some() {
+        bail!("{shown}: mountpoint is not empty (use an empty directory)");
+    }
+    check_fuse_device()?;
+    Ok(abs)
+}
+
+fn check_fuse_device() -> Result<()> {
+    match fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "/dev/fuse: no such device (load the module with `modprobe fuse`, or give the container --device /dev/fuse)"
+        ),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            bail!("/dev/fuse: permission denied (run as root or make /dev/fuse readable and writable)")
+        }
+        Err(e) => Err(Error::io(Path::new("/dev/fuse"), "cannot open", e)),
+    }
+}
+
+/// Whether `abs` (canonical) is the mount point of some mount, per `/proc/self/mountinfo`.
+pub fn is_mounted(abs: &Path) -> bool {
+    mounted_device(abs).is_some()
+}
+
+/// The device (`major:minor`) of the topmost mount at `abs` (canonical), per
+/// `/proc/self/mountinfo`: read from the table, because a `stat` of our own mountpoint from
+/// the daemon would wait for the daemon.
+pub fn mounted_device(abs: &Path) -> Option<String> {
+    device_in(&fs::read("/proc/self/mountinfo").ok()?, abs)
+}
+
+/// [`mounted_device`] on the text of a mountinfo table.
+fn device_in(info: &[u8], abs: &Path) -> Option<String> {
+    let want = abs.as_os_str().as_bytes();
+    // Later lines are mounted on top of earlier ones: the last match is the visible mount.
+    info.split(|&b| b == b'\n').rev().find_map(|line| {
+        let mut fields = line.split(|&b| b == b' ');
+        let device = fields.nth(2)?;
+        // mountinfo escapes space, tab, newline and backslash as `\ooo`.
+        (fields.nth(1).map(unescape_octal).as_deref() == Some(want))
+            .then(|| String::from_utf8_lossy(device).into_owned())
+    })
+}
+
+/// The connection's readahead window, in KiB: how far ahead of a sequential reader the
+/// kernel asks the daemon for data (in requests of at most 1 MiB, FUSE's page limit), so how
+/// many requests are in flight at once. The kernel proposes 128 KiB at the handshake and lets
+/// the daemon lower it but not raise it, so root raises it afterwards through the mount's
+/// `bdi` in sysfs. Measured on a 512 MiB host file read cold through the daemon: 1.5 GB/s at
+/// 128 KiB, 1.9 GB/s at 4 MiB.
+const READAHEAD_KIB: u32 = 4096;
+
+/// Raise the readahead window of the FUSE mount at `abs` (root only; others keep 128 KiB).
+pub fn raise_readahead(abs: &Path) {
+    let Some(dev) = mounted_device(abs) else { return };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match fs::write(&knob, format!("{READAHEAD_KIB}\n")) {
+        Ok(()) => log::debug!("{knob}: readahead raised to {READAHEAD_KIB} KiB"),
+        Err(e) => log::debug!("{knob}: readahead left as it is ({e})"),
+    }
+}
+
+/// Unmount `mp` and wait (up to 10 s) for the serving process `daemon` to exit, so that the
+/// caller can rely on the daemon's resources being gone when this returns.
+pub fn unmount(mp: &Path, daemon: Option<u32>) -> Result<()> {
+    let shown = mp.display();
+    let abs = fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+    if !is_mounted(&abs) {
+        bail!("{shown}: not mounted");
+    }
+    match nix::mount::umount2(&abs, nix::mount::MntFlags::empty()) {
+        Ok(()) => {}
+        // Not root: the setuid helper unmounts mounts the caller owns.
+        Err(nix::errno::Errno::EPERM) => fusermount_unmount(mp, &abs)?,
+        Err(nix::errno::Errno::EBUSY) => {
+            bail!("{shown}: busy (a process is using it; close it, or detach with `umount -l {shown}`)")
+        }
+        Err(e) => return Err(Error::io(mp, "cannot unmount", e.into())),
+    }
+    if let Some(pid) = daemon {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sys::process_exists(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(())
+}
+
+fn fusermount_unmount(mp: &Path, abs: &Path) -> Result<()> {
+    let shown = mp.display();
+    let out = Command::new("fusermount3").arg("-u").arg(abs).output();
+    let out =
+        out.map_err(|e| Error::new(format!("{shown}: cannot run fusermount3 ({e}): install the fuse3 package")))?;
+    if !out.status.success() {
+        bail!("{shown}: cannot unmount: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_mounted_and_a_fresh_dir_is_not() {
+        assert!(is_mounted(Path::new("/")));
+        assert!(!is_mounted(Path::new("/definitely/not/a/mount")));
+    }
+
+    #[test]
+    fn the_device_of_a_mount_is_its_topmost_line() {
+        let info = b"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                     60 22 0:42 / /mnt/a\\040b rw,nosuid shared:30 - fuse.supermin supermin ro\n\
+                     61 22 0:50 / /mnt/x rw - tmpfs tmpfs rw\n\
+                     62 61 0:51 / /mnt/x rw - fuse.supermin supermin ro\n";
+        assert_eq!(device_in(info, Path::new("/")).as_deref(), Some("254:0"));
+        assert_eq!(device_in(info, Path::new("/mnt/a b")).as_deref(), Some("0:42"));
+        assert_eq!(device_in(info, Path::new("/mnt/x")).as_deref(), Some("0:51"));
+        assert_eq!(device_in(info, Path::new("/mnt")), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! Writing a resolved appliance: the formats (`chroot`, `ext2`, `initramfs`), each a writer
+//! of the one [`Manifest`], and what every output shares: a staging directory swapped into
+//! place atomically (`staging`) and the `--if-newer` fingerprint (`freshness`).
+
+use std::path::Path;
+
+use crate::boot::{initrd, kernel::Kernel};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::resolve;
+
+mod chroot;
+mod ext2;
+pub mod freshness;
+mod initramfs;
+pub mod staging;
+
+/// What `-f` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Chroot,
+    Ext2,
+    Initramfs,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "chroot" | "fs" | "filesystem" => Some(Format::Chroot),
+            "ext2" => Some(Format::Ext2),
+            "initramfs" => Some(Format::Initramfs),
+            _ => None,
+        }
+    }
+
+    /// Files inside the output directory that a complete output has.
+    pub fn output_files(self) -> &'static [&'static str] {
+        match self {
+            Format::Chroot => &[],
+            Format::Ext2 => &["kernel", "initrd", "root"],
+            Format::Initramfs => &["kernel", "initrd"],
+        }
+    }
+
+    /// Whether the format boots, and so needs a kernel.
+    pub fn needs_kernel(self) -> bool {
+        self != Format::Chroot
+    }
+}
+
+/// How a bootable output is made.
+pub struct Boot<'a> {
+    pub kernel: &'a Kernel,
+    /// `/`, or the `--sysroot` the kernel's modules are read from.
+    pub root: &'a Path,
+    pub copy_kernel: bool,
+    /// `--size` of the ext2 image.
+    pub size: Option<u64>,
+}
+
+/// The original's default `--size`: 4 GiB (sparse).
+const DEFAULT_SIZE: u64 = 4 << 30;
+
+/// Write `manifest` in `format` into the (empty, staging) directory `out`; `boot` is required
+/// for the bootable formats.
+pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Boot>) -> Result<()> {
+    let boot = match (format, boot) {
+        (Format::Chroot, _) => return chroot::write(&manifest, out),
+        (_, Some(boot)) => boot,
+        (_, None) => return Err(Error::new(format!("{format:?} output needs a kernel"))),
+    };
+    let k = boot.kernel;
+    resolve::add_host_tree(&mut manifest, boot.root, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+    k.install(&out.join("kernel"), boot.copy_kernel)?;
+    if format == Format::Initramfs {
+        return initramfs::write(&manifest, &out.join("initrd"));
+    }
+    // The initrd is small and independent of the image: make it meanwhile.
+    let initrd = out.join("initrd");
+    std::thread::scope(|s| {
+        let mini = s.spawn(|| initrd::write(&k.modpath, &initrd));
+        let image = ext2::write(&manifest, &out.join("root"), boot.size.unwrap_or(DEFAULT_SIZE), ext2::random_uuid());
+        image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
+    })
+}

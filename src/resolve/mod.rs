@@ -1,0 +1,245 @@
+//! From a supermin appliance to a [`Manifest`]: the one engine behind `--build`, `mount` and
+//! `materialize`.
+//!
+//! The pipeline is the original's, step for step: packages → installed packages → dependency
+//! closure → files, minus config files (they come from the base image), minus excludefiles
+//! (`fnmatch` without `FNM_PATHNAME`: `*` crosses `/`), plus hostfiles (`glob`: `*` does not),
+//! minus paths that do not exist, then "munged" (parents and symlink-target directories put
+//! before what needs them) and replayed into the tree after the base images.
+
+use std::ffi::CString;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use log::{debug, info};
+
+use crate::error::{Error, Result};
+use crate::host;
+use crate::inputs::Inputs;
+use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::packager::{PackageManager, PkgId};
+use crate::util::sys;
+
+mod munge;
+
+use munge::{munge, StatCache};
+
+pub struct Options<'a> {
+    /// Root of the host (or sysroot) the packages are installed in.
+    pub root: &'a Path,
+    /// Add `/packagelist` (`--include-packagelist`).
+    pub include_packagelist: bool,
+    /// Owner and permissions of the appliance root before any base image changes them.
+    pub root_meta: Meta,
+}
+
+/// What the appliance resolved to.
+pub struct Resolved {
+    pub manifest: Manifest,
+    /// `name_version_arch` of every package in the closure, sorted.
+    pub packages: Vec<String>,
+}
+
+/// One entry of the host file list: where it goes and where to read it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Listed {
+    path: String,
+    source: String,
+}
+
+pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Result<Resolved> {
+    let mut manifest = Manifest::new(opts.root_meta);
+    for image in &inputs.base_images {
+        debug!("unpacking base image {}", image.path.display());
+        manifest.add_tar(image.clone())?;
+    }
+    let closure = pm.closure(&pm.resolve_names(&inputs.packages));
+    let mut packages: Vec<String> = closure.iter().map(|&p| pm.pretty_name(p)).collect();
+    packages.sort();
+    info!("build: {} packages, including dependencies", packages.len());
+
+    let mut listed = package_files(pm, &closure)?;
+    exclude(&mut listed, &inputs.excludes);
+    for pattern in &inputs.hostfiles {
+        listed.extend(host::glob(opts.root, pattern).into_iter().map(|path| Listed { source: path.clone(), path }));
+    }
+    let mut stats = StatCache::new(opts.root);
+    stats.prefetch(listed.iter().map(|f| f.source.as_str()));
+    listed.retain(|f| stats.lstat(&f.source).is_some() || stats.lstat(&f.path).is_some());
+    info!("build: {} files, after removing unreadable files", listed.len());
+    let listed = munge(listed, &mut stats);
+    info!("build: {} files, after munging", listed.len());
+    for f in &listed {
+        if let Some(st) = stats.lstat(&f.source).cloned() {
+            place(&mut manifest, opts.root, f, &st);
+        }
+    }
+    if opts.include_packagelist {
+        add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
+    }
+    Ok(Resolved { manifest, packages })
+}
+
+/// The packages' files, config files left out (they come from the base image).
+fn package_files(pm: &dyn PackageManager, closure: &[PkgId]) -> Result<Vec<Listed>> {
+    let files = pm.files(closure)?;
+    let listed: Vec<Listed> = files
+        .iter()
+        .filter(|f| !f.config)
+        .map(|f| Listed { path: f.path.clone(), source: f.source_path().to_string() })
+        .collect();
+    info!("build: {} files", listed.len());
+    Ok(listed)
+}
+
+/// Drop the paths an excludefiles pattern matches (`fnmatch` without `FNM_PATHNAME`).
+fn exclude(listed: &mut Vec<Listed>, patterns: &[String]) {
+    if patterns.is_empty() {
+        return;
+    }
+    let patterns: Vec<CString> = patterns.iter().filter_map(|p| CString::new(p.as_str()).ok()).collect();
+    listed.retain(|f| {
+        // One C string per path, not one per path and pattern.
+        let Ok(path) = CString::new(f.path.as_str()) else { return true };
+        let keep = !patterns.iter().any(|p| sys::fnmatch(p, &path, libc::FNM_NOESCAPE));
+        if !keep {
+            debug!("build: excluding {}", f.path);
+        }
+        keep
+    });
+    info!("build: {} files, after matching excludefiles", listed.len());
+}
+
+/// Put host file `f` (whose lstat is `st`) into the tree, as the original's writer creates it
+/// in its output directory.
+fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) {
+    let meta = Meta::from_host(st);
+    let path = f.path.as_bytes();
+    let ft = st.file_type();
+    let placed = if ft.is_dir() {
+        manifest.mkdir(path, meta)
+    } else if ft.is_symlink() {
+        let Ok(target) = fs::read_link(host::path(root, &f.source)) else { return };
+        let target = chroot_link_target(&f.source, target.as_os_str().as_bytes());
+        let meta = Meta { size: target.len() as u64, mode: S_IFLNK | 0o777, ..meta };
+        manifest.create(path, Inode { meta, node: Node::Symlink(target.into()) }, false).is_some()
+    } else if ft.is_file() {
+        let content = Content::Host(host::path(root, &f.source));
+        manifest.create(path, Inode { meta, node: Node::File(content) }, true).is_some()
+    } else {
+        manifest.create(path, Inode { meta, node: Node::Special }, true).is_some()
+    };
+    if !placed {
+        debug!("build: {}: not placed (already there, or no parent directory)", f.path);
+    }
+}
+
+/// `/packagelist` (`--include-packagelist`): every package of the closure, one per line.
+fn add_packagelist(manifest: &mut Manifest, pm: &dyn PackageManager, packages: &[String], root_meta: &Meta) {
+    let mut text = packages.join("\n");
+    text.push('\n');
+    // The list describes the installed set: it is as new as the package database (or
+    // SOURCE_DATE_EPOCH), so every build and view of the same state agrees on it.
+    let mtime = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| {
+        let newest = pm.database_files().iter().filter_map(|f| fs::metadata(f).ok()).map(|m| m.mtime()).max();
+        newest.unwrap_or(root_meta.mtime)
+    });
+    let meta = Meta {
+        mode: S_IFREG | 0o644,
+        uid: root_meta.uid,
+        gid: root_meta.gid,
+        size: text.len() as u64,
+        mtime,
+        ..Meta::default()
+    };
+    let node = Node::File(Content::Inline(Arc::new(text.into_bytes())));
+    manifest.create(b"/packagelist", Inode { meta, node }, true);
+}
+
+/// Copy a host directory tree into the manifest at `target` (the kernel modules for `-f ext2`
+/// and `initramfs`): missing parents of `target` are created with their host metadata, and
+/// entries already there are replaced, as the original's ext2 writer does.
+pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, target: &str) -> Result<()> {
+    // Parents first, e.g. /lib/modules, with the metadata of the host's own directory.
+    let mut prefix = String::new();
+    for comp in target.split('/').filter(|c| !c.is_empty()) {
+        prefix.push('/');
+        prefix.push_str(comp);
+        if manifest.lookup(prefix.as_bytes(), true).is_none() {
+            let meta = host::stat(root, &prefix)
+                .map(|m| Meta::from_host(&m))
+                .unwrap_or(Meta { mode: S_IFDIR | 0o755, ..Meta::default() });
+            manifest.mkdir(prefix.as_bytes(), meta);
+        }
+    }
+    let top = fs::symlink_metadata(host_dir).map_err(|e| Error::io(host_dir, "cannot read", e))?;
+    manifest.mkdir(target.as_bytes(), Meta::from_host(&top));
+    let mut stack = vec![(host_dir.to_path_buf(), target.to_string())];
+    while let Some((dir, at)) = stack.pop() {
+        let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "cannot list", e))?;
+        for e in rd {
+            let e = e.map_err(|e| Error::io(&dir, "cannot list", e))?;
+            let host = e.path();
+            let st = fs::symlink_metadata(&host).map_err(|e| Error::io(&host, "cannot stat", e))?;
+            let path = format!("{}/{}", at, e.file_name().to_string_lossy());
+            let meta = Meta::from_host(&st);
+            if st.is_dir() {
+                manifest.mkdir(path.as_bytes(), meta);
+                stack.push((host, path));
+            } else if st.file_type().is_symlink() {
+                let target = fs::read_link(&host).map_err(|e| Error::io(&host, "cannot read link", e))?;
+                let target = target.as_os_str().as_bytes().to_vec();
+                let meta = Meta { size: target.len() as u64, ..meta };
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::Symlink(target.into()) }, true);
+            } else if st.is_file() {
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Host(host)) }, true);
+            } else {
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::Special }, true);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The original chroot writer's rewrite of absolute link targets: one `../` for each `/` of the
+/// link's path after the first character, then the target unchanged
+/// (`/etc/localtime -> /usr/share/zoneinfo/UTC` becomes `..//usr/share/zoneinfo/UTC`), so the
+/// link works both inside and outside a chroot.
+fn chroot_link_target(path: &str, target: &[u8]) -> Vec<u8> {
+    if !target.starts_with(b"/") {
+        return target.to_vec();
+    }
+    let depth = path.bytes().skip(1).filter(|&b| b == b'/').count();
+    let mut out = b"../".repeat(depth);
+    out.extend_from_slice(target);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_links_become_chroot_relative() {
+        assert_eq!(
+            chroot_link_target("/etc/localtime", b"/usr/share/zoneinfo/Etc/UTC"),
+            b"..//usr/share/zoneinfo/Etc/UTC"
+        );
+        assert_eq!(chroot_link_target("/lib64", b"/usr/lib64"), b"/usr/lib64");
+        assert_eq!(chroot_link_target("/a/b/c", b"x"), b"x");
+        assert_eq!(chroot_link_target("/a/b/c", b"/x"), b"../..//x");
+    }
+
+    #[test]
+    fn excludefiles_stars_cross_slashes() {
+        let listed = |paths: &[&str]| -> Vec<Listed> {
+            paths.iter().map(|p| Listed { path: p.to_string(), source: p.to_string() }).collect()
+        };
+        let mut files = listed(&["/usr/share/doc", "/usr/share/doc/bash/README", "/usr/bin/bash"]);
+        exclude(&mut files, &["/usr/share/doc/*".to_string()]);
+        assert_eq!(files, listed(&["/usr/share/doc", "/usr/bin/bash"]));
+    }
+}

@@ -1,0 +1,199 @@
+//! The syscalls and libc calls that neither std nor `nix` wraps safely: the only module of
+//! this crate allowed `unsafe` (every other module is `#![deny(unsafe_code)]` through the
+//! crate root). Each function here is a safe wrapper whose contract is checked or cannot be
+//! broken by its caller.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use memmap2::Mmap;
+use nix::fcntl::AT_FDCWD;
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Set access and modification time (both to `mtime`), not following a final symlink.
+pub fn set_mtime(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
+    let t = TimeSpec::new(sec, i64::from(nsec));
+    nix::sys::stat::utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}
+
+/// Create a device node, fifo or socket with the full `st_mode` `mode`.
+pub fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    let perm = Mode::from_bits_truncate(mode & 0o7777);
+    nix::sys::stat::mknod(path, kind, perm, rdev).map_err(io::Error::from)
+}
+
+/// Atomically swap two paths (`renameat2(RENAME_EXCHANGE)`).
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use nix::fcntl::RenameFlags;
+    nix::fcntl::renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(io::Error::from)
+}
+
+/// A blocking POSIX write lock over the whole file (what `lockf(F_LOCK)` from offset 0 and
+/// OCaml's `Unix.lockf` take), held until the file is closed or the process exits.
+pub fn lock(file: &File) -> io::Result<()> {
+    let whole = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETLKW(&whole)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map(drop).map_err(io::Error::from),
+        }
+    }
+}
+
+/// Whether process `pid` exists (signal 0).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+}
+
+pub fn geteuid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+pub fn getegid() -> u32 {
+    nix::unistd::getegid().as_raw()
+}
+
+/// The value of extended attribute `name` of `path` (not following a final symlink), of
+/// whatever length: the size is asked first, and asked again if the value grew meanwhile.
+pub fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let p = cpath(path)?;
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    loop {
+        // SAFETY: valid C strings; a null buffer of length 0 asks for the size.
+        let size = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: valid C strings and a writable buffer of the given length.
+        let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if len >= 0 {
+            buf.truncate(len as usize);
+            return Ok(buf);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) {
+            return Err(err);
+        }
+    }
+}
+
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let p = cpath(path)?;
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid C strings and a readable buffer of the given length.
+    let ret = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// libc's `fnmatch`: the matcher the original's excludefiles, hostfiles and module lists
+/// use, so patterns mean exactly what they mean there. `flags` are `libc::FNM_*`.
+pub fn fnmatch(pattern: &CStr, name: &CStr, flags: libc::c_int) -> bool {
+    // SAFETY: both are valid NUL-terminated strings.
+    unsafe { libc::fnmatch(pattern.as_ptr(), name.as_ptr(), flags) == 0 }
+}
+
+/// libc `glob` with `GLOB_NOESCAPE`, as the original: sorted matches, none for no match.
+pub fn glob(pattern: &str) -> Vec<String> {
+    let Ok(cpattern) = CString::new(pattern) else { return Vec::new() };
+    let mut out = Vec::new();
+    // SAFETY: glob_t is plain data that glob() initialises; globfree() releases it, and the
+    // strings are copied out before that.
+    unsafe {
+        let mut g: libc::glob_t = std::mem::zeroed();
+        if libc::glob(cpattern.as_ptr(), libc::GLOB_NOESCAPE, None, &mut g) == 0 {
+            for i in 0..g.gl_pathc {
+                let p = *g.gl_pathv.add(i);
+                if !p.is_null() {
+                    out.push(CStr::from_ptr(p).to_string_lossy().into_owned());
+                }
+            }
+        }
+        libc::globfree(&mut g);
+    }
+    out
+}
+
+/// Give freed heap back to the system (a long-lived daemon after its peak).
+pub fn trim_heap() {
+    // SAFETY: no arguments to get wrong.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Map `file` read-only. The caller must own the file privately and never change it after
+/// publishing it (a truncation under the mapping would be SIGBUS): that is the image cache's
+/// design (`inputs::cache`), its only user.
+pub fn map_private_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: see above; the mapping is read-only.
+    unsafe { Mmap::map(file) }
+}
+
+/// Drop this process's resident pages of a read-only file mapping; the next access reads
+/// the same bytes back from the file.
+pub fn drop_pages(map: &Mmap) -> io::Result<()> {
+    // SAFETY: DONTNEED on a read-only shared file mapping only drops page-table entries.
+    unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) }
+}
+
+/// The calling process has exactly one thread (what `fork` needs to be sound).
+fn single_threaded() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().any(|l| l.strip_prefix("Threads:").map(str::trim) == Some("1"))
+}
+
+/// `fork`, refused unless this process has a single thread (so the child cannot inherit a
+/// lock some other thread held).
+pub fn fork() -> io::Result<nix::unistd::ForkResult> {
+    if !single_threaded() {
+        return Err(io::Error::other("fork: the process already runs several threads"));
+    }
+    // SAFETY: single-threaded, checked above.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_xattr_values_are_read_whole() {
+        let dir = std::env::temp_dir().join(format!("supermin-xattr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let value: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        set_xattr(&dir, "user.supermin.test", &value).unwrap();
+        assert_eq!(get_xattr(&dir, "user.supermin.test").unwrap(), value);
+        assert!(get_xattr(&dir, "user.supermin.absent").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fnmatch_and_glob_are_libcs() {
+        let (p, n) = (CString::new("/usr/*").unwrap(), CString::new("/usr/share/doc").unwrap());
+        assert!(fnmatch(&p, &n, libc::FNM_NOESCAPE));
+        assert!(!fnmatch(&p, &n, libc::FNM_PATHNAME));
+        assert!(glob("/etc/*").iter().all(|m| m.starts_with("/etc/")));
+        assert!(glob("/nonexistent-*").is_empty());
+    }
+}
