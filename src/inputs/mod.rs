@@ -19,7 +19,7 @@ use cache::ImageCache;
 
 /// A base image: an uncompressed tar archive, in memory for a build (they are small:
 /// libguestfs's largest, daemon.tar.gz, is a few MB unpacked) or in a mapped cache file for a
-/// mount, which serves members for its whole life (see [`Inputs::read_cached`]).
+/// mount, which serves members for its whole life (see [`Inputs::read`]).
 #[derive(Clone)]
 pub struct BaseImage {
     pub path: PathBuf,

@@ -33,7 +33,7 @@ pub enum ConfigSource {
     Bytes { data: Vec<u8>, mode: u32, mtime: u64 },
 }
 
-/// What a backend tells [`config_sources`] about one package's config files (every
+/// What a backend tells [`super::config_sources`] about one package's config files (every
 /// [`PackageManager`] is one).
 pub trait ConfigRecords {
     /// The package's files among `wanted`, each with the checksum its database recorded for
@@ -45,7 +45,7 @@ pub trait ConfigRecords {
     fn extract(&self, pkg: PkgId, paths: &[&str], tmpdir: &Path) -> Result<Vec<(String, ConfigSource)>>;
 }
 
-/// A backend; what `--prepare` needs for config files is its [`ConfigRecords`] side.
+/// A backend; what `--prepare` needs for config files is its `ConfigRecords` side.
 pub trait PackageManager: ConfigRecords {
     /// Map names given by the user to installed packages; names that are not installed are
     /// dropped (and logged), as in the original.
@@ -63,7 +63,7 @@ pub trait PackageManager: ConfigRecords {
     /// `name_version_arch` and the like, for `--include-packagelist`.
     fn pretty_name(&self, pkg: PkgId) -> String;
 
-    /// The database files (what [`Driver::database_files`] names), for times derived from
+    /// The database files (what [`super::Driver::database_files`] names), for times derived from
     /// the installed set.
     fn database_files(&self) -> Vec<PathBuf>;
 }
