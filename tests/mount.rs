@@ -165,16 +165,15 @@ fn kernel_version() -> (u32, u32) {
 /// `--no-passthrough` the daemon reads all of them.
 #[test]
 fn a_large_host_file_is_read_by_the_kernel_not_the_daemon() {
-    if kernel_version() < (6, 9) {
-        eprintln!("skipped: FUSE passthrough needs Linux 6.9 or later");
-        return;
-    }
+    let (major, minor) = kernel_version();
+    assert!((major, minor) >= (6, 9), "FUSE passthrough needs Linux 6.9 or later; this kernel is {major}.{minor}");
     let s = Scratch::new("mount-large");
     let fs_type = ok(Command::new("stat").args(["-f", "-c", "%T"]).arg(s.path(""))).stdout;
-    if String::from_utf8_lossy(&fs_type).trim() == "overlayfs" {
-        eprintln!("skipped: the kernel refuses passthrough to files on overlayfs under FUSE");
-        return;
-    }
+    assert!(
+        String::from_utf8_lossy(&fs_type).trim() != "overlayfs",
+        "{} is on overlayfs, where the kernel refuses passthrough under FUSE: set SUPERMIN_TEST_TMP to another filesystem",
+        s.0.display()
+    );
     let big = s.path("big");
     let size: u64 = 32 << 20;
     let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
@@ -514,10 +513,9 @@ fn refused_passthrough_falls_back_to_no_opens() {
         s.path("upper").display(),
         s.path("work").display()
     );
-    if !run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &layers]).arg(&ov)).status.success() {
-        eprintln!("skipped: cannot mount overlayfs here");
-        return;
-    }
+    let mounted = run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &layers]).arg(&ov));
+    let why = String::from_utf8_lossy(&mounted.stderr);
+    assert!(mounted.status.success(), "cannot mount overlayfs here: {}", why.trim().lines().next().unwrap_or("no message"));
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
