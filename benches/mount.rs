@@ -53,7 +53,11 @@ fn ms(d: Duration) -> f64 {
 /// `ratio` is how the target is phrased (speed-up or slowdown).
 fn row(name: &str, base: Duration, view: Duration, target: &str, met: bool) {
     // Slowdowns are phrased view/base, the readiness speed-up base/view.
-    let ratio = if target.contains("sooner") { base.as_secs_f64() / view.as_secs_f64() } else { view.as_secs_f64() / base.as_secs_f64() };
+    let ratio = if target.contains("sooner") {
+        base.as_secs_f64() / view.as_secs_f64()
+    } else {
+        view.as_secs_f64() / base.as_secs_f64()
+    };
     println!(
         "{:<44} {:>10.1} ms {:>10.1} ms {:>8.2}x  {:<16} {}",
         name,
@@ -83,7 +87,8 @@ impl Mount {
     }
 
     fn pid(&self) -> u32 {
-        let out = Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(&self.mp).output().unwrap();
+        let out =
+            Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(&self.mp).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 }
@@ -104,7 +109,14 @@ fn rss_kib(pid: u32) -> u64 {
 fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: usize) {
     println!("\n== {name} ==");
     let native = scratch.join(format!("{name}-native"));
-    assert!(Command::new(me).args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&native).status().unwrap().success());
+    assert!(Command::new(me)
+        .args(["--build", "-f", "chroot"])
+        .arg(input)
+        .arg("-o")
+        .arg(&native)
+        .status()
+        .unwrap()
+        .success());
     let files = String::from_utf8(Command::new("find").arg(&native).output().unwrap().stdout).unwrap().lines().count();
     println!("{files} entries");
 
@@ -122,7 +134,13 @@ fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: us
     // with the host's package database and files in the page cache, as for the original.
     drop(Mount::new(me, input, &mp, &[]));
     let ready = times(runs * 2, || Mount::new(me, input, &mp, &[]).1);
-    row("ready (mount --daemon + ls /) vs original", original, ready, ">= 50x sooner", ms(original) / ms(ready) >= 50.0);
+    row(
+        "ready (mount --daemon + ls /) vs original",
+        original,
+        ready,
+        ">= 50x sooner",
+        ms(original) / ms(ready) >= 50.0,
+    );
     println!("{:<44} {:>10.1} ms", "  (ready, absolute)", ms(ready));
 
     let (m, _) = Mount::new(me, input, &mp, &[]);
@@ -142,7 +160,13 @@ fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: us
     let warm_view = times(runs * 2, || sh(&find(&m.mp)));
     row("find -printf, warm", warm_native, warm_view, "<= 1.2x", ms(warm_view) <= 1.2 * ms(warm_native));
     let rss = rss_kib(m.pid());
-    println!("{:<44} {:>10} KiB {:<16} {}", "daemon RSS after find", rss, "< 32 MiB", if rss < 32 * 1024 { "MET" } else { "MISSED" });
+    println!(
+        "{:<44} {:>10} KiB {:<16} {}",
+        "daemon RSS after find",
+        rss,
+        "< 32 MiB",
+        if rss < 32 * 1024 { "MET" } else { "MISSED" }
+    );
 
     // GNU tar special-cases an archive named /dev/null (reads nothing): pipe it instead.
     let tar = |root: &Path| format!("tar cf - -C {} . | cat > /dev/null", root.display());
@@ -258,10 +282,7 @@ fn main() {
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
     fs::create_dir_all(&scratch).unwrap();
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    println!(
-        "{:<44} {:>13} {:>13} {:>9}  {:<16}",
-        "benchmark (median)", "native/orig", "view", "ratio", "target"
-    );
+    println!("{:<44} {:>13} {:>13} {:>9}  {:<16}", "benchmark (median)", "native/orig", "view", "ratio", "target");
 
     let bash = scratch.join("bash.d");
     assert!(Command::new(&me)

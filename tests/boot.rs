@@ -28,7 +28,8 @@ fn appliance(t: &Scratch) -> PathBuf {
 fn add_marker_init(t: &Scratch, d: &Path) {
     let init_dir = t.path("init-src");
     fs::create_dir_all(&init_dir).unwrap();
-    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n")).unwrap();
+    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n"))
+        .unwrap();
     ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
     ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
 }
@@ -96,7 +97,12 @@ fn ext2_is_clean_and_holds_the_chroot_tree_plus_modules() {
     ok(ours().args(["--build", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
     ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&c));
     let fsck = run(Command::new("e2fsck").arg("-fn").arg(e.join("root")));
-    assert!(fsck.status.success(), "e2fsck: {}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
     // The original's layout: kernel is a symlink to the host kernel; initrd holds init, modules.
     assert!(fs::symlink_metadata(e.join("kernel")).unwrap().file_type().is_symlink());
     let list = ok(Command::new("sh").arg("-c").arg(format!("cpio -t --quiet < {}", e.join("initrd").display())));
@@ -128,7 +134,8 @@ fn ext2_is_clean_and_holds_the_chroot_tree_plus_modules() {
     assert!(unexpected.is_empty(), "unexpected in the image: {unexpected:?}");
     // The whole modules tree, as on the host.
     // (Link counts aside: the sysroot test hard-links the host's modules meanwhile.)
-    let mdiff = compare_with(Path::new(&format!("/lib/modules/{release}")), &mnt.join(modules.trim_start_matches('/')), false);
+    let mdiff =
+        compare_with(Path::new(&format!("/lib/modules/{release}")), &mnt.join(modules.trim_start_matches('/')), false);
     assert!(mdiff.missing.is_empty() && mdiff.different.is_empty() && mdiff.extra.is_empty(), "modules tree differs");
 }
 
@@ -161,7 +168,8 @@ fn ext2_boots_by_uuid_on_virtio_scsi() {
         "scsi-hd,drive=hd0".into(),
     ];
     let console = boot_output(&e, &devices, &format!("console=ttyS0 root=UUID={uuid} panic=1 quiet"));
-    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let release =
+        fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
     let line = console.lines().find(|l| l.contains(MARKER)).unwrap_or_else(|| panic!("no marker; console:\n{console}"));
     assert!(line.contains(&release), "{line}");
     assert!(!console.contains("mini initrd starting up"), "quiet must silence the init");
@@ -213,7 +221,8 @@ fn with_our_supermin(script: &str, cache: &Path) -> (bool, String) {
         ours.display(),
         cache.display()
     );
-    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &full]).output().expect("unshare");
+    let out =
+        Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &full]).output().expect("unshare");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
@@ -221,7 +230,8 @@ fn with_our_supermin(script: &str, cache: &Path) -> (bool, String) {
 fn built_by_us(cache: &Path) -> bool {
     let Ok(rd) = fs::read_dir(cache) else { return false };
     rd.flatten().any(|e| {
-        let appliance = std::ffi::CString::new(e.path().join("appliance.d").into_os_string().into_encoded_bytes()).unwrap();
+        let appliance =
+            std::ffi::CString::new(e.path().join("appliance.d").into_os_string().into_encoded_bytes()).unwrap();
         let name = std::ffi::CString::new("user.supermin.fingerprint").unwrap();
         let mut buf = [0u8; 64];
         // SAFETY: valid C strings and buffer.
@@ -275,7 +285,8 @@ fn ext2_too_small_is_a_clean_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("No space left on device") && err.contains("--size"), "{err}");
     assert_eq!(fs::read_to_string(e.join("MARKER")).unwrap(), "previous");
-    let names: Vec<String> = fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!names.iter().any(|n| n.starts_with("ext2.")), "half-built directory left: {names:?}");
 }
 
@@ -284,7 +295,8 @@ fn ext2_too_small_is_a_clean_error() {
 fn unreadable_kernel_is_explained() {
     let t = Scratch::new("kernel-0600");
     let d = appliance(&t);
-    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let release =
+        fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
     let kernel = t.path("vmlinuz-private");
     fs::copy(format!("/boot/vmlinuz-{release}"), &kernel).unwrap();
     ok(Command::new("chmod").arg("0600").arg(&kernel));
@@ -310,7 +322,8 @@ fn unreadable_kernel_is_explained() {
 #[test]
 fn ext2_from_a_sysroot_uses_its_kernel_and_boots() {
     let t = Scratch::new("sysroot-ext2");
-    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let release =
+        fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
     // A copy of the Debian root made of hard links (cheap), given a kernel the same way.
     let root = t.path("root");
     ok(Command::new("cp").arg("-al").arg(debian_root()).arg(&root));

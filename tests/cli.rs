@@ -168,7 +168,8 @@ fn bad_inputs_give_one_line_errors() {
     fs::write(&tgz, gzip(&corrupt_tar)).unwrap();
     assert_fails_cleanly(&t, &d, &[tgz.to_str().unwrap(), "corrupt tar"]);
 
-    fs::write(&tgz, gzip(&tarball(&[("../../etc/passwd", tar::EntryType::Regular, "root::0:0::/:/bin/sh\n")]))).unwrap();
+    fs::write(&tgz, gzip(&tarball(&[("../../etc/passwd", tar::EntryType::Regular, "root::0:0::/:/bin/sh\n")])))
+        .unwrap();
     let before = fs::read(t.path("../passwd")).ok();
     assert_fails_cleanly(&t, &d, &[tgz.to_str().unwrap(), "../../etc/passwd", ".."]);
     assert_eq!(fs::read(t.path("../passwd")).ok(), before);
@@ -216,11 +217,7 @@ fn missing_packages_are_dropped_and_reported() {
 fn killed_build_keeps_previous_output() {
     let t = Scratch::new("killed");
     let out = previous_output(&t);
-    let mut child = ours()
-        .args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"])
-        .arg(&out)
-        .spawn()
-        .unwrap();
+    let mut child = ours().args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"]).arg(&out).spawn().unwrap();
     // Kill it mid-write: as soon as its temporary output directory exists and carries the
     // builder mark (set right after creation; a kill between the two is not cleaned up).
     let marked = |p: std::path::PathBuf| {
@@ -342,8 +339,13 @@ fn base_image_special_files_match_the_original() {
     ok(oracle().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("theirs")));
     ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("ours")));
     let diff = compare(&t.path("theirs"), &t.path("ours"));
-    assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
-        "missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+    assert!(
+        diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+        "missing {:?} different {:?} extra {:?}",
+        diff.missing,
+        diff.different,
+        diff.extra
+    );
     let m = fs::metadata(t.path("ours/usr/bin/tool2")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m), 2);
 }

@@ -39,8 +39,24 @@ impl Rng {
 fn image_name(rng: &mut Rng) -> String {
     let long = "long".repeat(50);
     let names = [
-        "a", "bin", "conf.d", "with space", "ünïcödé", "-dash", ".hidden", "UPPER", "x.conf", "semi;colon",
-        "quo'te", "br[ack]et", "star*", "q?", "dollar$", "percent%", "amp&", &long,
+        "a",
+        "bin",
+        "conf.d",
+        "with space",
+        "ünïcödé",
+        "-dash",
+        ".hidden",
+        "UPPER",
+        "x.conf",
+        "semi;colon",
+        "quo'te",
+        "br[ack]et",
+        "star*",
+        "q?",
+        "dollar$",
+        "percent%",
+        "amp&",
+        &long,
     ];
     format!("{}{}", rng.pick(&names), if rng.below(3) == 0 { rng.below(100).to_string() } else { String::new() })
 }
@@ -58,7 +74,8 @@ fn content(rng: &mut Rng) -> Vec<u8> {
 
 /// Give `path` a random mode, owner and mtime (files and directories).
 fn dress(rng: &mut Rng, path: &Path, dir: bool) {
-    let modes: &[u32] = if dir { &[0o755, 0o700, 0o1777, 0o2755, 0o555] } else { &[0o644, 0o600, 0o755, 0o4755, 0o444, 0o2711] };
+    let modes: &[u32] =
+        if dir { &[0o755, 0o700, 0o1777, 0o2755, 0o555] } else { &[0o644, 0o600, 0o755, 0o4755, 0o444, 0o2711] };
     let (uid, gid) = *rng.pick(&[(0, 0), (1000, 100), (65534, 65534), (0, 42)]);
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(*rng.pick(modes))).unwrap();
@@ -148,7 +165,12 @@ fn assert_same(what: &str, seed: u64, expected: &Path, got: &Path, allowed_extra
     let extra: Vec<&String> = diff.extra.iter().filter(|p| !allowed_extra(p)).collect();
     let show = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ");
     assert!(diff.missing.is_empty(), "seed {seed}, {what}: {} missing:\n  {}", diff.missing.len(), show(&diff.missing));
-    assert!(diff.different.is_empty(), "seed {seed}, {what}: {} differ:\n  {}", diff.different.len(), show(&diff.different));
+    assert!(
+        diff.different.is_empty(),
+        "seed {seed}, {what}: {} differ:\n  {}",
+        diff.different.len(),
+        show(&diff.different)
+    );
     assert!(extra.is_empty(), "seed {seed}, {what}: extra {extra:?}");
 }
 
@@ -191,7 +213,11 @@ fn differential(seed: u64) {
     ok(Command::new("mount").args(["-o", "loop,ro"]).arg(e.join("root")).arg(&loop_mp));
     let _unmount = Mounted(loop_mp.clone());
     let modules = |p: &str| {
-        p.starts_with("/lost+found") || p == "/usr/lib" || p.starts_with("/usr/lib/modules") || p == "/lib" || p.starts_with("/lib/modules")
+        p.starts_with("/lost+found")
+            || p == "/usr/lib"
+            || p.starts_with("/usr/lib/modules")
+            || p == "/lib"
+            || p.starts_with("/lib/modules")
     };
     assert_same("our ext2 image against our build", seed, &built, &loop_mp, &modules);
 }

@@ -265,7 +265,8 @@ fn allow_other_enforces_modes() {
     };
     // Oracle: what the same user gets from the host's files.
     for f in [&public, &private] {
-        let host = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(f));
+        let host =
+            run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(f));
         let view = nobody(f);
         assert_eq!(view.status.success(), host.status.success(), "{}", f.display());
         assert_eq!(view.stdout, host.stdout);
@@ -349,7 +350,10 @@ fn foreground_mount_ends_cleanly_on_sigint_and_sigterm() {
         let mut child = ours().arg("mount").arg(&d).arg(&mp).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_mounted(&mp) {
-            assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "foreground mount did not come up");
+            assert!(
+                Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "foreground mount did not come up"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(mp.join("usr/bin/bash").exists());
@@ -515,7 +519,11 @@ fn refused_passthrough_falls_back_to_no_opens() {
     );
     let mounted = run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &layers]).arg(&ov));
     let why = String::from_utf8_lossy(&mounted.stderr);
-    assert!(mounted.status.success(), "cannot mount overlayfs here: {}", why.trim().lines().next().unwrap_or("no message"));
+    assert!(
+        mounted.status.success(),
+        "cannot mount overlayfs here: {}",
+        why.trim().lines().next().unwrap_or("no message")
+    );
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {

@@ -18,10 +18,12 @@ use std::process::Command;
 use common::*;
 
 fn need(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(found, "{tool} is missing: run `scripts/install-deps.sh` as root first (the packager tests use the real tools)");
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is missing: run `scripts/install-deps.sh` as root first (the packager tests use the real tools)"
+    );
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -80,7 +82,9 @@ impl<'a> Spec<'a> {
     }
 
     fn text(&self) -> String {
-        let mut s = String::from("%global debug_package %{nil}\n%define __os_install_post %{nil}\n%define _build_id_links none\n");
+        let mut s = String::from(
+            "%global debug_package %{nil}\n%define __os_install_post %{nil}\n%define _build_id_links none\n",
+        );
         s += &format!("Name: {}\nVersion: {}\nRelease: 1\nSummary: supermin-rs test\nLicense: MIT\nBuildArch: {}\nAutoReqProv: no\n", self.name, self.version, self.arch);
         if let Some(e) = self.epoch {
             s += &format!("Epoch: {e}\n");
@@ -91,7 +95,10 @@ impl<'a> Spec<'a> {
         for r in self.requires {
             s += &format!("Requires: {r}\n");
         }
-        s += &format!("%description\ntest\n%install\nmkdir -p %{{buildroot}}\ncd %{{buildroot}}\n{}\n%files\n{}\n", self.install, self.files);
+        s += &format!(
+            "%description\ntest\n%install\nmkdir -p %{{buildroot}}\ncd %{{buildroot}}\n{}\n%files\n{}\n",
+            self.install, self.files
+        );
         s
     }
 }
@@ -183,7 +190,8 @@ fn rpm_files(root: &Path, nevra: &str) -> BTreeMap<String, RpmFile> {
 }
 
 fn nevra_of(root: &Path, name: &str) -> Vec<String> {
-    let out = ok(rpm_cmd(root).args(["-q", "--qf", "%{NAME}-%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}.%{ARCH}\\n", name]));
+    let out =
+        ok(rpm_cmd(root).args(["-q", "--qf", "%{NAME}-%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}.%{ARCH}\\n", name]));
     stdout(&out).lines().map(str::to_string).collect()
 }
 
@@ -226,7 +234,10 @@ fn marker(name: &str) -> (String, String) {
 fn rpm_fixture(t: &Scratch, root: &Path) -> BTreeMap<String, PathBuf> {
     rpm_root(root);
     let m: BTreeMap<&str, (String, String)> =
-        ["ba", "bz", "abeta", "eta", "zeta", "d15", "d20", "d09", "epsn", "epsx", "lambda", "mu", "nu"].iter().map(|n| (*n, marker(n))).collect();
+        ["ba", "bz", "abeta", "eta", "zeta", "d15", "d20", "d09", "epsn", "epsx", "lambda", "mu", "nu"]
+            .iter()
+            .map(|n| (*n, marker(n)))
+            .collect();
     let gamma_install = "mkdir -p usr/lib/gamma\necho data > usr/lib/gamma/data".to_string();
     let theta_install = "mkdir -p usr/bin\necho theta > usr/bin/theta".to_string();
     let specs = vec![
@@ -342,8 +353,13 @@ fn rpm_sysroot_build_matches_rpms_records() {
         let sysroot = root.to_str().unwrap();
         let _m = mount(&d, &mp, &["--include-packagelist", "--sysroot", sysroot]);
         let diff = compare(&out, &mp);
-        assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
-            "view differs from the build: missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+        assert!(
+            diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+            "view differs from the build: missing {:?} different {:?} extra {:?}",
+            diff.missing,
+            diff.different,
+            diff.extra
+        );
         let again = t.path("materialized");
         ok(ours().args(["materialize", "-f", "chroot"]).arg(&mp).arg("-o").arg(&again));
         let diff = compare(&out, &again);
@@ -400,23 +416,37 @@ fn rpm_sysroot_build_matches_rpms_records() {
                     }
                     0o120000 => {
                         assert_eq!(e.kind, 'l', "{path}");
-                        assert_eq!(e.target.as_deref(), Some(Path::new(&chroot_target(path, &f.link))), "{path}: target");
+                        assert_eq!(
+                            e.target.as_deref(),
+                            Some(Path::new(&chroot_target(path, &f.link))),
+                            "{path}: target"
+                        );
                     }
                     0o040000 => assert_eq!(e.kind, 'd', "{path}"),
                     m => panic!("{path}: unexpected type {m:o}"),
                 }
             }
             None if path == "/usr/lib64/libhostfile.so" => {
-                assert_eq!(fs::read_to_string(out.join("usr/lib64/libhostfile.so")).unwrap(), "hostfile inside the root\n")
+                assert_eq!(
+                    fs::read_to_string(out.join("usr/lib64/libhostfile.so")).unwrap(),
+                    "hostfile inside the root\n"
+                )
             }
             None if path == "/etc/os-release" => {
-                assert!(fs::read_to_string(out.join("etc/os-release")).unwrap().contains("ID=fedora"), "the build host's os-release was used")
+                assert!(
+                    fs::read_to_string(out.join("etc/os-release")).unwrap().contains("ID=fedora"),
+                    "the build host's os-release was used"
+                )
             }
             None => {
                 let m = fs::symlink_metadata(root.join(&path[1..])).unwrap();
                 assert_eq!((e.mode, e.uid, e.gid), (m.mode() & 0o7777, m.uid(), m.gid()), "{path}: metadata");
                 if m.is_file() {
-                    assert_eq!(fs::read(out.join(&path[1..])).unwrap(), fs::read(root.join(&path[1..])).unwrap(), "{path}");
+                    assert_eq!(
+                        fs::read(out.join(&path[1..])).unwrap(),
+                        fs::read(root.join(&path[1..])).unwrap(),
+                        "{path}"
+                    );
                 }
             }
         }
@@ -443,7 +473,10 @@ fn rpm_prepare_config_files() {
                 .map(|(p, _)| p),
         );
     }
-    assert_eq!(configs.iter().map(String::as_str).collect::<Vec<_>>(), ["/etc/alpha.conf", "/usr/share/alpha/defaults"]);
+    assert_eq!(
+        configs.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["/etc/alpha.conf", "/usr/share/alpha/defaults"]
+    );
     assert!(fs::symlink_metadata(root.join("etc/alpha-link.conf")).unwrap().file_type().is_symlink());
 
     let members = |dir: &Path| base_image_text(&dir.join("base.tar.gz"));
@@ -471,7 +504,10 @@ fn rpm_prepare_config_files() {
     let r = prepare(&["alpha".as_ref()], &p3);
     assert_eq!(r.status.code(), Some(1));
     let err = stderr(&r);
-    assert!(err.contains("alpha-1:1.0-1.noarch") && err.contains("/etc/alpha.conf") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("alpha-1:1.0-1.noarch") && err.contains("/etc/alpha.conf") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(!p3.exists());
 
     // The .rpm named on the command line: its payload has the pristine file.
@@ -502,15 +538,30 @@ fn rpm_detection_if_newer_and_bad_databases() {
     let t = Scratch::new("rpm-detect");
     let root = t.path("root");
     rpm_root(&root);
-    let rpms = rpmbuild(&t.path("rpmbuild"), &[Spec::simple("one", "1", "mkdir -p usr/bin\necho 1 > usr/bin/one", "/usr/bin/one")]);
+    let rpms = rpmbuild(
+        &t.path("rpmbuild"),
+        &[Spec::simple("one", "1", "mkdir -p usr/bin\necho 1 > usr/bin/one", "/usr/bin/one")],
+    );
     rpm_install(&root, &rpms[0]);
 
     // --list-drivers: the original's order, judged inside the root.
     let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     let order: Vec<&str> = lines.iter().map(|l| l.split('\t').next().unwrap()).collect();
-    assert_eq!(order, ["arch/pacman", "debian/dpkg", "openmandriva/rpm", "mageia/rpm", "opensuse/rpm", "ibm_powerkvm/rpm", "fedora/rpm"]);
-    let detected: Vec<&str> = lines.iter().filter(|l| l.ends_with("\tdetected")).map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(
+        order,
+        [
+            "arch/pacman",
+            "debian/dpkg",
+            "openmandriva/rpm",
+            "mageia/rpm",
+            "opensuse/rpm",
+            "ibm_powerkvm/rpm",
+            "fedora/rpm"
+        ]
+    );
+    let detected: Vec<&str> =
+        lines.iter().filter(|l| l.ends_with("\tdetected")).map(|l| l.split('\t').next().unwrap()).collect();
     assert_eq!(detected, ["fedora/rpm"]);
     fs::write(root.join("etc/os-release"), "ID=\"opensuse-tumbleweed\"\n").unwrap();
     let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
@@ -522,7 +573,9 @@ fn rpm_detection_if_newer_and_bad_databases() {
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("packages"), "one\ntwo\n").unwrap();
     let o = t.path("o");
-    let build = |extra: &[&str]| run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(&root).args(extra).arg(&d).arg("-o").arg(&o));
+    let build = |extra: &[&str]| {
+        run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(&root).args(extra).arg(&d).arg("-o").arg(&o))
+    };
     let r = build(&[]);
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("--packager"), "{}", stderr(&r));
@@ -534,13 +587,31 @@ fn rpm_detection_if_newer_and_bad_databases() {
 
     // --if-newer watches the root's database: nothing to do, then an install → rebuild.
     fs::write(root.join("etc/os-release"), "ID=fedora\n").unwrap();
-    let r = run(ours().args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
+    let r = run(ours()
+        .args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"])
+        .arg(&root)
+        .arg(&d)
+        .arg("-o")
+        .arg(&o));
     assert!(r.status.success());
-    let r = run(ours().args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
+    let r = run(ours()
+        .args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"])
+        .arg(&root)
+        .arg(&d)
+        .arg("-o")
+        .arg(&o));
     assert!(stderr(&r).contains("does not need rebuilding"), "{}", stderr(&r));
-    let two = rpmbuild(&t.path("rpmbuild2"), &[Spec::simple("two", "1", "mkdir -p usr/bin\necho 2 > usr/bin/two", "/usr/bin/two")]);
+    let two = rpmbuild(
+        &t.path("rpmbuild2"),
+        &[Spec::simple("two", "1", "mkdir -p usr/bin\necho 2 > usr/bin/two", "/usr/bin/two")],
+    );
     rpm_install(&root, &two[0]);
-    let r = run(ours().args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
+    let r = run(ours()
+        .args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"])
+        .arg(&root)
+        .arg(&d)
+        .arg("-o")
+        .arg(&o));
     assert!(r.status.success() && !stderr(&r).contains("does not need rebuilding"), "{}", stderr(&r));
 
     // Bad databases: one line naming the file and the problem, exit 1, never a panic.
@@ -561,7 +632,9 @@ fn rpm_detection_if_newer_and_bad_databases() {
         let _ = fs::remove_file(root.join("usr/lib/sysimage/rpm").join(f));
     }
     fs::copy(&copy, &db).unwrap();
-    ok(Command::new("sqlite3").arg(&db).arg("UPDATE Packages SET blob = substr(blob, 1, 40) WHERE hnum = (SELECT min(hnum) FROM Packages);"));
+    ok(Command::new("sqlite3")
+        .arg(&db)
+        .arg("UPDATE Packages SET blob = substr(blob, 1, 40) WHERE hnum = (SELECT min(hnum) FROM Packages);"));
     check("truncated header", &[db.to_str().unwrap(), "corrupt header"]);
     ok(Command::new("sqlite3").arg(&db).arg("UPDATE Packages SET blob = zeroblob(64);"));
     check("zeroed header", &["corrupt header"]);
@@ -578,7 +651,8 @@ fn rpm_detection_if_newer_and_bad_databases() {
     let r = build(&["--packager", "rpm"]);
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("no rpm database") && stderr(&r).lines().count() == 1, "{}", stderr(&r));
-    let r = run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(t.path("nonexistent")).arg(&d).arg("-o").arg(&o));
+    let r =
+        run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(t.path("nonexistent")).arg(&d).arg("-o").arg(&o));
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("nonexistent: --sysroot: No such file or directory"), "{}", stderr(&r));
     // The last good output was never touched by the failed builds.
@@ -641,8 +715,16 @@ fn pacman_fixture(t: &Scratch, root: &Path) -> PathBuf {
     fs::write(dir.join("PKGBUILD"), PKGBUILD).unwrap();
     fs::set_permissions(&t.0, fs::Permissions::from_mode(0o755)).unwrap();
     ok(Command::new("chown").arg("-R").arg(user).arg(&dir));
-    ok(Command::new("runuser").args(["-u", user, "--", "makepkg", "--nodeps", "--force"]).current_dir(&dir).env("PKGDEST", &dir));
-    let mut pkgs: Vec<PathBuf> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains(".pkg.tar")).collect();
+    ok(Command::new("runuser")
+        .args(["-u", user, "--", "makepkg", "--nodeps", "--force"])
+        .current_dir(&dir)
+        .env("PKGDEST", &dir));
+    let mut pkgs: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".pkg.tar"))
+        .collect();
     pkgs.sort();
     assert_eq!(pkgs.len(), 6, "{pkgs:?}");
     fs::create_dir_all(root.join("var/lib/pacman")).unwrap();
@@ -659,7 +741,13 @@ fn pacman_fixture(t: &Scratch, root: &Path) -> PathBuf {
 }
 
 fn pacman_ql(root: &Path, names: &[&str]) -> BTreeSet<String> {
-    let out = ok(Command::new("pacman").arg("--root").arg(root).arg("--dbpath").arg(root.join("var/lib/pacman")).arg("-Ql").args(names));
+    let out = ok(Command::new("pacman")
+        .arg("--root")
+        .arg(root)
+        .arg("--dbpath")
+        .arg(root.join("var/lib/pacman"))
+        .arg("-Ql")
+        .args(names));
     let prefix = root.to_string_lossy().into_owned();
     stdout(&out)
         .lines()
@@ -679,21 +767,32 @@ fn pacman_sysroot_build_and_prepare() {
     let pkgdir = pacman_fixture(&t, &root);
 
     let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
-    let detected: Vec<String> = stdout(&out).lines().filter(|l| l.ends_with("\tdetected")).map(str::to_string).collect();
+    let detected: Vec<String> =
+        stdout(&out).lines().filter(|l| l.ends_with("\tdetected")).map(str::to_string).collect();
     assert_eq!(detected, ["arch/pacman\tdetected"]);
 
     let d = t.path("d");
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("packages"), "pa\n").unwrap();
     let o = t.path("o");
-    ok(ours().args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
+    ok(ours()
+        .args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"])
+        .arg(&root)
+        .arg(&d)
+        .arg("-o")
+        .arg(&o));
     // The lazy view of the pacman root shows the same tree.
     {
         let mp = t.path("mnt");
         let _m = mount(&d, &mp, &["--include-packagelist", "--sysroot", root.to_str().unwrap()]);
         let diff = compare(&o, &mp);
-        assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
-            "view differs: missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+        assert!(
+            diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
+            "view differs: missing {:?} different {:?} extra {:?}",
+            diff.missing,
+            diff.different,
+            diff.extra
+        );
     }
     // Versioned depends resolved by name; libpc.so through pc's provides; pvirt has three
     // providers: the shortest name wins, then byte order (pd, not pav or pz).
@@ -713,7 +812,11 @@ fn pacman_sysroot_build_and_prepare() {
         expected.insert(p.clone());
         expected.extend(ancestors(p));
     }
-    assert!(expected.contains("/etc/pa-link") && !expected.contains("/etc/pa.conf") && !expected.contains("/etc/pa.d/plain"));
+    assert!(
+        expected.contains("/etc/pa-link")
+            && !expected.contains("/etc/pa.conf")
+            && !expected.contains("/etc/pa.d/plain")
+    );
     let got = dump(&o);
     let got_paths: BTreeSet<String> = got.keys().filter(|p| *p != "/" && *p != "/packagelist").cloned().collect();
     assert_eq!(got_paths, expected);
@@ -743,7 +846,12 @@ fn pacman_sysroot_build_and_prepare() {
     let r = run(ours().args(["--prepare", "--sysroot"]).arg(&root).arg("pa").arg("-o").arg(&p2));
     assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
     assert!(stderr(&r).contains("/etc/pa.conf"));
-    let pa_pkg = fs::read_dir(&pkgdir).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pa-2")).unwrap();
+    let pa_pkg = fs::read_dir(&pkgdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pa-2"))
+        .unwrap();
     ok(ours().args(["--prepare", "--sysroot"]).arg(&root).arg(&pa_pkg).arg("-o").arg(&p2));
     assert_eq!(members(&p2)["/etc/pa.conf"], "pristine pa.conf\n");
     assert_eq!(fs::read_to_string(p2.join("packages")).unwrap(), "pa\n");
@@ -752,7 +860,13 @@ fn pacman_sysroot_build_and_prepare() {
     assert_eq!(members(&p3)["/etc/pa.conf"], "edited\n");
 
     // A corrupt database entry: one line naming the file.
-    let desc = fs::read_dir(root.join("var/lib/pacman/local")).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("pb-")).unwrap().path().join("desc");
+    let desc = fs::read_dir(root.join("var/lib/pacman/local"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("pb-"))
+        .unwrap()
+        .path()
+        .join("desc");
     fs::write(&desc, "%VERSION%\n1\n").unwrap();
     let r = run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
     assert_eq!(r.status.code(), Some(1));
@@ -775,12 +889,15 @@ fn debian_root_from_mmdebstrap_runs_bash() {
     let diverted = root.join("usr/bin/savelog.supermin-test");
     if !diverted.exists() {
         need("dpkg-divert");
-        ok(Command::new("dpkg-divert")
-            .arg("--root")
-            .arg(&root)
-            .arg("--admindir")
-            .arg(&admin)
-            .args(["--package", "supermin-test", "--rename", "--divert", "/usr/bin/savelog.supermin-test", "--add", "/usr/bin/savelog"]));
+        ok(Command::new("dpkg-divert").arg("--root").arg(&root).arg("--admindir").arg(&admin).args([
+            "--package",
+            "supermin-test",
+            "--rename",
+            "--divert",
+            "/usr/bin/savelog.supermin-test",
+            "--add",
+            "/usr/bin/savelog",
+        ]));
     }
     assert!(diverted.is_file() && !root.join("usr/bin/savelog").exists());
 
@@ -789,13 +906,18 @@ fn debian_root_from_mmdebstrap_runs_bash() {
     fs::write(d.join("packages"), "bash\ncoreutils\ndebianutils\n").unwrap();
     let o = t.path("o");
     ok(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(&root).arg(&d).arg("-o").arg(&o));
-    let r = ok(Command::new("chroot").arg(&o).args(["/bin/bash", "-c", "echo \"bash $BASH_VERSION\"; ls /usr/bin/savelog"]));
+    let r = ok(Command::new("chroot").arg(&o).args([
+        "/bin/bash",
+        "-c",
+        "echo \"bash $BASH_VERSION\"; ls /usr/bin/savelog",
+    ]));
     assert!(stdout(&r).starts_with("bash 5.2"), "{}", stdout(&r));
     assert_eq!(fs::read(o.join("usr/bin/savelog")).unwrap(), fs::read(&diverted).unwrap());
 
     // dpkg's own records for the root are the oracle: every listed path of these packages
     // that exists in the root (config files aside) is in the appliance, with its metadata.
-    let listed = ok(Command::new("dpkg-query").arg("--admindir").arg(&admin).args(["-L", "bash", "coreutils", "libc6"]));
+    let listed =
+        ok(Command::new("dpkg-query").arg("--admindir").arg(&admin).args(["-L", "bash", "coreutils", "libc6"]));
     let mut checked = 0;
     for p in stdout(&listed).lines().filter(|l| l.starts_with('/') && *l != "/.") {
         // Resolve through the root's /bin, /lib… symlinks (relative in bookworm) on the host.
@@ -803,7 +925,8 @@ fn debian_root_from_mmdebstrap_runs_bash() {
         if (p.starts_with("/etc/") && m.is_file()) || p == "/usr/bin/savelog" {
             continue;
         }
-        let g = fs::symlink_metadata(o.join(&p[1..])).unwrap_or_else(|e| panic!("{p}: missing from the appliance: {e}"));
+        let g =
+            fs::symlink_metadata(o.join(&p[1..])).unwrap_or_else(|e| panic!("{p}: missing from the appliance: {e}"));
         assert_eq!((g.mode(), g.uid(), g.gid()), (m.mode(), m.uid(), m.gid()), "{p}");
         if m.is_file() {
             assert_eq!((g.len(), g.mtime()), (m.len(), m.mtime()), "{p}");

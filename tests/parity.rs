@@ -122,7 +122,9 @@ fn md5(data: &[u8]) -> String {
 fn recorded_md5(path: &str) -> Option<String> {
     let owner = String::from_utf8(ok(std::process::Command::new("dpkg-query").args(["-S", path])).stdout).unwrap();
     let pkg = owner.split(':').next()?.trim().to_string();
-    let conf = String::from_utf8(ok(std::process::Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", &pkg])).stdout).unwrap();
+    let conf =
+        String::from_utf8(ok(std::process::Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", &pkg])).stdout)
+            .unwrap();
     for line in conf.lines() {
         let mut w = line.split_whitespace();
         if w.next() == Some(path) {

@@ -49,7 +49,8 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let base = std::env::var_os("SUPERMIN_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let base =
+            std::env::var_os("SUPERMIN_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
         let dir = base.join(format!("supermin-test-{}-{}", name, std::process::id()));
         let _ = Command::new("rm").arg("-rf").arg(&dir).status();
         fs::create_dir_all(&dir).unwrap();
