@@ -112,15 +112,7 @@ fn ext2_is_clean_and_holds_the_chroot_tree_plus_modules() {
     }
 
     let mnt = t.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(e.join("root")).arg(&mnt));
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _mounted = loop_mount(&e.join("root"), &mnt);
     let release = kernel_release(&e);
     let diff = compare(&c, &mnt);
     assert!(diff.missing.is_empty(), "missing in the image: {:?}", &diff.missing[..diff.missing.len().min(10)]);

@@ -270,14 +270,8 @@ fn full_disk_is_a_clean_error() {
     let t = Scratch::new("full");
     let mnt = t.path("small");
     fs::create_dir_all(&mnt).unwrap();
+    let _mounted = Mounted::new(&mnt);
     ok(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mnt));
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
     let d = t.path("d");
     ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
     let out = mnt.join("out");

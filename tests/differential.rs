@@ -209,9 +209,7 @@ fn differential(seed: u64) {
     let fsck = run(Command::new("e2fsck").arg("-fn").arg(e.join("root")));
     assert!(fsck.status.success(), "seed {seed}: e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
     let loop_mp = s.path("ext2-mnt");
-    fs::create_dir_all(&loop_mp).unwrap();
-    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(e.join("root")).arg(&loop_mp));
-    let _unmount = Mounted(loop_mp.clone());
+    let _mounted = loop_mount(&e.join("root"), &loop_mp);
     let modules = |p: &str| {
         p.starts_with("/lost+found")
             || p == "/usr/lib"

@@ -322,23 +322,6 @@ fn bad_mountpoints_are_one_line_errors() {
     assert!(!is_mounted(&private));
 }
 
-fn daemon_pid(mp: &Path) -> i32 {
-    let out = ok(Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(mp));
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // SAFETY: signal 0 only probes for existence.
-    while unsafe { libc::kill(pid, 0) } == 0 {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
 #[test]
 fn foreground_mount_ends_cleanly_on_sigint_and_sigterm() {
     let s = Scratch::new("mount-signals");
@@ -346,7 +329,7 @@ fn foreground_mount_ends_cleanly_on_sigint_and_sigterm() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mp = s.path(&format!("mnt{sig}"));
         fs::create_dir_all(&mp).unwrap();
-        let _guard = Mounted(mp.clone());
+        let _guard = Mounted::new(&mp);
         let mut child = ours().arg("mount").arg(&d).arg(&mp).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_mounted(&mp) {
@@ -456,7 +439,7 @@ fn a_foreground_mount_unmounted_from_outside_exits_quietly() {
     let d = prepare_bash(&s);
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
-    let _guard = Mounted(mp.clone());
+    let _guard = Mounted::new(&mp);
     let child = ours().arg("mount").arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !is_mounted(&mp) {
@@ -476,7 +459,7 @@ fn base_images_are_served_from_a_decompressed_mapped_cache() {
     let cache = s.path("cache");
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
-    let _m = Mounted(mp.clone());
+    let _m = Mounted::new(&mp);
     ok(ours().env("XDG_CACHE_HOME", &cache).arg("mount").arg("--daemon").arg(&d).arg(&mp));
     // Oracle: gunzip of the base image, decoded here independently.
     let mut expected = Vec::new();
@@ -517,6 +500,7 @@ fn refused_passthrough_falls_back_to_no_opens() {
         s.path("upper").display(),
         s.path("work").display()
     );
+    let _ov = Mounted::new(&ov);
     let mounted = run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &layers]).arg(&ov));
     let why = String::from_utf8_lossy(&mounted.stderr);
     assert!(
@@ -524,13 +508,6 @@ fn refused_passthrough_falls_back_to_no_opens() {
         "cannot mount overlayfs here: {}",
         why.trim().lines().next().unwrap_or("no message")
     );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _ov = Unmount(ov.clone());
     fs::write(s.path("d/hostfiles"), format!("{}/*\n", ov.display())).unwrap();
     let mp = s.path("mnt");
     let _m = mount(&s.path("d"), &mp, &["--passthrough"]);
@@ -551,7 +528,7 @@ fn an_unprivileged_user_mounts_reads_and_unmounts() {
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
     ok(Command::new("chown").arg("65534:65534").arg(&mp));
-    let _guard = Mounted(mp.clone());
+    let _guard = Mounted::new(&mp);
     let nobody = |program: &str| {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);

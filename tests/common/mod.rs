@@ -7,7 +7,8 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const ORACLE: &str = "/usr/bin/supermin";
 pub const LIBGUESTFS_APPLIANCE: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
@@ -261,29 +262,144 @@ pub fn debian_root() -> PathBuf {
     .clone()
 }
 
-/// Unmounts at drop, lazily and by every means, so a failed test leaves no mount behind.
-pub struct Mounted(pub PathBuf);
+/// Whatever is mounted at a mountpoint (a FUSE view of ours, also one another user made; a
+/// loop-mounted image, a tmpfs, an overlay), unmounted at drop, also after a failed assertion:
+/// lazily (a busy mount is detached, never waited for), by every means (`umount -l`, then
+/// `fusermount3 -u -z`) until nothing is mounted there, and quietly. A guard that knows the
+/// view's daemon then waits (up to 10 s) for it to exit, as `supermin umount` does, so that
+/// no daemon outlives its test and the next mount at the same place starts clean.
+///
+/// Make it before mounting: where nothing is mounted, dropping it does nothing. Dropping it
+/// never touches the mountpoint itself, so a dead or hung daemon cannot block it.
+pub struct Mounted {
+    mp: PathBuf,
+    daemon: Option<i32>,
+}
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        use std::process::Stdio;
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).stderr(Stdio::null()).status();
-        let _ = Command::new("umount").arg("-l").arg(&self.0).stderr(Stdio::null()).status();
+impl Mounted {
+    pub fn new(mp: &Path) -> Mounted {
+        Mounted { mp: mp.to_path_buf(), daemon: None }
+    }
+
+    /// Also wait at drop for the view's daemon `pid` to exit.
+    pub fn with_daemon(mut self, pid: i32) -> Mounted {
+        self.daemon = Some(pid);
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mp
+    }
+
+    pub fn daemon(&self) -> Option<i32> {
+        self.daemon
     }
 }
 
-pub fn is_mounted(mp: &Path) -> bool {
-    let mp = fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
-    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    table.lines().any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let quietly = |cmd: &mut Command| {
+            let _ = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        // Mounts may be stacked: one detach each.
+        for _ in 0..8 {
+            if !is_mounted(&self.mp) {
+                break;
+            }
+            quietly(Command::new("umount").arg("-l").arg(&self.mp));
+            if is_mounted(&self.mp) {
+                quietly(Command::new("fusermount3").args(["-u", "-z"]).arg(&self.mp));
+            }
+        }
+        if let Some(pid) = self.daemon {
+            wait_exited(pid);
+        }
+    }
 }
 
-/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready.
+/// Whether something is mounted at `mp` (per /proc/self/mountinfo). Only the parent is
+/// resolved, so that a dead or hung FUSE daemon at `mp` cannot make this fail or block.
+pub fn is_mounted(mp: &Path) -> bool {
+    let full = match (mp.parent(), mp.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf()).join(name)
+        }
+        _ => mp.to_path_buf(),
+    };
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    let mut escaped = String::new();
+    for c in full.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => escaped += &format!("\\{:03o}", c as u32),
+            c => escaped.push(c),
+        }
+    }
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table.lines().any(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
+}
+
+/// Whether process `pid` is gone (`kill(pid, 0)` fails: it exited and was reaped) within 10 s.
+pub fn wait_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only probes for existence.
+    within_10s(|| unsafe { libc::kill(pid, 0) } != 0)
+}
+
+/// Whether process `pid` exited within 10 s, reaped or not: a daemon's parent is init, which
+/// may collect it only seconds later.
+fn wait_exited(pid: i32) -> bool {
+    within_10s(|| match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    })
+}
+
+fn within_10s(done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// The value of the extended attribute `name` of `path` (`getxattr`), if it has one.
+pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings, and a buffer of the length given.
+    let n = unsafe { libc::getxattr(c_path.as_ptr(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The daemon serving the view mounted at `mp` (its `user.supermin.pid` attribute).
+pub fn daemon_pid(mp: &Path) -> i32 {
+    let value =
+        xattr(mp, "user.supermin.pid").unwrap_or_else(|| panic!("{}: no user.supermin.pid attribute", mp.display()));
+    String::from_utf8_lossy(&value).trim().parse().unwrap()
+}
+
+/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready, with a guard
+/// that unmounts it and waits for its daemon.
 pub fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
     fs::create_dir_all(mp).unwrap();
-    let guard = Mounted(mp.to_path_buf());
+    let guard = Mounted::new(mp);
     ok(ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
     assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
+    guard.with_daemon(daemon_pid(mp))
+}
+
+/// A filesystem image mounted read-only through a loop device at `mp` (made if need be).
+pub fn loop_mount(image: &Path, mp: &Path) -> Mounted {
+    fs::create_dir_all(mp).unwrap();
+    let guard = Mounted::new(mp);
+    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(image).arg(mp));
     guard
 }
 
