@@ -10,12 +10,16 @@
 //!
 //! Exits 1 when the median of the whole resolution is over the target.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{median, ok};
 use supermin::packager::Driver;
 
 const PACKAGES: usize = 300;
@@ -55,11 +59,6 @@ fn spec() -> String {
     s
 }
 
-fn ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/install-deps.sh)"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn make_root() -> PathBuf {
     let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
     let root = base.join("supermin-bench-rpmroot");
@@ -94,11 +93,6 @@ fn make_root() -> PathBuf {
     fs::write(&done, "").unwrap();
     let _ = fs::remove_dir_all(&work);
     root
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

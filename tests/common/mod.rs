@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: running binaries, scratch directories, and the
-//! tree dump + comparison used to hold our outputs against the real supermin's.
+//! Helpers shared by the integration tests (and the benches, which include this file): running
+//! binaries, scratch directories, the tree dump + comparison used to hold our outputs against
+//! the real supermin's, and mounts.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -13,8 +14,11 @@ use std::time::{Duration, Instant};
 pub const ORACLE: &str = "/usr/bin/supermin";
 pub const LIBGUESTFS_APPLIANCE: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
 
+/// Our binary, as cargo built it for the tests and benches.
+pub const OURS: &str = env!("CARGO_BIN_EXE_supermin");
+
 pub fn ours() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_supermin"))
+    Command::new(OURS)
 }
 
 /// The real supermin 5; the tests need it (scripts/install-deps.sh installs it).
@@ -27,8 +31,13 @@ pub fn oracle() -> Command {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run `sudo scripts/install-deps.sh`)"))
+}
+
+/// The median of some timings (the benches).
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 /// Run and require success.
