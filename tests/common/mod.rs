@@ -53,6 +53,91 @@ pub fn ok(cmd: &mut Command) -> Output {
     out
 }
 
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Require `tool` on the PATH: a missing one fails the test, saying so, never a silent skip.
+pub fn need(tool: &str) {
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
+    assert!(found, "{tool} is missing: run `scripts/install-deps.sh` as root first (the tests use the real tools)");
+}
+
+/// A failure as our tools report one: exit code 1 and one line on stderr, which mentions every
+/// one of `needles`. Returns that line.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} should mention {n:?}");
+    }
+    err
+}
+
+/// Make `out` look like the output of an earlier build (a MARKER file in it), to check that
+/// failed builds leave it alone.
+pub fn previous_output(out: &Path) {
+    fs::create_dir_all(out).unwrap();
+    fs::write(out.join("MARKER"), "previous").unwrap();
+}
+
+pub fn assert_previous_output_kept(out: &Path) {
+    assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous", "{}: the previous output", out.display());
+}
+
+/// The names in `dir` that start with `prefix` (temporary directories a build left behind).
+pub fn names_starting_with(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Puts a file's content back at drop, also after a failed assertion, for tests that edit a
+/// file they do not own (a host or sysroot config file).
+pub struct Restore {
+    path: PathBuf,
+    content: Vec<u8>,
+}
+
+impl Restore {
+    /// Remember `path`'s content now.
+    pub fn new(path: &Path) -> Restore {
+        Restore { path: path.to_path_buf(), content: fs::read(path).unwrap() }
+    }
+
+    pub fn original(&self) -> &[u8] {
+        &self.content
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(&self.path, &self.content) {
+            // Never a second panic while unwinding (that would abort the whole run).
+            if std::thread::panicking() {
+                eprintln!("cannot restore {}: {e}", self.path.display());
+            } else {
+                panic!("cannot restore {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The SHA-256 of a file, by `sha256sum`.
+pub fn sha256(path: &Path) -> String {
+    stdout(&ok(Command::new("sha256sum").arg(path))).split_whitespace().next().unwrap_or("").to_string()
+}
+
 /// A scratch directory removed at drop (also after a failed assertion), with read-only
 /// directories made writable first.
 pub struct Scratch(pub PathBuf);
@@ -212,6 +297,48 @@ pub fn compare_with(expected_root: &Path, ours_root: &Path, link_counts: bool) -
     diff
 }
 
+impl Diff {
+    /// Fails unless the two trees are the same, but for extra paths `allowed_extra` accepts;
+    /// names up to 20 paths of each kind. `what` says which trees were compared.
+    pub fn assert_same_but(&self, what: &str, allowed_extra: impl Fn(&str) -> bool) {
+        let extra: Vec<String> = self.extra.iter().filter(|p| !allowed_extra(p)).cloned().collect();
+        let show = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ");
+        assert!(
+            self.missing.is_empty(),
+            "{what}: {} paths missing, e.g.:\n  {}",
+            self.missing.len(),
+            show(&self.missing)
+        );
+        assert!(
+            self.different.is_empty(),
+            "{what}: {} paths differ, e.g.:\n  {}",
+            self.different.len(),
+            show(&self.different)
+        );
+        assert!(extra.is_empty(), "{what}: {} extra paths, e.g.:\n  {}", extra.len(), show(&extra));
+    }
+}
+
+/// Fails unless the tree at `got` is the one at `expected`, entry for entry (see [`compare`]).
+pub fn assert_same_tree(expected: &Path, got: &Path) {
+    let what = format!("{} against {}", got.display(), expected.display());
+    compare(expected, got).assert_same_but(&what, |_| false);
+}
+
+/// Every ancestor directory of an absolute path, `/` excluded.
+pub fn ancestors(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = path;
+    while let Some(i) = p.rfind('/') {
+        p = &p[..i];
+        if p.is_empty() {
+            break;
+        }
+        out.push(p.to_string());
+    }
+    out
+}
+
 /// Paths dpkg says the given packages own (from dpkg's own database, via `dpkg-query -L`),
 /// with every parent directory of each, as seen inside an appliance where `/bin`, `/lib`… are
 /// symlinks into `/usr` (so both spellings are included).
@@ -223,15 +350,8 @@ pub fn owned_by(packages: &[&str]) -> std::collections::BTreeSet<String> {
     let out = ok(Command::new("dpkg-query").arg("-L").args(packages));
     for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with('/')) {
         for spelling in usr_spellings(line) {
-            let mut p = spelling.as_str();
-            set.insert(p.to_string());
-            while let Some(i) = p.rfind('/') {
-                p = &p[..i];
-                if p.is_empty() {
-                    break;
-                }
-                set.insert(p.to_string());
-            }
+            set.extend(ancestors(&spelling));
+            set.insert(spelling);
         }
     }
     set
@@ -387,6 +507,11 @@ pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Whether `path` has the extended attribute `name`, with a value.
+pub fn has_xattr(path: &Path, name: &str) -> bool {
+    xattr(path, name).is_some_and(|v| !v.is_empty())
+}
+
 /// The daemon serving the view mounted at `mp` (its `user.supermin.pid` attribute).
 pub fn daemon_pid(mp: &Path) -> i32 {
     let value =
@@ -412,17 +537,33 @@ pub fn loop_mount(image: &Path, mp: &Path) -> Mounted {
     guard
 }
 
+/// One member of a tar archive.
+pub struct Member {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub data: Vec<u8>,
+}
+
+/// The members of a .tar.gz by name, as stored (`./etc/x`).
+pub fn tar_members(tgz: &Path) -> BTreeMap<String, Member> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(tgz).unwrap()));
+    let mut out = BTreeMap::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(name, Member { mode: h.mode().unwrap(), uid: h.uid().unwrap(), gid: h.gid().unwrap(), data });
+    }
+    out
+}
+
 /// The members of a `base.tar.gz` as text: path (without the leading `.`) → content.
 pub fn base_image_text(tgz: &Path) -> BTreeMap<String, String> {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(tgz).unwrap()));
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_string_lossy().trim_start_matches('.').to_string();
-            let mut s = String::new();
-            e.read_to_string(&mut s).unwrap();
-            (name, s)
-        })
+    tar_members(tgz)
+        .into_iter()
+        .map(|(name, m)| (name.trim_start_matches('.').to_string(), String::from_utf8(m.data).unwrap()))
         .collect()
 }
