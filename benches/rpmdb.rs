@@ -123,7 +123,8 @@ fn main() {
         // lstat of every path, munge, manifest.
         let t4 = Instant::now();
         let pm = driver.open(&root).unwrap();
-        let resolved = supermin::build::resolve_inputs(pm.as_ref(), &[appliance.clone()], &root, false).unwrap();
+        let resolved =
+            supermin::build::resolve_inputs(pm.as_ref(), std::slice::from_ref(&appliance), &root, false).unwrap();
         whole.push(t4.elapsed());
         counts = (set.len(), list.len(), resolved.packages.len());
     }

@@ -47,16 +47,16 @@ fn errors_match_the_original() {
 
 #[test]
 fn version_help_and_drivers() {
-    let v = ok(&mut ours().arg("--version"));
+    let v = ok(ours().arg("--version"));
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("supermin "));
-    let v = ok(&mut ours().arg("-V"));
+    let v = ok(ours().arg("-V"));
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("supermin 5."));
     for h in ["--help", "-help"] {
-        let out = ok(&mut ours().arg(h));
+        let out = ok(ours().arg(h));
         assert!(String::from_utf8_lossy(&out.stdout).contains("--prepare"));
     }
-    let d = String::from_utf8(ok(&mut ours().arg("--list-drivers")).stdout).unwrap();
-    let theirs = String::from_utf8(ok(&mut oracle().arg("--list-drivers")).stdout).unwrap();
+    let d = String::from_utf8(ok(ours().arg("--list-drivers")).stdout).unwrap();
+    let theirs = String::from_utf8(ok(oracle().arg("--list-drivers")).stdout).unwrap();
     let names = |s: &str| s.lines().map(|l| l.split('\t').next().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(names(&d), names(&theirs), "same drivers in the same order");
     assert!(d.contains("debian/dpkg\tdetected"), "{d}");
