@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -283,6 +283,88 @@ fn uid_of(user: &str) -> u32 {
     }
 }
 
+/// Build `d` from the sysroot `root` into `out` (a chroot, with its package list), and mount
+/// the lazy view of the same at `mp`, which must show the same tree. Returns the view.
+fn build_and_view(root: &Path, d: &Path, out: &Path, mp: &Path) -> Mounted {
+    ok(ours()
+        .args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"])
+        .arg(root)
+        .arg(d)
+        .arg("-o")
+        .arg(out));
+    let view = mount(d, mp, &["--include-packagelist", "--sysroot", root.to_str().unwrap()]);
+    assert_same_tree(out, mp);
+    view
+}
+
+/// What rpm's records say the appliance of [`RPM_CLOSURE`] holds: every file rpm records for
+/// the closure, minus %config, minus absent %ghost, with every ancestor directory;
+/// /usr/lib64 because /lib64 links to it; the hostfiles. Paths without a record (`None`)
+/// are compared with the root.
+fn rpm_expected_tree(root: &Path) -> BTreeMap<String, Option<RpmFile>> {
+    let mut expected: BTreeMap<String, Option<RpmFile>> = BTreeMap::new();
+    for nevra in RPM_CLOSURE {
+        for (path, f) in rpm_files(root, nevra) {
+            let ghost_absent = f.flags.contains('g') && fs::symlink_metadata(root.join(&path[1..])).is_err();
+            if f.flags.contains('c') || ghost_absent {
+                continue;
+            }
+            for a in ancestors(&path) {
+                expected.entry(a).or_insert(None);
+            }
+            // A present %ghost is whatever the system made of it: compared with the root.
+            let record = if f.flags.contains('g') { None } else { Some(f) };
+            expected.insert(in_appliance(&path), record);
+        }
+    }
+    for extra in ["/usr/lib64", "/usr/lib64/libhostfile.so", "/etc/os-release", "/etc"] {
+        expected.entry(extra.to_string()).or_insert(None);
+    }
+    assert!(expected.contains_key("/var/lib/alpha/state") && !expected.contains_key("/var/log/alpha.log"));
+    assert!(!expected.contains_key("/etc/alpha.conf") && expected.contains_key("/etc/alpha.d/plain"));
+    expected
+}
+
+/// The appliance entry `e` at `path` of the tree `out` as rpm recorded it, or without a
+/// record (`None`) as it is in the root (the two hostfiles: as put there).
+fn assert_as_recorded(out: &Path, root: &Path, path: &str, e: &Entry, record: Option<&RpmFile>) {
+    match record {
+        Some(f) => {
+            assert_eq!(e.mode, f.mode & 0o7777, "{path}: mode");
+            assert_eq!(e.uid, uid_of(&f.user), "{path}: owner");
+            match f.mode & 0o170000 {
+                0o100000 => {
+                    assert_eq!(e.kind, 'f', "{path}");
+                    assert_eq!((e.size, e.mtime), (f.size, f.mtime), "{path}: size, mtime");
+                    assert_eq!(sha256(&out.join(&path[1..])), f.digest, "{path}: content");
+                }
+                0o120000 => {
+                    assert_eq!(e.kind, 'l', "{path}");
+                    assert_eq!(e.target.as_deref(), Some(Path::new(&chroot_target(path, &f.link))), "{path}: target");
+                }
+                0o040000 => assert_eq!(e.kind, 'd', "{path}"),
+                m => panic!("{path}: unexpected type {m:o}"),
+            }
+        }
+        None if path == "/usr/lib64/libhostfile.so" => {
+            assert_eq!(fs::read_to_string(out.join("usr/lib64/libhostfile.so")).unwrap(), "hostfile inside the root\n")
+        }
+        None if path == "/etc/os-release" => {
+            assert!(
+                fs::read_to_string(out.join("etc/os-release")).unwrap().contains("ID=fedora"),
+                "the build host's os-release was used"
+            )
+        }
+        None => {
+            let m = fs::symlink_metadata(root.join(&path[1..])).unwrap();
+            assert_eq!((e.mode, e.uid, e.gid), (m.mode() & 0o7777, m.uid(), m.gid()), "{path}: metadata");
+            if m.is_file() {
+                assert_eq!(fs::read(out.join(&path[1..])).unwrap(), fs::read(root.join(&path[1..])).unwrap(), "{path}");
+            }
+        }
+    }
+}
+
 #[test]
 fn rpm_sysroot_build_matches_rpms_records() {
     let t = Scratch::new("rpm-build");
@@ -303,20 +385,11 @@ fn rpm_sysroot_build_matches_rpms_records() {
     fs::write(d.join("packages"), "alpha\ncap-eta\n/usr/bin/theta\ncap-beta\nnosuchpackage\n").unwrap();
     fs::write(d.join("hostfiles"), "/lib64/libhostfile*.so\n/etc/os-release\n").unwrap();
     let out = t.path("out");
-    ok(ours()
-        .args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"])
-        .arg(&root)
-        .arg(&d)
-        .arg("-o")
-        .arg(&out));
-
     // The lazy view of the same sysroot shows the same tree, and materializing that live
     // view (which records its sysroot) builds it again.
     {
         let mp = t.path("mnt");
-        let sysroot = root.to_str().unwrap();
-        let _m = mount(&d, &mp, &["--include-packagelist", "--sysroot", sysroot]);
-        assert_same_tree(&out, &mp);
+        let _view = build_and_view(&root, &d, &out, &mp);
         let again = t.path("materialized");
         ok(ours().args(["materialize", "-f", "chroot"]).arg(&mp).arg("-o").arg(&again));
         assert_same_tree(&out, &again);
@@ -330,82 +403,13 @@ fn rpm_sysroot_build_matches_rpms_records() {
         assert!(nevra_of(&root, name).iter().any(|n| n == nevra), "{nevra}");
     }
 
-    // Expected: every file rpm records for the closure, minus %config, minus absent %ghost,
-    // with every ancestor directory; /usr/lib64 because /lib64 links to it; the hostfiles.
-    let mut expected: BTreeMap<String, Option<RpmFile>> = BTreeMap::new();
-    for nevra in RPM_CLOSURE {
-        for (path, f) in rpm_files(&root, nevra) {
-            let ghost_absent = f.flags.contains('g') && fs::symlink_metadata(root.join(&path[1..])).is_err();
-            if f.flags.contains('c') || ghost_absent {
-                continue;
-            }
-            for a in ancestors(&path) {
-                expected.entry(a).or_insert(None);
-            }
-            // A present %ghost is whatever the system made of it: compared with the root.
-            let record = if f.flags.contains('g') { None } else { Some(f) };
-            expected.insert(in_appliance(&path), record);
-        }
-    }
-    for extra in ["/usr/lib64", "/usr/lib64/libhostfile.so", "/etc/os-release", "/etc"] {
-        expected.entry(extra.to_string()).or_insert(None);
-    }
-    assert!(expected.contains_key("/var/lib/alpha/state") && !expected.contains_key("/var/log/alpha.log"));
-    assert!(!expected.contains_key("/etc/alpha.conf") && expected.contains_key("/etc/alpha.d/plain"));
-
+    let expected = rpm_expected_tree(&root);
     let got = dump(&out);
     let got_paths: BTreeSet<&String> = got.keys().filter(|p| *p != "/" && *p != "/packagelist").collect();
     let want_paths: BTreeSet<&String> = expected.keys().collect();
     assert_eq!(got_paths, want_paths, "appliance paths differ from rpm's records");
-
     for (path, record) in &expected {
-        let e = &got[path];
-        match record {
-            Some(f) => {
-                assert_eq!(e.mode, f.mode & 0o7777, "{path}: mode");
-                assert_eq!(e.uid, uid_of(&f.user), "{path}: owner");
-                match f.mode & 0o170000 {
-                    0o100000 => {
-                        assert_eq!(e.kind, 'f', "{path}");
-                        assert_eq!((e.size, e.mtime), (f.size, f.mtime), "{path}: size, mtime");
-                        assert_eq!(sha256(&out.join(&path[1..])), f.digest, "{path}: content");
-                    }
-                    0o120000 => {
-                        assert_eq!(e.kind, 'l', "{path}");
-                        assert_eq!(
-                            e.target.as_deref(),
-                            Some(Path::new(&chroot_target(path, &f.link))),
-                            "{path}: target"
-                        );
-                    }
-                    0o040000 => assert_eq!(e.kind, 'd', "{path}"),
-                    m => panic!("{path}: unexpected type {m:o}"),
-                }
-            }
-            None if path == "/usr/lib64/libhostfile.so" => {
-                assert_eq!(
-                    fs::read_to_string(out.join("usr/lib64/libhostfile.so")).unwrap(),
-                    "hostfile inside the root\n"
-                )
-            }
-            None if path == "/etc/os-release" => {
-                assert!(
-                    fs::read_to_string(out.join("etc/os-release")).unwrap().contains("ID=fedora"),
-                    "the build host's os-release was used"
-                )
-            }
-            None => {
-                let m = fs::symlink_metadata(root.join(&path[1..])).unwrap();
-                assert_eq!((e.mode, e.uid, e.gid), (m.mode() & 0o7777, m.uid(), m.gid()), "{path}: metadata");
-                if m.is_file() {
-                    assert_eq!(
-                        fs::read(out.join(&path[1..])).unwrap(),
-                        fs::read(root.join(&path[1..])).unwrap(),
-                        "{path}"
-                    );
-                }
-            }
-        }
+        assert_as_recorded(&out, &root, path, &got[path], record.as_ref());
     }
     // /lib64 is the root's absolute link, kept as such, and resolves inside the appliance.
     assert_eq!(fs::read_link(out.join("lib64")).unwrap(), Path::new("/usr/lib64"));
@@ -483,19 +487,9 @@ fn rpm_prepare_config_files() {
     assert_eq!(fs::read_to_string(out.join("etc/alpha.conf")).unwrap(), "pristine alpha.conf\n");
 }
 
-#[test]
-fn rpm_detection_if_newer_and_bad_databases() {
-    let t = Scratch::new("rpm-detect");
-    let root = t.path("root");
-    rpm_root(&root);
-    let rpms = rpmbuild(
-        &t.path("rpmbuild"),
-        &[Spec::simple("one", "1", "mkdir -p usr/bin\necho 1 > usr/bin/one", "/usr/bin/one")],
-    );
-    rpm_install(&root, &rpms[0]);
-
-    // --list-drivers: the original's order, judged inside the root.
-    let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
+/// --list-drivers: the original's drivers in its order, detected by what is inside the root.
+fn assert_drivers_as_the_original(root: &Path) {
+    let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(root));
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     let order: Vec<&str> = lines.iter().map(|l| l.split('\t').next().unwrap()).collect();
     assert_eq!(
@@ -514,57 +508,32 @@ fn rpm_detection_if_newer_and_bad_databases() {
         lines.iter().filter(|l| l.ends_with("\tdetected")).map(|l| l.split('\t').next().unwrap()).collect();
     assert_eq!(detected, ["fedora/rpm"]);
     fs::write(root.join("etc/os-release"), "ID=\"opensuse-tumbleweed\"\n").unwrap();
-    let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
+    let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(root));
     assert!(stdout(&out).contains("opensuse/rpm\tdetected") && stdout(&out).contains("fedora/rpm\tnot-detected"));
+}
 
-    // A root whose release files lie: not detected, but --packager rpm reads it.
-    fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
-    let d = t.path("d");
-    fs::create_dir_all(&d).unwrap();
-    fs::write(d.join("packages"), "one\ntwo\n").unwrap();
-    let o = t.path("o");
-    let build = |extra: &[&str]| {
-        run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(&root).args(extra).arg(&d).arg("-o").arg(&o))
+/// `--if-newer` watches the root's database: nothing to do, then an install into the root →
+/// rebuild. `d` was built from `root` into `o` before.
+fn assert_if_newer_watches_the_rpmdb(t: &Scratch, root: &Path, d: &Path, o: &Path) {
+    let build = || {
+        run(ours().args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"]).arg(root).arg(d).arg("-o").arg(o))
     };
-    let r = build(&[]);
-    assert_eq!(r.status.code(), Some(1));
-    assert!(stderr(&r).contains("--packager"), "{}", stderr(&r));
-    let r = build(&["--packager", "rpm"]);
-    assert!(r.status.success(), "{}", stderr(&r));
-    assert_eq!(fs::read_to_string(o.join("usr/bin/one")).unwrap(), "1\n");
-    let r = build(&["--packager", "yum"]);
-    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
-
-    // --if-newer watches the root's database: nothing to do, then an install → rebuild.
-    fs::write(root.join("etc/os-release"), "ID=fedora\n").unwrap();
-    let r = run(ours()
-        .args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"])
-        .arg(&root)
-        .arg(&d)
-        .arg("-o")
-        .arg(&o));
+    let r = build();
     assert!(r.status.success());
-    let r = run(ours()
-        .args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"])
-        .arg(&root)
-        .arg(&d)
-        .arg("-o")
-        .arg(&o));
+    let r = build();
     assert!(stderr(&r).contains("does not need rebuilding"), "{}", stderr(&r));
     let two = rpmbuild(
         &t.path("rpmbuild2"),
         &[Spec::simple("two", "1", "mkdir -p usr/bin\necho 2 > usr/bin/two", "/usr/bin/two")],
     );
-    rpm_install(&root, &two[0]);
-    let r = run(ours()
-        .args(["-v", "--build", "--if-newer", "-f", "chroot", "--sysroot"])
-        .arg(&root)
-        .arg(&d)
-        .arg("-o")
-        .arg(&o));
+    rpm_install(root, &two[0]);
+    let r = build();
     assert!(r.status.success() && !stderr(&r).contains("does not need rebuilding"), "{}", stderr(&r));
+}
 
-    // Bad databases: one line naming the file and the problem, exit 1, never a panic.
+/// Bad databases: one line naming the file and the problem, exit 1, never a panic. `build`
+/// builds from `root` with extra arguments.
+fn assert_bad_rpmdbs_are_one_line_errors(t: &Scratch, root: &Path, build: &dyn Fn(&[&str]) -> Output) {
     let db = root.join("usr/lib/sysimage/rpm/rpmdb.sqlite");
     let check = |what: &str, want: &[&str]| {
         let r = build(&[]);
@@ -595,6 +564,43 @@ fn rpm_detection_if_newer_and_bad_databases() {
     check("ndb", &["Packages.db", "ndb format"]);
     fs::remove_file(root.join("usr/lib/sysimage/rpm/Packages.db")).unwrap();
     assert_one_line_error(&build(&["--packager", "rpm"]), &["no rpm database"]);
+}
+
+#[test]
+fn rpm_detection_if_newer_and_bad_databases() {
+    let t = Scratch::new("rpm-detect");
+    let root = t.path("root");
+    rpm_root(&root);
+    let rpms = rpmbuild(
+        &t.path("rpmbuild"),
+        &[Spec::simple("one", "1", "mkdir -p usr/bin\necho 1 > usr/bin/one", "/usr/bin/one")],
+    );
+    rpm_install(&root, &rpms[0]);
+
+    assert_drivers_as_the_original(&root);
+
+    // A root whose release files lie: not detected, but --packager rpm reads it.
+    fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+    let d = t.path("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("packages"), "one\ntwo\n").unwrap();
+    let o = t.path("o");
+    let build = |extra: &[&str]| {
+        run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(&root).args(extra).arg(&d).arg("-o").arg(&o))
+    };
+    let r = build(&[]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("--packager"), "{}", stderr(&r));
+    let r = build(&["--packager", "rpm"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(fs::read_to_string(o.join("usr/bin/one")).unwrap(), "1\n");
+    let r = build(&["--packager", "yum"]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+
+    // Told the truth again, the root is detected.
+    fs::write(root.join("etc/os-release"), "ID=fedora\n").unwrap();
+    assert_if_newer_watches_the_rpmdb(&t, &root, &d, &o);
+    assert_bad_rpmdbs_are_one_line_errors(&t, &root, &build);
     let r =
         run(ours().args(["--build", "-f", "chroot", "--sysroot"]).arg(t.path("nonexistent")).arg(&d).arg("-o").arg(&o));
     assert_eq!(r.status.code(), Some(1));
@@ -704,42 +710,11 @@ fn pacman_ql(root: &Path, names: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn pacman_sysroot_build_and_prepare() {
-    let t = Scratch::new("pacman");
-    let root = t.path("root");
-    let pkgdir = pacman_fixture(&t, &root);
-
-    let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
-    let detected: Vec<String> =
-        stdout(&out).lines().filter(|l| l.ends_with("\tdetected")).map(str::to_string).collect();
-    assert_eq!(detected, ["arch/pacman\tdetected"]);
-
-    let d = t.path("d");
-    fs::create_dir_all(&d).unwrap();
-    fs::write(d.join("packages"), "pa\n").unwrap();
-    let o = t.path("o");
-    ok(ours()
-        .args(["--build", "-f", "chroot", "--include-packagelist", "--sysroot"])
-        .arg(&root)
-        .arg(&d)
-        .arg("-o")
-        .arg(&o));
-    // The lazy view of the pacman root shows the same tree.
-    {
-        let mp = t.path("mnt");
-        let _m = mount(&d, &mp, &["--include-packagelist", "--sysroot", root.to_str().unwrap()]);
-        assert_same_tree(&o, &mp);
-    }
-    // Versioned depends resolved by name; libpc.so through pc's provides; pvirt has three
-    // providers: the shortest name wins, then byte order (pd, not pav or pz).
-    assert_eq!(
-        fs::read_to_string(o.join("packagelist")).unwrap().lines().collect::<Vec<_>>(),
-        ["pa-2:1.0-3.any", "pb-2:1.0-3.any", "pc-2:1.0-3.any", "pd-2:1.0-3.any"]
-    );
-
-    // pacman's own file list is the oracle; config = regular file under /etc.
-    let listed = pacman_ql(&root, &["pa", "pb", "pc", "pd"]);
+/// pacman's own file list of `names` is the oracle for the appliance `o` built from `root`:
+/// every listed path but config files (regular files under /etc), with every ancestor, as it
+/// is in the root.
+fn assert_as_pacman_lists(root: &Path, o: &Path, names: &[&str]) {
+    let listed = pacman_ql(root, names);
     let mut expected = BTreeSet::new();
     for p in &listed {
         let m = fs::symlink_metadata(root.join(&p[1..])).unwrap();
@@ -754,7 +729,7 @@ fn pacman_sysroot_build_and_prepare() {
             && !expected.contains("/etc/pa.conf")
             && !expected.contains("/etc/pa.d/plain")
     );
-    let got = dump(&o);
+    let got = dump(o);
     let got_paths: BTreeSet<String> = got.keys().filter(|p| *p != "/" && *p != "/packagelist").cloned().collect();
     assert_eq!(got_paths, expected);
     for p in &expected {
@@ -770,31 +745,60 @@ fn pacman_sysroot_build_and_prepare() {
             assert_eq!(e.target.as_deref(), Some(Path::new(&chroot_target(p, &target.to_string_lossy()))), "{p}");
         }
     }
+}
 
-    // --prepare: config files as the original decides them, pristine ones from the host
-    // (their MD5 matches the package's mtree), modified ones from the package file.
+/// --prepare: config files as the original decides them, pristine ones from the host (their
+/// MD5 matches the package's mtree), modified ones from the package file (in `pkgdir`).
+fn assert_pacman_prepare_config_files(t: &Scratch, root: &Path, pkgdir: &Path) {
     let members = |dir: &Path| base_image_text(&dir.join("base.tar.gz"));
     let p1 = t.path("p1");
-    ok(ours().args(["--prepare", "--sysroot"]).arg(&root).arg("pa").arg("-o").arg(&p1));
+    ok(ours().args(["--prepare", "--sysroot"]).arg(root).arg("pa").arg("-o").arg(&p1));
     let m = members(&p1);
     assert_eq!(m.keys().map(String::as_str).collect::<Vec<_>>(), ["/etc/pa.conf", "/etc/pa.d/plain"]);
     fs::write(root.join("etc/pa.conf"), "edited\n").unwrap();
     let p2 = t.path("p2");
-    let r = run(ours().args(["--prepare", "--sysroot"]).arg(&root).arg("pa").arg("-o").arg(&p2));
+    let r = run(ours().args(["--prepare", "--sysroot"]).arg(root).arg("pa").arg("-o").arg(&p2));
     assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
     assert!(stderr(&r).contains("/etc/pa.conf"));
-    let pa_pkg = fs::read_dir(&pkgdir)
+    let pa_pkg = fs::read_dir(pkgdir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pa-2"))
         .unwrap();
-    ok(ours().args(["--prepare", "--sysroot"]).arg(&root).arg(&pa_pkg).arg("-o").arg(&p2));
+    ok(ours().args(["--prepare", "--sysroot"]).arg(root).arg(&pa_pkg).arg("-o").arg(&p2));
     assert_eq!(members(&p2)["/etc/pa.conf"], "pristine pa.conf\n");
     assert_eq!(fs::read_to_string(p2.join("packages")).unwrap(), "pa\n");
     let p3 = t.path("p3");
-    ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(&root).arg("pa").arg("-o").arg(&p3));
+    ok(ours().args(["--prepare", "--use-installed", "--sysroot"]).arg(root).arg("pa").arg("-o").arg(&p3));
     assert_eq!(members(&p3)["/etc/pa.conf"], "edited\n");
+}
+
+#[test]
+fn pacman_sysroot_build_and_prepare() {
+    let t = Scratch::new("pacman");
+    let root = t.path("root");
+    let pkgdir = pacman_fixture(&t, &root);
+
+    let out = ok(ours().arg("--list-drivers").arg("--sysroot").arg(&root));
+    let detected: Vec<String> =
+        stdout(&out).lines().filter(|l| l.ends_with("\tdetected")).map(str::to_string).collect();
+    assert_eq!(detected, ["arch/pacman\tdetected"]);
+
+    let d = t.path("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("packages"), "pa\n").unwrap();
+    let o = t.path("o");
+    // The lazy view of the pacman root shows the same tree.
+    drop(build_and_view(&root, &d, &o, &t.path("mnt")));
+    // Versioned depends resolved by name; libpc.so through pc's provides; pvirt has three
+    // providers: the shortest name wins, then byte order (pd, not pav or pz).
+    assert_eq!(
+        fs::read_to_string(o.join("packagelist")).unwrap().lines().collect::<Vec<_>>(),
+        ["pa-2:1.0-3.any", "pb-2:1.0-3.any", "pc-2:1.0-3.any", "pd-2:1.0-3.any"]
+    );
+    assert_as_pacman_lists(&root, &o, &["pa", "pb", "pc", "pd"]);
+    assert_pacman_prepare_config_files(&t, &root, &pkgdir);
 
     // A corrupt database entry: one line naming the file.
     let desc = fs::read_dir(root.join("var/lib/pacman/local"))
