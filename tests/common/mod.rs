@@ -35,7 +35,7 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 /// The median of some timings (the benches).
-pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
@@ -47,8 +47,8 @@ pub fn ok(cmd: &mut Command) -> Output {
         out.status.success(),
         "{cmd:?} failed with {}\nstdout: {}\nstderr: {}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(&out),
+        stderr(&out)
     );
     out
 }
