@@ -379,6 +379,14 @@ pub fn debian_root() -> PathBuf {
         if done.exists() {
             return root;
         }
+        // Test binaries of two cargo runs may get here at once: one builds, the others wait
+        // for it (instead of deleting the tree it is building). Released when `lock` drops.
+        let lock = fs::File::create(root.with_extension("lock")).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
+        if done.exists() {
+            return root;
+        }
         assert!(
             Command::new("mmdebstrap").arg("--version").output().is_ok(),
             "mmdebstrap is missing: run `sudo scripts/install-deps.sh`"
