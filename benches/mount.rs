@@ -7,21 +7,15 @@
 //! `/usr/bin/supermin --build -f chroot` (the original's way to get a usable tree). "Cold"
 //! means after `echo 3 > /proc/sys/vm/drop_caches`. Each figure is a median.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ORACLE: &str = "/usr/bin/supermin";
-const LIBGUESTFS: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
-
-fn ours() -> PathBuf {
-    // Benches are built in <target>/release/deps; the binary sits in <target>/release.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("supermin");
-    assert!(bin.exists(), "build the binary first: cargo build --release");
-    bin
-}
+use common::{median, ours, Mounted, LIBGUESTFS_APPLIANCE, ORACLE};
 
 fn sh(script: &str) -> Duration {
     let start = Instant::now();
@@ -36,11 +30,6 @@ fn drop_caches() {
     fs::write("/proc/sys/vm/drop_caches", "3\n").expect("drop_caches needs root");
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn times(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
     median((0..n).map(|_| f()).collect())
 }
@@ -53,7 +42,11 @@ fn ms(d: Duration) -> f64 {
 /// `ratio` is how the target is phrased (speed-up or slowdown).
 fn row(name: &str, base: Duration, view: Duration, target: &str, met: bool) {
     // Slowdowns are phrased view/base, the readiness speed-up base/view.
-    let ratio = if target.contains("sooner") { base.as_secs_f64() / view.as_secs_f64() } else { view.as_secs_f64() / base.as_secs_f64() };
+    let ratio = if target.contains("sooner") {
+        base.as_secs_f64() / view.as_secs_f64()
+    } else {
+        view.as_secs_f64() / base.as_secs_f64()
+    };
     println!(
         "{:<44} {:>10.1} ms {:>10.1} ms {:>8.2}x  {:<16} {}",
         name,
@@ -65,46 +58,31 @@ fn row(name: &str, base: Duration, view: Duration, target: &str, met: bool) {
     );
 }
 
-struct Mount {
-    mp: PathBuf,
+/// `supermin mount --daemon` of `input` at `mp`, and the time until the view answered `ls /`.
+fn mount_timed(input: &Path, mp: &Path, args: &[&str]) -> (Mounted, Duration) {
+    fs::create_dir_all(mp).unwrap();
+    let guard = Mounted::new(mp);
+    let start = Instant::now();
+    let status = ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp).status().unwrap();
+    assert!(status.success(), "mount failed");
+    // Ready to use: the mount answered `ls /`.
+    let listed = fs::read_dir(mp).unwrap().count();
+    let t = start.elapsed();
+    assert!(listed > 0);
+    // Dropping the guard unmounts and waits for the daemon, as `supermin umount` does.
+    (guard.with_daemon(common::daemon_pid(mp)), t)
 }
 
-impl Mount {
-    fn new(me: &Path, input: &Path, mp: &Path, args: &[&str]) -> (Mount, Duration) {
-        fs::create_dir_all(mp).unwrap();
-        let start = Instant::now();
-        let status = Command::new(me).arg("mount").arg("--daemon").args(args).arg(input).arg(mp).status().unwrap();
-        assert!(status.success(), "mount failed");
-        // Ready to use: the mount answered `ls /`.
-        let listed = fs::read_dir(mp).unwrap().count();
-        let t = start.elapsed();
-        assert!(listed > 0);
-        (Mount { mp: mp.to_path_buf() }, t)
-    }
-
-    fn pid(&self) -> u32 {
-        let out = Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(&self.mp).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new(ours()).arg("umount").arg(&self.mp).status();
-        let _ = Command::new("umount").arg("-l").arg(&self.mp).stderr(Stdio::null()).status();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
+fn rss_kib(pid: i32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: usize) {
+fn bench_appliance(name: &str, input: &Path, scratch: &Path, runs: usize) {
     println!("\n== {name} ==");
     let native = scratch.join(format!("{name}-native"));
-    assert!(Command::new(me).args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&native).status().unwrap().success());
+    assert!(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&native).status().unwrap().success());
     let files = String::from_utf8(Command::new("find").arg(&native).output().unwrap().stdout).unwrap().lines().count();
     println!("{files} entries");
 
@@ -120,12 +98,18 @@ fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: us
     let mp = scratch.join(format!("{name}-mnt"));
     // The first mount fills the image cache; readiness is measured on the mounts after it,
     // with the host's package database and files in the page cache, as for the original.
-    drop(Mount::new(me, input, &mp, &[]));
-    let ready = times(runs * 2, || Mount::new(me, input, &mp, &[]).1);
-    row("ready (mount --daemon + ls /) vs original", original, ready, ">= 50x sooner", ms(original) / ms(ready) >= 50.0);
+    drop(mount_timed(input, &mp, &[]));
+    let ready = times(runs * 2, || mount_timed(input, &mp, &[]).1);
+    row(
+        "ready (mount --daemon + ls /) vs original",
+        original,
+        ready,
+        ">= 50x sooner",
+        ms(original) / ms(ready) >= 50.0,
+    );
     println!("{:<44} {:>10.1} ms", "  (ready, absolute)", ms(ready));
 
-    let (m, _) = Mount::new(me, input, &mp, &[]);
+    let (m, _) = mount_timed(input, &mp, &[]);
     let find = |root: &Path| format!("find {} -printf '%s %m %u\\n' > /dev/null", root.display());
     let cold_native = times(runs, || {
         drop_caches();
@@ -133,25 +117,31 @@ fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: us
     });
     let cold_view = times(runs, || {
         drop_caches();
-        sh(&find(&m.mp))
+        sh(&find(m.path()))
     });
     row("find -printf, cold", cold_native, cold_view, "<= 1.5x", ms(cold_view) <= 1.5 * ms(cold_native));
     sh(&find(&native));
-    sh(&find(&m.mp));
+    sh(&find(m.path()));
     let warm_native = times(runs * 2, || sh(&find(&native)));
-    let warm_view = times(runs * 2, || sh(&find(&m.mp)));
+    let warm_view = times(runs * 2, || sh(&find(m.path())));
     row("find -printf, warm", warm_native, warm_view, "<= 1.2x", ms(warm_view) <= 1.2 * ms(warm_native));
-    let rss = rss_kib(m.pid());
-    println!("{:<44} {:>10} KiB {:<16} {}", "daemon RSS after find", rss, "< 32 MiB", if rss < 32 * 1024 { "MET" } else { "MISSED" });
+    let rss = rss_kib(m.daemon().unwrap());
+    println!(
+        "{:<44} {:>10} KiB {:<16} {}",
+        "daemon RSS after find",
+        rss,
+        "< 32 MiB",
+        if rss < 32 * 1024 { "MET" } else { "MISSED" }
+    );
 
     // GNU tar special-cases an archive named /dev/null (reads nothing): pipe it instead.
     let tar = |root: &Path| format!("tar cf - -C {} . | cat > /dev/null", root.display());
     sh(&tar(&native));
-    sh(&tar(&m.mp));
+    sh(&tar(m.path()));
     let tar_native = times(runs, || sh(&tar(&native)));
-    let tar_view = times(runs, || sh(&tar(&m.mp)));
+    let tar_view = times(runs, || sh(&tar(m.path())));
     row("tar of every file, warm", tar_native, tar_view, "<= 1.2x", ms(tar_view) <= 1.2 * ms(tar_native));
-    let rss = rss_kib(m.pid());
+    let rss = rss_kib(m.daemon().unwrap());
     println!("{:<44} {:>10} KiB", "daemon RSS after reading every file", rss);
 
     // The appliance's largest file, with the mode the mount chose for this appliance.
@@ -168,15 +158,15 @@ fn bench_appliance(me: &Path, name: &str, input: &Path, scratch: &Path, runs: us
     let mib = size.parse::<f64>().unwrap() / f64::from(1 << 20);
     let rel = rel.trim_start_matches("./");
     println!("{:<44} {:>10.1} MiB  {rel}", "largest file", mib);
-    let (cold_n, cold_v, warm_n, warm_v) = read_cold_warm(&native.join(rel), &m.mp.join(rel), runs);
+    let (cold_n, cold_v, warm_n, warm_v) = read_cold_warm(&native.join(rel), &m.path().join(rel), runs);
     throughput("  read, cold (native, view)", mib, cold_n, cold_v);
     throughput("  read, warm (native, view)", mib, warm_n, warm_v);
     drop(m);
 
     // Passthrough forced on: every open becomes a round trip to the daemon.
-    let (m, _) = Mount::new(me, input, &mp, &["--passthrough"]);
-    sh(&tar(&m.mp));
-    let tar_pt = times(runs, || sh(&tar(&m.mp)));
+    let (m, _) = mount_timed(input, &mp, &["--passthrough"]);
+    sh(&tar(m.path()));
+    let tar_pt = times(runs, || sh(&tar(m.path())));
     row("  tar, warm, --passthrough", tar_native, tar_pt, "<= 1.2x", ms(tar_pt) <= 1.2 * ms(tar_native));
 }
 
@@ -211,7 +201,7 @@ fn throughput(label: &str, mib: f64, native: Duration, view: Duration) {
     );
 }
 
-fn bench_big_file(me: &Path, scratch: &Path, runs: usize) {
+fn bench_big_file(scratch: &Path, runs: usize) {
     println!("\n== one large host file (512 MiB), sequential read ==");
     let data = scratch.join("big-data");
     fs::create_dir_all(&data).unwrap();
@@ -221,14 +211,14 @@ fn bench_big_file(me: &Path, scratch: &Path, runs: usize) {
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("hostfiles"), format!("{}\n", big.display())).unwrap();
     let mp = scratch.join("big-mnt");
-    let inside = |m: &Mount| m.mp.join(big.strip_prefix("/").unwrap());
+    let inside = |m: &Mounted| m.path().join(big.strip_prefix("/").unwrap());
     // By default this appliance (its bytes in one large file) is mounted with passthrough.
-    let (m, _) = Mount::new(me, &d, &mp, &[]);
+    let (m, _) = mount_timed(&d, &mp, &[]);
     let (cold_n, cold_v, warm_n, warm_v) = read_cold_warm(&big, &inside(&m), runs);
     throughput("throughput, cold (native, view)", 512.0, cold_n, cold_v);
     throughput("throughput, warm (native, view)", 512.0, warm_n, warm_v);
     drop(m);
-    let (m, _) = Mount::new(me, &d, &mp, &["--no-passthrough"]);
+    let (m, _) = mount_timed(&d, &mp, &["--no-passthrough"]);
     let (cold_n, cold_v, warm_n, warm_v) = read_cold_warm(&big, &inside(&m), runs);
     throughput("  --no-passthrough, cold", 512.0, cold_n, cold_v);
     throughput("  --no-passthrough, warm", 512.0, warm_n, warm_v);
@@ -253,27 +243,23 @@ fn many_files(scratch: &Path) -> PathBuf {
 
 fn main() {
     assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
-    let me = ours();
     let scratch = PathBuf::from("/var/tmp/supermin-mount-bench");
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
     fs::create_dir_all(&scratch).unwrap();
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    println!(
-        "{:<44} {:>13} {:>13} {:>9}  {:<16}",
-        "benchmark (median)", "native/orig", "view", "ratio", "target"
-    );
+    println!("{:<44} {:>13} {:>13} {:>9}  {:<16}", "benchmark (median)", "native/orig", "view", "ratio", "target");
 
     let bash = scratch.join("bash.d");
-    assert!(Command::new(&me)
+    assert!(ours()
         .args(["--prepare", "--use-installed", "bash", "coreutils", "-o"])
         .arg(&bash)
         .status()
         .unwrap()
         .success());
-    bench_appliance(&me, "bash+coreutils", &bash, &scratch, runs);
-    bench_appliance(&me, "libguestfs", Path::new(LIBGUESTFS), &scratch, runs);
-    bench_appliance(&me, "100k-small-files", &many_files(&scratch), &scratch, runs);
-    bench_big_file(&me, &scratch, runs);
+    bench_appliance("bash+coreutils", &bash, &scratch, runs);
+    bench_appliance("libguestfs", Path::new(LIBGUESTFS_APPLIANCE), &scratch, runs);
+    bench_appliance("100k-small-files", &many_files(&scratch), &scratch, runs);
+    bench_big_file(&scratch, runs);
 
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
 }

@@ -10,12 +10,16 @@
 //!
 //! Exits 1 when the median of the whole resolution is over the target.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{median, ok};
 use supermin::packager::Driver;
 
 const PACKAGES: usize = 300;
@@ -55,11 +59,6 @@ fn spec() -> String {
     s
 }
 
-fn ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/install-deps.sh)"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn make_root() -> PathBuf {
     let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
     let root = base.join("supermin-bench-rpmroot");
@@ -96,11 +95,6 @@ fn make_root() -> PathBuf {
     root
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     let root = make_root();
@@ -128,7 +122,7 @@ fn main() {
         // The whole resolution a build does before writing: database, closure, file list,
         // lstat of every path, munge, manifest.
         let t4 = Instant::now();
-        let (packages, _) = supermin::resolve_appliance(&[appliance.clone()], &root).unwrap();
+        let (packages, _) = supermin::resolve_appliance(std::slice::from_ref(&appliance), &root).unwrap();
         whole.push(t4.elapsed());
         counts = (set.len(), list.len(), packages);
     }

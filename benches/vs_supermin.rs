@@ -5,21 +5,14 @@
 //! Each measurement is the median of several runs, each writing a fresh output directory,
 //! with a `sync` between runs.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ORACLE: &str = "/usr/bin/supermin";
-const LIBGUESTFS: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
-
-fn ours() -> PathBuf {
-    // benches are built in target/release/deps; the binary sits in target/release.
-    let exe = std::env::current_exe().unwrap();
-    let release = exe.parent().unwrap().parent().unwrap();
-    let bin = release.join("supermin");
-    assert!(bin.exists(), "build the binary first: cargo build --release");
-    bin
-}
+use common::{median, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
 
 /// Flush what the last run wrote before the next starts. Outputs are only deleted at the end:
 /// deleting a large tree on a filesystem mounted with `discard` slows the next writer down
@@ -59,11 +52,6 @@ fn compare(
     (median(t), median(m))
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn row(name: &str, theirs: Duration, mine: Duration) {
     println!(
         "{:<48} {:>10.1} ms {:>10.1} ms {:>8.1}x",
@@ -76,7 +64,7 @@ fn row(name: &str, theirs: Duration, mine: Duration) {
 
 fn main() {
     assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
-    let me = ours();
+    let me = PathBuf::from(OURS);
     let scratch = PathBuf::from("/var/tmp/supermin-bench");
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
     std::fs::create_dir_all(&scratch).unwrap();
@@ -104,14 +92,18 @@ fn main() {
     let build_fmt = |bin: PathBuf, fmt: &'static str| {
         move |out: &Path| {
             let mut c = Command::new(&bin);
-            c.args(["--build", "-f", fmt, LIBGUESTFS, "-o"]).arg(out);
+            c.args(["--build", "-f", fmt, LIBGUESTFS_APPLIANCE, "-o"]).arg(out);
             c
         }
     };
     // Warm the page cache for both alike.
-    let _ = Command::new(ORACLE).args(["--build", "-f", "chroot", LIBGUESTFS, "-o"]).arg(scratch.join("warm")).status();
+    let _ = Command::new(ORACLE)
+        .args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"])
+        .arg(scratch.join("warm"))
+        .status();
     settle();
-    let (theirs, mine) = compare(runs, &scratch, build(ORACLE.into(), LIBGUESTFS), build(me.clone(), LIBGUESTFS));
+    let (theirs, mine) =
+        compare(runs, &scratch, build(ORACLE.into(), LIBGUESTFS_APPLIANCE), build(me.clone(), LIBGUESTFS_APPLIANCE));
     row("build -f chroot libguestfs appliance", theirs, mine);
 
     let (theirs, mine) = compare(runs, &scratch, build_fmt(ORACLE.into(), "ext2"), build_fmt(me.clone(), "ext2"));
@@ -123,7 +115,7 @@ fn main() {
             let mut c = Command::new(&bin);
             c.args(["--build", "--if-newer", "--lock"])
                 .arg(out.with_extension("lock"))
-                .args(["--copy-kernel", "-f", "ext2", "--host-cpu", "x86_64", LIBGUESTFS, "-o"])
+                .args(["--copy-kernel", "-f", "ext2", "--host-cpu", "x86_64", LIBGUESTFS_APPLIANCE, "-o"])
                 .arg(&out);
             c
         }

@@ -28,7 +28,8 @@ fn appliance(t: &Scratch) -> PathBuf {
 fn add_marker_init(t: &Scratch, d: &Path) {
     let init_dir = t.path("init-src");
     fs::create_dir_all(&init_dir).unwrap();
-    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n")).unwrap();
+    fs::write(init_dir.join("init"), format!("#!/bin/bash\necho \"{MARKER} $(uname -r) $(ls /lib/modules)\"\n"))
+        .unwrap();
     ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
     ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
 }
@@ -57,17 +58,23 @@ fn qemu(accel: &[&str], args: &[String], timeout: Duration) -> String {
         .args(["-m", "2048", "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"])
         .args(args)
         .stdin(Stdio::null());
-    let out = cmd.output().expect("qemu-system-x86_64 (run scripts/install-deps.sh)");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let out = run(&mut cmd);
+    stdout(&out) + &stderr(&out)
 }
 
 /// Boot, with KVM (`-cpu host`) when it works here, else TCG; returns the console output.
 fn boot(args: Vec<String>) -> String {
+    need("qemu-system-x86_64");
     let kvm = qemu(&["-accel", "kvm", "-cpu", "host"], &args, Duration::from_secs(120));
     if kvm.contains(MARKER) {
         return kvm;
     }
     qemu(&["-accel", "tcg"], &args, Duration::from_secs(600))
+}
+
+/// The release of the host's kernel, as its modules directory names it.
+fn host_kernel_release() -> String {
+    fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned()
 }
 
 fn kernel_release(out: &Path) -> String {
@@ -96,40 +103,27 @@ fn ext2_is_clean_and_holds_the_chroot_tree_plus_modules() {
     ok(ours().args(["--build", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
     ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&c));
     let fsck = run(Command::new("e2fsck").arg("-fn").arg(e.join("root")));
-    assert!(fsck.status.success(), "e2fsck: {}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    assert!(fsck.status.success(), "e2fsck: {}{}", stdout(&fsck), stderr(&fsck));
     // The original's layout: kernel is a symlink to the host kernel; initrd holds init, modules.
     assert!(fs::symlink_metadata(e.join("kernel")).unwrap().file_type().is_symlink());
     let list = ok(Command::new("sh").arg("-c").arg(format!("cpio -t --quiet < {}", e.join("initrd").display())));
-    let names = String::from_utf8_lossy(&list.stdout).into_owned();
+    let names = stdout(&list);
     for n in ["init", "modules", "virtio_blk.ko", "virtio_scsi.ko", "ext4.ko"] {
         assert!(names.lines().any(|l| l == n), "initrd lacks {n}: {names}");
     }
 
     let mnt = t.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(e.join("root")).arg(&mnt));
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _mounted = loop_mount(&e.join("root"), &mnt);
     let release = kernel_release(&e);
-    let diff = compare(&c, &mnt);
-    assert!(diff.missing.is_empty(), "missing in the image: {:?}", &diff.missing[..diff.missing.len().min(10)]);
-    assert!(diff.different.is_empty(), "different in the image: {:?}", &diff.different[..diff.different.len().min(10)]);
     let modules = format!("/usr/lib/modules/{release}");
-    let unexpected: Vec<_> = diff
-        .extra
-        .iter()
-        .filter(|p| !(p.starts_with(&modules) || *p == "/usr/lib/modules" || p.starts_with("/lost+found")))
-        .collect();
-    assert!(unexpected.is_empty(), "unexpected in the image: {unexpected:?}");
+    compare(&c, &mnt).assert_same_but("the image against the chroot build", |p| {
+        p.starts_with(&modules) || p == "/usr/lib/modules" || p.starts_with("/lost+found")
+    });
     // The whole modules tree, as on the host.
     // (Link counts aside: the sysroot test hard-links the host's modules meanwhile.)
-    let mdiff = compare_with(Path::new(&format!("/lib/modules/{release}")), &mnt.join(modules.trim_start_matches('/')), false);
-    assert!(mdiff.missing.is_empty() && mdiff.different.is_empty() && mdiff.extra.is_empty(), "modules tree differs");
+    let in_image = mnt.join(modules.trim_start_matches('/'));
+    compare_with(Path::new(&format!("/lib/modules/{release}")), &in_image, false)
+        .assert_same_but("the modules tree in the image against the host's", |_| false);
 }
 
 #[test]
@@ -161,7 +155,7 @@ fn ext2_boots_by_uuid_on_virtio_scsi() {
         "scsi-hd,drive=hd0".into(),
     ];
     let console = boot_output(&e, &devices, &format!("console=ttyS0 root=UUID={uuid} panic=1 quiet"));
-    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let release = host_kernel_release();
     let line = console.lines().find(|l| l.contains(MARKER)).unwrap_or_else(|| panic!("no marker; console:\n{console}"));
     assert!(line.contains(&release), "{line}");
     assert!(!console.contains("mini initrd starting up"), "quiet must silence the init");
@@ -185,7 +179,7 @@ fn ext2_if_newer() {
     let e = t.path("ext2");
     let build = || {
         let r = ok(ours().args(["-v", "--build", "--if-newer", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
-        String::from_utf8_lossy(&r.stderr).contains("output does not need rebuilding")
+        stderr(&r).contains("output does not need rebuilding")
     };
     assert!(!build());
     assert!(build(), "second identical run does nothing");
@@ -206,31 +200,25 @@ fn ext2_if_newer() {
 /// Run `script` in a private mount namespace where our binary replaces /usr/bin/supermin,
 /// so libguestfs runs it; the host is untouched.
 fn with_our_supermin(script: &str, cache: &Path) -> (bool, String) {
-    let ours = PathBuf::from(env!("CARGO_BIN_EXE_supermin"));
     let full = format!(
-        "set -e; mount --bind {} /usr/bin/supermin; export LIBGUESTFS_BACKEND=direct \
+        "set -e; mount --bind {OURS} /usr/bin/supermin; export LIBGUESTFS_BACKEND=direct \
          LIBGUESTFS_BACKEND_SETTINGS=force_tcg LIBGUESTFS_CACHEDIR={}; {script}",
-        ours.display(),
         cache.display()
     );
-    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &full]).output().expect("unshare");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    let out =
+        Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &full]).output().expect("unshare");
+    (out.status.success(), stdout(&out) + &stderr(&out))
 }
 
 /// Evidence that the appliance libguestfs used was built by us: our fingerprint xattr.
 fn built_by_us(cache: &Path) -> bool {
     let Ok(rd) = fs::read_dir(cache) else { return false };
-    rd.flatten().any(|e| {
-        let appliance = std::ffi::CString::new(e.path().join("appliance.d").into_os_string().into_encoded_bytes()).unwrap();
-        let name = std::ffi::CString::new("user.supermin.fingerprint").unwrap();
-        let mut buf = [0u8; 64];
-        // SAFETY: valid C strings and buffer.
-        unsafe { libc::getxattr(appliance.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
-    })
+    rd.flatten().any(|e| has_xattr(&e.path().join("appliance.d"), "user.supermin.fingerprint"))
 }
 
 #[test]
 fn libguestfs_test_tool_passes_with_us_as_supermin() {
+    need("libguestfs-test-tool");
     let t = Scratch::new("libguestfs");
     let cache = t.path("cache");
     fs::create_dir_all(&cache).unwrap();
@@ -241,6 +229,7 @@ fn libguestfs_test_tool_passes_with_us_as_supermin() {
 
 #[test]
 fn guestfish_writes_and_reads_a_file() {
+    need("guestfish");
     let t = Scratch::new("guestfish");
     let cache = t.path("cache");
     fs::create_dir_all(&cache).unwrap();
@@ -267,16 +256,12 @@ fn ext2_too_small_is_a_clean_error() {
     let t = Scratch::new("ext2-small");
     let d = appliance(&t);
     let e = t.path("ext2");
-    fs::create_dir_all(&e).unwrap();
-    fs::write(e.join("MARKER"), "previous").unwrap();
+    previous_output(&e);
     let res = run(ours().args(["--build", "-f", "ext2", "--size", "100M"]).arg(&d).arg("-o").arg(&e));
-    let err = String::from_utf8_lossy(&res.stderr).into_owned();
-    assert_eq!(res.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("No space left on device") && err.contains("--size"), "{err}");
-    assert_eq!(fs::read_to_string(e.join("MARKER")).unwrap(), "previous");
-    let names: Vec<String> = fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(!names.iter().any(|n| n.starts_with("ext2.")), "half-built directory left: {names:?}");
+    assert_one_line_error(&res, &["No space left on device", "--size"]);
+    assert_previous_output_kept(&e);
+    let half_built = names_starting_with(&t.0, "ext2.");
+    assert!(half_built.is_empty(), "half-built directory left: {half_built:?}");
 }
 
 /// An unreadable kernel (Ubuntu ships them 0600) is a clear error naming it and the fix.
@@ -284,7 +269,7 @@ fn ext2_too_small_is_a_clean_error() {
 fn unreadable_kernel_is_explained() {
     let t = Scratch::new("kernel-0600");
     let d = appliance(&t);
-    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let release = host_kernel_release();
     let kernel = t.path("vmlinuz-private");
     fs::copy(format!("/boot/vmlinuz-{release}"), &kernel).unwrap();
     ok(Command::new("chmod").arg("0600").arg(&kernel));
@@ -292,14 +277,14 @@ fn unreadable_kernel_is_explained() {
     let out = t.path("out");
     let res = run(Command::new("runuser")
         .args(["-u", "nobody", "--"])
-        .arg(env!("CARGO_BIN_EXE_supermin"))
+        .arg(OURS)
         .args(["--build", "-f", "ext2"])
         .arg(&d)
         .arg("-o")
         .arg(&out)
         .env("SUPERMIN_KERNEL", &kernel)
         .env("SUPERMIN_KERNEL_VERSION", &release));
-    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    let err = stderr(&res);
     assert_eq!(res.status.code(), Some(1), "{err}");
     assert!(err.contains(&kernel.display().to_string()) && err.contains("chmod"), "{err}");
     assert!(!out.exists());
@@ -310,7 +295,7 @@ fn unreadable_kernel_is_explained() {
 #[test]
 fn ext2_from_a_sysroot_uses_its_kernel_and_boots() {
     let t = Scratch::new("sysroot-ext2");
-    let release = fs::read_dir("/lib/modules").unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let release = host_kernel_release();
     // A copy of the Debian root made of hard links (cheap), given a kernel the same way.
     let root = t.path("root");
     ok(Command::new("cp").arg("-al").arg(debian_root()).arg(&root));
@@ -334,7 +319,7 @@ fn ext2_from_a_sysroot_uses_its_kernel_and_boots() {
     let bare = t.path("bare");
     ok(Command::new("cp").arg("-al").arg(debian_root()).arg(&bare));
     let r = run(ours().args(["--build", "-f", "ext2", "--sysroot"]).arg(&bare).arg(&d).arg("-o").arg(t.path("e2")));
-    let err = String::from_utf8_lossy(&r.stderr).into_owned();
+    let err = stderr(&r);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(err.contains("failed to find a suitable kernel") && err.contains(&bare.display().to_string()), "{err}");
 }

@@ -10,10 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Same exit code and same first line of stderr as the original.
 #[test]
 fn errors_match_the_original() {
@@ -51,16 +47,16 @@ fn errors_match_the_original() {
 
 #[test]
 fn version_help_and_drivers() {
-    let v = ok(&mut ours().arg("--version"));
+    let v = ok(ours().arg("--version"));
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("supermin "));
-    let v = ok(&mut ours().arg("-V"));
+    let v = ok(ours().arg("-V"));
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("supermin 5."));
     for h in ["--help", "-help"] {
-        let out = ok(&mut ours().arg(h));
+        let out = ok(ours().arg(h));
         assert!(String::from_utf8_lossy(&out.stdout).contains("--prepare"));
     }
-    let d = String::from_utf8(ok(&mut ours().arg("--list-drivers")).stdout).unwrap();
-    let theirs = String::from_utf8(ok(&mut oracle().arg("--list-drivers")).stdout).unwrap();
+    let d = String::from_utf8(ok(ours().arg("--list-drivers")).stdout).unwrap();
+    let theirs = String::from_utf8(ok(oracle().arg("--list-drivers")).stdout).unwrap();
     let names = |s: &str| s.lines().map(|l| l.split('\t').next().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(names(&d), names(&theirs), "same drivers in the same order");
     assert!(d.contains("debian/dpkg\tdetected"), "{d}");
@@ -115,30 +111,14 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-/// A previous output with a marker file, to check it survives failed builds.
-fn previous_output(t: &Scratch) -> std::path::PathBuf {
-    let out = t.path("out");
-    fs::create_dir_all(&out).unwrap();
-    fs::write(out.join("MARKER"), "previous").unwrap();
-    out
-}
-
+/// Building `input` over a previous output fails with a one-line error naming `needles`; the
+/// previous output stays and no temporary directory is left behind.
 fn assert_fails_cleanly(t: &Scratch, input: &Path, needles: &[&str]) {
-    let out = previous_output(t);
-    let res = run(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&out));
-    let err = stderr(&res);
-    assert_eq!(res.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{err:?} should mention {n:?}");
-    }
-    assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
-    let leftovers: Vec<_> = fs::read_dir(&t.0)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("out."))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary directory left behind");
+    let out = t.path("out");
+    previous_output(&out);
+    assert_one_line_error(&run(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&out)), needles);
+    assert_previous_output_kept(&out);
+    assert!(names_starting_with(&t.0, "out.").is_empty(), "temporary directory left behind");
 }
 
 #[test]
@@ -168,7 +148,8 @@ fn bad_inputs_give_one_line_errors() {
     fs::write(&tgz, gzip(&corrupt_tar)).unwrap();
     assert_fails_cleanly(&t, &d, &[tgz.to_str().unwrap(), "corrupt tar"]);
 
-    fs::write(&tgz, gzip(&tarball(&[("../../etc/passwd", tar::EntryType::Regular, "root::0:0::/:/bin/sh\n")]))).unwrap();
+    fs::write(&tgz, gzip(&tarball(&[("../../etc/passwd", tar::EntryType::Regular, "root::0:0::/:/bin/sh\n")])))
+        .unwrap();
     let before = fs::read(t.path("../passwd")).ok();
     assert_fails_cleanly(&t, &d, &[tgz.to_str().unwrap(), "../../etc/passwd", ".."]);
     assert_eq!(fs::read(t.path("../passwd")).ok(), before);
@@ -215,40 +196,21 @@ fn missing_packages_are_dropped_and_reported() {
 #[test]
 fn killed_build_keeps_previous_output() {
     let t = Scratch::new("killed");
-    let out = previous_output(&t);
-    let mut child = ours()
-        .args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"])
-        .arg(&out)
-        .spawn()
-        .unwrap();
+    let out = t.path("out");
+    previous_output(&out);
+    let mut child = ours().args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"]).arg(&out).spawn().unwrap();
     // Kill it mid-write: as soon as its temporary output directory exists and carries the
     // builder mark (set right after creation; a kill between the two is not cleaned up).
-    let marked = |p: std::path::PathBuf| {
-        let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
-        let name = std::ffi::CString::new("user.supermin.builder").unwrap();
-        let mut buf = [0u8; 32];
-        // SAFETY: valid C strings and buffer.
-        unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
-    };
     let start = std::time::Instant::now();
-    while !fs::read_dir(&t.0).unwrap().any(|e| {
-        let e = e.unwrap();
-        e.file_name().to_string_lossy().starts_with("out.") && marked(e.path())
-    }) {
+    while !names_starting_with(&t.0, "out.").iter().any(|n| has_xattr(&t.path(n), "user.supermin.builder")) {
         assert!(start.elapsed().as_secs() < 30, "the build never started writing");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
+    assert_previous_output_kept(&out);
     // The next build removes what the killed one left behind, and nothing else.
-    let leftovers = |t: &Scratch| -> Vec<String> {
-        fs::read_dir(&t.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("out."))
-            .collect()
-    };
+    let leftovers = |t: &Scratch| names_starting_with(&t.0, "out.");
     assert_eq!(leftovers(&t).len(), 1, "the killed build's temporary directory");
     fs::create_dir(t.path("out.keepme12")).unwrap();
     let d = t.path("d");
@@ -273,25 +235,15 @@ fn full_disk_is_a_clean_error() {
     let t = Scratch::new("full");
     let mnt = t.path("small");
     fs::create_dir_all(&mnt).unwrap();
+    let _mounted = Mounted::new(&mnt);
     ok(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mnt));
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
     let d = t.path("d");
     ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
     let out = mnt.join("out");
-    fs::create_dir_all(&out).unwrap();
-    fs::write(out.join("MARKER"), "previous").unwrap();
+    previous_output(&out);
     let res = run(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&out));
-    let err = stderr(&res);
-    assert_eq!(res.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("No space left on device"), "{err}");
-    assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous");
+    assert_one_line_error(&res, &["No space left on device"]);
+    assert_previous_output_kept(&out);
     let names: Vec<_> = fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("out")], "temporary directory left behind");
 }
@@ -316,10 +268,9 @@ fn compressed_inputs_are_sniffed() {
         ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(t.path(out)));
     }
     ok(oracle().args(["--build", "-f", "chroot"]).arg(&packed).arg("-o").arg(t.path("o3")));
-    let d = compare(&t.path("o1"), &t.path("o2"));
-    assert!(d.missing.is_empty() && d.different.is_empty() && d.extra.is_empty());
-    let d = compare(&t.path("o3"), &t.path("o2"));
-    assert!(d.missing.is_empty() && d.different.is_empty(), "{:?} {:?}", d.missing, d.different);
+    assert_same_tree(&t.path("o1"), &t.path("o2"));
+    // Against the original: nothing missing or different (we may add packages it loses).
+    compare(&t.path("o3"), &t.path("o2")).assert_same_but("ours against the original", |_| true);
     assert_eq!(fs::read_to_string(t.path("o2/etc/motd")).unwrap(), "hi\n");
     assert!(t.path("o2/etc/hostname").exists());
 }
@@ -341,9 +292,7 @@ fn base_image_special_files_match_the_original() {
     ok(std::process::Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(d.join("base.tar.gz")).arg("."));
     ok(oracle().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("theirs")));
     ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(t.path("ours")));
-    let diff = compare(&t.path("theirs"), &t.path("ours"));
-    assert!(diff.missing.is_empty() && diff.different.is_empty() && diff.extra.is_empty(),
-        "missing {:?} different {:?} extra {:?}", diff.missing, diff.different, diff.extra);
+    assert_same_tree(&t.path("theirs"), &t.path("ours"));
     let m = fs::metadata(t.path("ours/usr/bin/tool2")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m), 2);
 }

@@ -39,8 +39,24 @@ impl Rng {
 fn image_name(rng: &mut Rng) -> String {
     let long = "long".repeat(50);
     let names = [
-        "a", "bin", "conf.d", "with space", "ünïcödé", "-dash", ".hidden", "UPPER", "x.conf", "semi;colon",
-        "quo'te", "br[ack]et", "star*", "q?", "dollar$", "percent%", "amp&", &long,
+        "a",
+        "bin",
+        "conf.d",
+        "with space",
+        "ünïcödé",
+        "-dash",
+        ".hidden",
+        "UPPER",
+        "x.conf",
+        "semi;colon",
+        "quo'te",
+        "br[ack]et",
+        "star*",
+        "q?",
+        "dollar$",
+        "percent%",
+        "amp&",
+        &long,
     ];
     format!("{}{}", rng.pick(&names), if rng.below(3) == 0 { rng.below(100).to_string() } else { String::new() })
 }
@@ -58,7 +74,8 @@ fn content(rng: &mut Rng) -> Vec<u8> {
 
 /// Give `path` a random mode, owner and mtime (files and directories).
 fn dress(rng: &mut Rng, path: &Path, dir: bool) {
-    let modes: &[u32] = if dir { &[0o755, 0o700, 0o1777, 0o2755, 0o555] } else { &[0o644, 0o600, 0o755, 0o4755, 0o444, 0o2711] };
+    let modes: &[u32] =
+        if dir { &[0o755, 0o700, 0o1777, 0o2755, 0o555] } else { &[0o644, 0o600, 0o755, 0o4755, 0o444, 0o2711] };
     let (uid, gid) = *rng.pick(&[(0, 0), (1000, 100), (65534, 65534), (0, 42)]);
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(*rng.pick(modes))).unwrap();
@@ -143,15 +160,6 @@ fn appliance(s: &Scratch, seed: u64) -> PathBuf {
     d
 }
 
-fn assert_same(what: &str, seed: u64, expected: &Path, got: &Path, allowed_extra: &dyn Fn(&str) -> bool) {
-    let diff = compare(expected, got);
-    let extra: Vec<&String> = diff.extra.iter().filter(|p| !allowed_extra(p)).collect();
-    let show = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ");
-    assert!(diff.missing.is_empty(), "seed {seed}, {what}: {} missing:\n  {}", diff.missing.len(), show(&diff.missing));
-    assert!(diff.different.is_empty(), "seed {seed}, {what}: {} differ:\n  {}", diff.different.len(), show(&diff.different));
-    assert!(extra.is_empty(), "seed {seed}, {what}: extra {extra:?}");
-}
-
 fn differential(seed: u64) {
     let s = Scratch::new(&format!("differential-{seed}"));
     let d = appliance(&s, seed);
@@ -173,27 +181,29 @@ fn differential(seed: u64) {
     assert!(tree.contains_key("/usr/share/doc") && !tree.keys().any(|p| p.starts_with("/usr/share/doc/")));
     assert!(!tree.contains_key("/usr/bin/dash") && tree.keys().any(|p| p.starts_with("/usr/share/man/man1")));
     let nothing = |_: &str| false;
-    assert_same("ours against the original", seed, &orig, &built, &nothing);
+    compare(&orig, &built).assert_same_but(&format!("seed {seed}, ours against the original"), nothing);
 
     let mp = s.path("mnt");
     {
         let _m = mount(&d, &mp, &[]);
-        assert_same("the view against our build", seed, &built, &mp, &nothing);
+        compare(&built, &mp).assert_same_but(&format!("seed {seed}, the view against our build"), nothing);
     }
 
     // The ext2 image holds the same tree, plus lost+found and the kernel's modules.
     let e = s.path("ext2");
     ok(ours().args(["--build", "-f", "ext2"]).arg(&d).arg("-o").arg(&e));
     let fsck = run(Command::new("e2fsck").arg("-fn").arg(e.join("root")));
-    assert!(fsck.status.success(), "seed {seed}: e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(fsck.status.success(), "seed {seed}: e2fsck: {}", stdout(&fsck));
     let loop_mp = s.path("ext2-mnt");
-    fs::create_dir_all(&loop_mp).unwrap();
-    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(e.join("root")).arg(&loop_mp));
-    let _unmount = Mounted(loop_mp.clone());
+    let _mounted = loop_mount(&e.join("root"), &loop_mp);
     let modules = |p: &str| {
-        p.starts_with("/lost+found") || p == "/usr/lib" || p.starts_with("/usr/lib/modules") || p == "/lib" || p.starts_with("/lib/modules")
+        p.starts_with("/lost+found")
+            || p == "/usr/lib"
+            || p.starts_with("/usr/lib/modules")
+            || p == "/lib"
+            || p.starts_with("/lib/modules")
     };
-    assert_same("our ext2 image against our build", seed, &built, &loop_mp, &modules);
+    compare(&built, &loop_mp).assert_same_but(&format!("seed {seed}, our ext2 image against our build"), modules);
 }
 
 #[test]

@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::*;
 
 fn build(d: &Path, out: &Path, extra: &[&str]) -> String {
-    let res = ok(ours().args(["-v", "--build", "--if-newer", "-f", "chroot"]).args(extra).arg(d).arg("-o").arg(out));
-    String::from_utf8_lossy(&res.stderr).into_owned()
+    stderr(&ok(ours().args(["-v", "--build", "--if-newer", "-f", "chroot"]).args(extra).arg(d).arg("-o").arg(out)))
 }
 
 fn skipped(log: &str) -> bool {

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,12 +41,20 @@ fn prepare_bash(s: &Scratch) -> PathBuf {
     d
 }
 
-fn assert_no_difference(expected: &Path, got: &Path) {
-    let diff = compare(expected, got);
-    let show = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ");
-    assert!(diff.missing.is_empty(), "{} paths missing, e.g.:\n  {}", diff.missing.len(), show(&diff.missing));
-    assert!(diff.different.is_empty(), "{} paths differ, e.g.:\n  {}", diff.different.len(), show(&diff.different));
-    assert!(diff.extra.is_empty(), "{} extra paths, e.g.:\n  {}", diff.extra.len(), show(&diff.extra));
+/// `program` run as the unprivileged user nobody (65534), without supplementary groups.
+fn as_nobody(program: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    c
+}
+
+/// Wait (up to 30 s) until the foreground mount `child` has mounted `mp`.
+fn wait_until_mounted(mp: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_mounted(mp) {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "foreground mount did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn view_equals_build(name: &str, input: &Path, s: &Scratch, mount_args: &[&str]) {
@@ -54,7 +62,7 @@ fn view_equals_build(name: &str, input: &Path, s: &Scratch, mount_args: &[&str])
     ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
     let mp = s.path(&format!("{name}-mnt"));
     let _m = mount(input, &mp, mount_args);
-    assert_no_difference(&built, &mp);
+    assert_same_tree(&built, &mp);
 }
 
 #[test]
@@ -165,16 +173,15 @@ fn kernel_version() -> (u32, u32) {
 /// `--no-passthrough` the daemon reads all of them.
 #[test]
 fn a_large_host_file_is_read_by_the_kernel_not_the_daemon() {
-    if kernel_version() < (6, 9) {
-        eprintln!("skipped: FUSE passthrough needs Linux 6.9 or later");
-        return;
-    }
+    let (major, minor) = kernel_version();
+    assert!((major, minor) >= (6, 9), "FUSE passthrough needs Linux 6.9 or later; this kernel is {major}.{minor}");
     let s = Scratch::new("mount-large");
     let fs_type = ok(Command::new("stat").args(["-f", "-c", "%T"]).arg(s.path(""))).stdout;
-    if String::from_utf8_lossy(&fs_type).trim() == "overlayfs" {
-        eprintln!("skipped: the kernel refuses passthrough to files on overlayfs under FUSE");
-        return;
-    }
+    assert!(
+        String::from_utf8_lossy(&fs_type).trim() != "overlayfs",
+        "{} is on overlayfs, where the kernel refuses passthrough under FUSE: set SUPERMIN_TEST_TMP to another filesystem",
+        s.0.display()
+    );
     let big = s.path("big");
     let size: u64 = 32 << 20;
     let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
@@ -216,11 +223,11 @@ fn programs_run_from_the_view_in_a_chroot() {
     ]));
     let text = String::from_utf8_lossy(&out.stdout);
     let host_sort = ok(Command::new("sh").args(["-c", "sort --version | head -n1"])).stdout;
-    let host_sum = ok(Command::new("sha256sum").arg("/usr/bin/ls")).stdout;
+    let host_sum = sha256(Path::new("/usr/bin/ls"));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "42");
     assert_eq!(lines[1], String::from_utf8_lossy(&host_sort).trim());
-    assert_eq!(lines[2].split_whitespace().next(), String::from_utf8_lossy(&host_sum).split_whitespace().next());
+    assert_eq!(lines[2].split_whitespace().next(), Some(host_sum.as_str()));
 }
 
 #[test]
@@ -232,7 +239,7 @@ fn defaults_are_private_nosuid_nodev_and_read_only() {
         assert!(opts.split(',').any(|x| x == o), "{o} missing from {opts}");
     }
     // Another user cannot even enter.
-    let other = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"]).arg(&mp));
+    let other = run(as_nobody("ls").arg(&mp));
     assert!(!other.status.success(), "another user could list the mount");
     // Nothing is writable, also for its owner.
     let err = fs::write(mp.join("new-file"), b"x").unwrap_err();
@@ -262,11 +269,11 @@ fn allow_other_enforces_modes() {
     let _m = mount(&d, &mp, &["--allow-other"]);
     let nobody = |p: &Path| {
         let inside = mp.join(p.strip_prefix("/").unwrap());
-        run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(inside))
+        run(as_nobody("cat").arg(inside))
     };
     // Oracle: what the same user gets from the host's files.
     for f in [&public, &private] {
-        let host = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(f));
+        let host = run(as_nobody("cat").arg(f));
         let view = nobody(f);
         assert_eq!(view.status.success(), host.status.success(), "{}", f.display());
         assert_eq!(view.stdout, host.stdout);
@@ -276,8 +283,9 @@ fn allow_other_enforces_modes() {
     assert!(opts.contains("default_permissions") && opts.contains("allow_other"), "{opts}");
 }
 
-fn one_line_error(out: &std::process::Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
+/// As common::assert_one_line_error, and the line starts with the program's name.
+fn one_line_error(out: &Output, needle: &str) {
+    let err = stderr(out);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(err.starts_with("supermin: ") && err.trim_end().lines().count() == 1, "not one line: {err:?}");
     assert!(err.contains(needle), "{err:?} should mention {needle:?}");
@@ -300,43 +308,16 @@ fn bad_mountpoints_are_one_line_errors() {
     // No /dev/fuse: a private mount namespace with an empty /dev.
     let empty = s.path("empty");
     fs::create_dir_all(&empty).unwrap();
-    let script = format!(
-        "mount -t tmpfs none /dev && exec {} mount {} {}",
-        env!("CARGO_BIN_EXE_supermin"),
-        d.display(),
-        empty.display()
-    );
+    let script = format!("mount -t tmpfs none /dev && exec {OURS} mount {} {}", d.display(), empty.display());
     one_line_error(&run(Command::new("unshare").args(["-m", "sh", "-c", &script])), "/dev/fuse");
     // No permission: another user cannot even look into a root-only mountpoint.
     let private = s.path("private");
     fs::create_dir_all(&private).unwrap();
     fs::set_permissions(&s.0, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
-    let out = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_supermin"))
-        .arg("mount")
-        .arg(&d)
-        .arg(&private));
+    let out = run(as_nobody(OURS).arg("mount").arg(&d).arg(&private));
     one_line_error(&out, "ermission denied");
     assert!(!is_mounted(&private));
-}
-
-fn daemon_pid(mp: &Path) -> i32 {
-    let out = ok(Command::new("getfattr").args(["--only-values", "-n", "user.supermin.pid"]).arg(mp));
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // SAFETY: signal 0 only probes for existence.
-    while unsafe { libc::kill(pid, 0) } == 0 {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
 }
 
 #[test]
@@ -346,13 +327,9 @@ fn foreground_mount_ends_cleanly_on_sigint_and_sigterm() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mp = s.path(&format!("mnt{sig}"));
         fs::create_dir_all(&mp).unwrap();
-        let _guard = Mounted(mp.clone());
+        let _guard = Mounted::new(&mp);
         let mut child = ours().arg("mount").arg(&d).arg(&mp).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(&mp) {
-            assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "foreground mount did not come up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_mounted(&mp, &mut child);
         assert!(mp.join("usr/bin/bash").exists());
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
@@ -411,13 +388,13 @@ fn materialize_from_a_supermin_d_and_from_a_mount_equals_the_build() {
     let (d, built) = prepare_and_build_bash(&s);
     let from_dir = s.path("from-dir");
     ok(ours().args(["materialize"]).arg(&d).args(["-f", "chroot", "-o"]).arg(&from_dir));
-    assert_no_difference(&built, &from_dir);
+    assert_same_tree(&built, &from_dir);
     let mp = s.path("mnt");
     let _m = mount(&d, &mp, &[]);
     let from_mount = s.path("from-mount");
     // From another directory: the mount's record holds absolute input paths.
     ok(ours().current_dir("/").arg("materialize").arg(&mp).args(["-f", "chroot", "-o"]).arg(&from_mount));
-    assert_no_difference(&built, &from_mount);
+    assert_same_tree(&built, &from_mount);
     // Bootable formats go through the same build path: the same output files as --build.
     let via_mount = s.path("ext2-from-mount");
     ok(ours().arg("materialize").arg(&mp).args(["-f", "ext2", "-o"]).arg(&via_mount));
@@ -453,17 +430,13 @@ fn a_foreground_mount_unmounted_from_outside_exits_quietly() {
     let d = prepare_bash(&s);
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
-    let _guard = Mounted(mp.clone());
-    let child = ours().arg("mount").arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !is_mounted(&mp) {
-        assert!(Instant::now() < deadline, "foreground mount did not come up");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let _guard = Mounted::new(&mp);
+    let mut child = ours().arg("mount").arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until_mounted(&mp, &mut child);
     ok(ours().arg("umount").arg(&mp));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", out.status);
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }
 
 #[test]
@@ -473,7 +446,7 @@ fn base_images_are_served_from_a_decompressed_mapped_cache() {
     let cache = s.path("cache");
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
-    let _m = Mounted(mp.clone());
+    let _m = Mounted::new(&mp);
     ok(ours().env("XDG_CACHE_HOME", &cache).arg("mount").arg("--daemon").arg(&d).arg(&mp));
     // Oracle: gunzip of the base image, decoded here independently.
     let mut expected = Vec::new();
@@ -514,17 +487,14 @@ fn refused_passthrough_falls_back_to_no_opens() {
         s.path("upper").display(),
         s.path("work").display()
     );
-    if !run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &layers]).arg(&ov)).status.success() {
-        eprintln!("skipped: cannot mount overlayfs here");
-        return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _ov = Unmount(ov.clone());
+    let _ov = Mounted::new(&ov);
+    let mounted = run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &layers]).arg(&ov));
+    let why = String::from_utf8_lossy(&mounted.stderr);
+    assert!(
+        mounted.status.success(),
+        "cannot mount overlayfs here: {}",
+        why.trim().lines().next().unwrap_or("no message")
+    );
     fs::write(s.path("d/hostfiles"), format!("{}/*\n", ov.display())).unwrap();
     let mp = s.path("mnt");
     let _m = mount(&s.path("d"), &mp, &["--passthrough"]);
@@ -545,18 +515,12 @@ fn an_unprivileged_user_mounts_reads_and_unmounts() {
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
     ok(Command::new("chown").arg("65534:65534").arg(&mp));
-    let _guard = Mounted(mp.clone());
-    let nobody = |program: &str| {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
-        c
-    };
-    ok(nobody(env!("CARGO_BIN_EXE_supermin")).args(["mount", "--daemon"]).arg(&d).arg(&mp));
+    let _guard = Mounted::new(&mp);
+    ok(as_nobody(OURS).args(["mount", "--daemon"]).arg(&d).arg(&mp));
     assert!(is_mounted(&mp));
     assert!(mount_options(&mp).split(',').any(|o| o == "user_id=65534"), "{}", mount_options(&mp));
-    let inside = ok(nobody("sha256sum").arg(mp.join("usr/bin/bash"))).stdout;
-    let host = ok(Command::new("sha256sum").arg("/usr/bin/bash")).stdout;
-    assert_eq!(inside.split(|&b| b == b' ').next(), host.split(|&b| b == b' ').next());
-    ok(nobody("fusermount3").arg("-u").arg(&mp));
+    let inside = stdout(&ok(as_nobody("sha256sum").arg(mp.join("usr/bin/bash"))));
+    assert_eq!(inside.split(' ').next(), Some(sha256(Path::new("/usr/bin/bash")).as_str()));
+    ok(as_nobody("fusermount3").arg("-u").arg(&mp));
     assert!(!is_mounted(&mp));
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: running binaries, scratch directories, and the
-//! tree dump + comparison used to hold our outputs against the real supermin's.
+//! Helpers shared by the integration tests (and the benches, which include this file): running
+//! binaries, scratch directories, the tree dump + comparison used to hold our outputs against
+//! the real supermin's, and mounts.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -7,13 +8,17 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const ORACLE: &str = "/usr/bin/supermin";
 pub const LIBGUESTFS_APPLIANCE: &str = "/usr/lib/x86_64-linux-gnu/guestfs/supermin.d";
 
+/// Our binary, as cargo built it for the tests and benches.
+pub const OURS: &str = env!("CARGO_BIN_EXE_supermin");
+
 pub fn ours() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_supermin"))
+    Command::new(OURS)
 }
 
 /// The real supermin 5; the tests need it (scripts/install-deps.sh installs it).
@@ -26,8 +31,13 @@ pub fn oracle() -> Command {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run `sudo scripts/install-deps.sh`)"))
+}
+
+/// The median of some timings (the benches).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 /// Run and require success.
@@ -37,10 +47,95 @@ pub fn ok(cmd: &mut Command) -> Output {
         out.status.success(),
         "{cmd:?} failed with {}\nstdout: {}\nstderr: {}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(&out),
+        stderr(&out)
     );
     out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Require `tool` on the PATH: a missing one fails the test, saying so, never a silent skip.
+pub fn need(tool: &str) {
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
+    assert!(found, "{tool} is missing: run `scripts/install-deps.sh` as root first (the tests use the real tools)");
+}
+
+/// A failure as our tools report one: exit code 1 and one line on stderr, which mentions every
+/// one of `needles`. Returns that line.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} should mention {n:?}");
+    }
+    err
+}
+
+/// Make `out` look like the output of an earlier build (a MARKER file in it), to check that
+/// failed builds leave it alone.
+pub fn previous_output(out: &Path) {
+    fs::create_dir_all(out).unwrap();
+    fs::write(out.join("MARKER"), "previous").unwrap();
+}
+
+pub fn assert_previous_output_kept(out: &Path) {
+    assert_eq!(fs::read_to_string(out.join("MARKER")).unwrap(), "previous", "{}: the previous output", out.display());
+}
+
+/// The names in `dir` that start with `prefix` (temporary directories a build left behind).
+pub fn names_starting_with(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Puts a file's content back at drop, also after a failed assertion, for tests that edit a
+/// file they do not own (a host or sysroot config file).
+pub struct Restore {
+    path: PathBuf,
+    content: Vec<u8>,
+}
+
+impl Restore {
+    /// Remember `path`'s content now.
+    pub fn new(path: &Path) -> Restore {
+        Restore { path: path.to_path_buf(), content: fs::read(path).unwrap() }
+    }
+
+    pub fn original(&self) -> &[u8] {
+        &self.content
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(&self.path, &self.content) {
+            // Never a second panic while unwinding (that would abort the whole run).
+            if std::thread::panicking() {
+                eprintln!("cannot restore {}: {e}", self.path.display());
+            } else {
+                panic!("cannot restore {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The SHA-256 of a file, by `sha256sum`.
+pub fn sha256(path: &Path) -> String {
+    stdout(&ok(Command::new("sha256sum").arg(path))).split_whitespace().next().unwrap_or("").to_string()
 }
 
 /// A scratch directory removed at drop (also after a failed assertion), with read-only
@@ -49,7 +144,8 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let base = std::env::var_os("SUPERMIN_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let base =
+            std::env::var_os("SUPERMIN_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
         let dir = base.join(format!("supermin-test-{}-{}", name, std::process::id()));
         let _ = Command::new("rm").arg("-rf").arg(&dir).status();
         fs::create_dir_all(&dir).unwrap();
@@ -201,6 +297,48 @@ pub fn compare_with(expected_root: &Path, ours_root: &Path, link_counts: bool) -
     diff
 }
 
+impl Diff {
+    /// Fails unless the two trees are the same, but for extra paths `allowed_extra` accepts;
+    /// names up to 20 paths of each kind. `what` says which trees were compared.
+    pub fn assert_same_but(&self, what: &str, allowed_extra: impl Fn(&str) -> bool) {
+        let extra: Vec<String> = self.extra.iter().filter(|p| !allowed_extra(p)).cloned().collect();
+        let show = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ");
+        assert!(
+            self.missing.is_empty(),
+            "{what}: {} paths missing, e.g.:\n  {}",
+            self.missing.len(),
+            show(&self.missing)
+        );
+        assert!(
+            self.different.is_empty(),
+            "{what}: {} paths differ, e.g.:\n  {}",
+            self.different.len(),
+            show(&self.different)
+        );
+        assert!(extra.is_empty(), "{what}: {} extra paths, e.g.:\n  {}", extra.len(), show(&extra));
+    }
+}
+
+/// Fails unless the tree at `got` is the one at `expected`, entry for entry (see [`compare`]).
+pub fn assert_same_tree(expected: &Path, got: &Path) {
+    let what = format!("{} against {}", got.display(), expected.display());
+    compare(expected, got).assert_same_but(&what, |_| false);
+}
+
+/// Every ancestor directory of an absolute path, `/` excluded.
+pub fn ancestors(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = path;
+    while let Some(i) = p.rfind('/') {
+        p = &p[..i];
+        if p.is_empty() {
+            break;
+        }
+        out.push(p.to_string());
+    }
+    out
+}
+
 /// Paths dpkg says the given packages own (from dpkg's own database, via `dpkg-query -L`),
 /// with every parent directory of each, as seen inside an appliance where `/bin`, `/lib`… are
 /// symlinks into `/usr` (so both spellings are included).
@@ -212,15 +350,8 @@ pub fn owned_by(packages: &[&str]) -> std::collections::BTreeSet<String> {
     let out = ok(Command::new("dpkg-query").arg("-L").args(packages));
     for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with('/')) {
         for spelling in usr_spellings(line) {
-            let mut p = spelling.as_str();
-            set.insert(p.to_string());
-            while let Some(i) = p.rfind('/') {
-                p = &p[..i];
-                if p.is_empty() {
-                    break;
-                }
-                set.insert(p.to_string());
-            }
+            set.extend(ancestors(&spelling));
+            set.insert(spelling);
         }
     }
     set
@@ -248,6 +379,14 @@ pub fn debian_root() -> PathBuf {
         if done.exists() {
             return root;
         }
+        // Test binaries of two cargo runs may get here at once: one builds, the others wait
+        // for it (instead of deleting the tree it is building). Released when `lock` drops.
+        let lock = fs::File::create(root.with_extension("lock")).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
+        if done.exists() {
+            return root;
+        }
         assert!(
             Command::new("mmdebstrap").arg("--version").output().is_ok(),
             "mmdebstrap is missing: run `sudo scripts/install-deps.sh`"
@@ -260,43 +399,179 @@ pub fn debian_root() -> PathBuf {
     .clone()
 }
 
-/// Unmounts at drop, lazily and by every means, so a failed test leaves no mount behind.
-pub struct Mounted(pub PathBuf);
+/// Whatever is mounted at a mountpoint (a FUSE view of ours, also one another user made; a
+/// loop-mounted image, a tmpfs, an overlay), unmounted at drop, also after a failed assertion:
+/// lazily (a busy mount is detached, never waited for), by every means (`umount -l`, then
+/// `fusermount3 -u -z`) until nothing is mounted there, and quietly. A guard that knows the
+/// view's daemon then waits (up to 10 s) for it to exit, as `supermin umount` does, so that
+/// no daemon outlives its test and the next mount at the same place starts clean.
+///
+/// Make it before mounting: where nothing is mounted, dropping it does nothing. Dropping it
+/// never touches the mountpoint itself, so a dead or hung daemon cannot block it.
+pub struct Mounted {
+    mp: PathBuf,
+    daemon: Option<i32>,
+}
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        use std::process::Stdio;
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).stderr(Stdio::null()).status();
-        let _ = Command::new("umount").arg("-l").arg(&self.0).stderr(Stdio::null()).status();
+impl Mounted {
+    pub fn new(mp: &Path) -> Mounted {
+        Mounted { mp: mp.to_path_buf(), daemon: None }
+    }
+
+    /// Also wait at drop for the view's daemon `pid` to exit.
+    pub fn with_daemon(mut self, pid: i32) -> Mounted {
+        self.daemon = Some(pid);
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mp
+    }
+
+    pub fn daemon(&self) -> Option<i32> {
+        self.daemon
     }
 }
 
-pub fn is_mounted(mp: &Path) -> bool {
-    let mp = fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
-    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    table.lines().any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let quietly = |cmd: &mut Command| {
+            let _ = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        // Mounts may be stacked: one detach each.
+        for _ in 0..8 {
+            if !is_mounted(&self.mp) {
+                break;
+            }
+            quietly(Command::new("umount").arg("-l").arg(&self.mp));
+            if is_mounted(&self.mp) {
+                quietly(Command::new("fusermount3").args(["-u", "-z"]).arg(&self.mp));
+            }
+        }
+        if let Some(pid) = self.daemon {
+            wait_exited(pid);
+        }
+    }
 }
 
-/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready.
+/// Whether something is mounted at `mp` (per /proc/self/mountinfo). Only the parent is
+/// resolved, so that a dead or hung FUSE daemon at `mp` cannot make this fail or block.
+pub fn is_mounted(mp: &Path) -> bool {
+    let full = match (mp.parent(), mp.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf()).join(name)
+        }
+        _ => mp.to_path_buf(),
+    };
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    let mut escaped = String::new();
+    for c in full.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => escaped += &format!("\\{:03o}", c as u32),
+            c => escaped.push(c),
+        }
+    }
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table.lines().any(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
+}
+
+/// Whether process `pid` is gone (`kill(pid, 0)` fails: it exited and was reaped) within 10 s.
+pub fn wait_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only probes for existence.
+    within_10s(|| unsafe { libc::kill(pid, 0) } != 0)
+}
+
+/// Whether process `pid` exited within 10 s, reaped or not: a daemon's parent is init, which
+/// may collect it only seconds later.
+fn wait_exited(pid: i32) -> bool {
+    within_10s(|| match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    })
+}
+
+fn within_10s(done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// The value of the extended attribute `name` of `path` (`getxattr`), if it has one.
+pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings, and a buffer of the length given.
+    let n = unsafe { libc::getxattr(c_path.as_ptr(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Whether `path` has the extended attribute `name`, with a value.
+pub fn has_xattr(path: &Path, name: &str) -> bool {
+    xattr(path, name).is_some_and(|v| !v.is_empty())
+}
+
+/// The daemon serving the view mounted at `mp` (its `user.supermin.pid` attribute).
+pub fn daemon_pid(mp: &Path) -> i32 {
+    let value =
+        xattr(mp, "user.supermin.pid").unwrap_or_else(|| panic!("{}: no user.supermin.pid attribute", mp.display()));
+    String::from_utf8_lossy(&value).trim().parse().unwrap()
+}
+
+/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready, with a guard
+/// that unmounts it and waits for its daemon.
 pub fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
     fs::create_dir_all(mp).unwrap();
-    let guard = Mounted(mp.to_path_buf());
+    let guard = Mounted::new(mp);
     ok(ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
     assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
+    guard.with_daemon(daemon_pid(mp))
+}
+
+/// A filesystem image mounted read-only through a loop device at `mp` (made if need be).
+pub fn loop_mount(image: &Path, mp: &Path) -> Mounted {
+    fs::create_dir_all(mp).unwrap();
+    let guard = Mounted::new(mp);
+    ok(Command::new("mount").args(["-o", "loop,ro"]).arg(image).arg(mp));
     guard
+}
+
+/// One member of a tar archive.
+pub struct Member {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub data: Vec<u8>,
+}
+
+/// The members of a .tar.gz by name, as stored (`./etc/x`).
+pub fn tar_members(tgz: &Path) -> BTreeMap<String, Member> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(tgz).unwrap()));
+    let mut out = BTreeMap::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(name, Member { mode: h.mode().unwrap(), uid: h.uid().unwrap(), gid: h.gid().unwrap(), data });
+    }
+    out
 }
 
 /// The members of a `base.tar.gz` as text: path (without the leading `.`) → content.
 pub fn base_image_text(tgz: &Path) -> BTreeMap<String, String> {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(tgz).unwrap()));
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_string_lossy().trim_start_matches('.').to_string();
-            let mut s = String::new();
-            e.read_to_string(&mut s).unwrap();
-            (name, s)
-        })
+    tar_members(tgz)
+        .into_iter()
+        .map(|(name, m)| (name.trim_start_matches('.').to_string(), String::from_utf8(m.data).unwrap()))
         .collect()
 }
