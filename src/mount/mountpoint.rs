@@ -115,7 +115,7 @@ pub fn unmount(mp: &Path, daemon: Option<u32>) -> Result<()> {
     }
     if let Some(pid) = daemon {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while sys::process_exists(pid) && Instant::now() < deadline {
+        while sys::process_running(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
     }

@@ -98,7 +98,7 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
         else {
             continue;
         };
-        if !sys::process_exists(pid) {
+        if !sys::process_running(pid) {
             log::info!("removing {}, left by a build that was killed", path.display());
             remove_tree(&path);
         }

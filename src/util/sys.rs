@@ -57,10 +57,17 @@ pub fn lock(file: &File) -> io::Result<()> {
     }
 }
 
-/// Whether process `pid` exists (signal 0).
-pub fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
-    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+/// Whether process `pid` is still running: it exists (signal 0) and has not exited (a
+/// zombie waiting for its parent to reap it counts as gone: its resources are released).
+pub fn process_running(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    if matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None), Err(nix::errno::Errno::ESRCH)) {
+        return false;
+    }
+    // /proc/PID/stat: "PID (COMM) STATE …"; COMM may hold spaces and parentheses.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
 }
 
 pub fn geteuid() -> u32 {
@@ -186,6 +193,18 @@ mod tests {
         assert_eq!(get_xattr(&dir, "user.supermin.test").unwrap(), value);
         assert!(get_xattr(&dir, "user.supermin.absent").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exited_children_are_not_running() {
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        assert!(process_running(child.id()));
+        child.kill().unwrap();
+        // Killed but not yet reaped: a zombie.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!process_running(child.id()));
+        child.wait().unwrap();
+        assert!(process_running(std::process::id()));
     }
 
     #[test]
