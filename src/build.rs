@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use log::info;
 
 use crate::boot::kernel;
+use crate::bail;
 use crate::error::{Error, Result};
 use crate::inputs::{cache::ImageCache, Inputs};
 use crate::manifest::Meta;
 use crate::output::freshness::{self, Sources};
-use crate::output::staging::Staging;
+use crate::output::staging::{Replace, Staging};
 use crate::output::{self, Boot, Format};
 use crate::packager::{Driver, PackageManager};
 use crate::resolve::{self, Resolved};
@@ -26,6 +27,8 @@ pub struct Options {
     pub host_cpu: String,
     pub size: Option<u64>,
     pub root: PathBuf,
+    /// `--force`: replace `out` even when it is not an earlier output.
+    pub force: bool,
 }
 
 impl Options {
@@ -78,7 +81,9 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         info!("if-newer: output does not need rebuilding");
         return Ok(());
     }
-    // Choose the kernel before the long work, so a missing one fails fast.
+    // Refuse a bad output, and choose the kernel, before the long work.
+    check_apart(&opts.inputs, &opts.out)?;
+    let staging = Staging::new(&opts.out, Replace { shape: opts.format.shape(), force: opts.force })?;
     let kernel = match opts.format.needs_kernel() {
         true => Some(kernel::find(&opts.root, &opts.host_cpu)?),
         false => None,
@@ -87,11 +92,39 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     let pm = driver.open(&opts.root)?;
     let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist, None)?;
     info!("resolved the appliance in {} ms", started.elapsed().as_millis());
-    let staging = Staging::new(&opts.out)?;
     let boot =
         kernel.as_ref().map(|kernel| Boot { kernel, root: &opts.root, copy_kernel: opts.copy_kernel, size: opts.size });
     output::write(opts.format, resolved.manifest, staging.path(), boot)?;
     info!("wrote the output in {} ms", started.elapsed().as_millis());
     freshness::record(staging.path(), &sources);
     staging.commit()
+}
+
+/// Refuse an output that is an input, holds one or lies inside one: replacing it would delete
+/// the inputs, or the next build would read the output as an input. (`--force` does not
+/// change this.)
+fn check_apart(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    // The output as it will be replaced: a final symlink is the link, not its target.
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(out_abs) = out.file_name().and_then(|name| Some(std::fs::canonicalize(parent).ok()?.join(name))) else {
+        return Ok(()); // no usable name or parent: the staging directory says so
+    };
+    for input in inputs {
+        let Ok(input_abs) = std::fs::canonicalize(input) else { continue }; // reading it will say why
+        let relation = if out_abs == input_abs {
+            "is"
+        } else if input_abs.starts_with(&out_abs) {
+            "contains"
+        } else if out_abs.starts_with(&input_abs) {
+            "is inside"
+        } else {
+            continue;
+        };
+        bail!(
+            "{}: the output {relation} the input {}: choose an output directory outside the inputs",
+            out.display(),
+            input.display()
+        );
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use log::info;
 
 use crate::error::{Error, IoContext, Result};
-use crate::output::staging::{self, Staging};
+use crate::output::staging::{self, Replace, Shape, Staging};
 use crate::packager::{self, ConfigSource, PackageManager};
 
 pub struct Options<'a> {
@@ -24,6 +24,8 @@ pub struct Options<'a> {
     pub root: &'a Path,
     pub out: &'a Path,
     pub use_installed: bool,
+    /// `--force`: replace `out` even when it is not an earlier supermin appliance.
+    pub force: bool,
     /// `$TMPDIR`, where a private scratch directory is made for downloaded packages.
     pub tmpdir: &'a Path,
 }
@@ -37,6 +39,9 @@ impl Drop for Scratch {
     }
 }
 
+/// What `--prepare` writes, to recognise an earlier one (ours or the original's).
+const SHAPE: Shape = Shape { name: "supermin.d", files: &["packages"], optional: &["base.tar.gz"] };
+
 pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     if opts.packages.is_empty() {
         return Err(Error::new("prepare: no input packages specified"));
@@ -45,7 +50,7 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     if roots.is_empty() {
         return Err(Error::new("prepare: none of the packages listed on the command line seem to be installed"));
     }
-    let staging = Staging::new(opts.out)?;
+    let staging = Staging::new(opts.out, Replace { shape: SHAPE, force: opts.force })?;
 
     let mut names: Vec<&str> = roots.iter().map(|&p| pm.package_name(p)).collect();
     names.sort_unstable();

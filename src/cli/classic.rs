@@ -44,6 +44,7 @@ fn command() -> Command {
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it"))
         .arg(value("host-cpu", "ARCH", "Set host CPU architecture (default: this machine's)"))
         .arg(flag("if-newer", "Only build if needed"))
+        .arg(flag("force", "Replace OUTPUTDIR even if it is not empty and not an earlier output (its contents are deleted)"))
         .arg(value("lock", "LOCKFILE", "Use a lock file while building"))
         .arg(flag("include-packagelist", "Add a file with the list of packages"))
         .arg(value("packager-config", "CONFIGFILE", "Set alternate package manager configuration file"))
@@ -144,6 +145,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
             root: &root,
             out: Path::new(out),
             use_installed: m.get_flag("use-installed"),
+            force: m.get_flag("force"),
             tmpdir: &tmpdir,
         };
         return prepare::prepare(driver.open(&root)?.as_ref(), &opts);
@@ -158,6 +160,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
         host_cpu: args::host_cpu(m),
         size,
         root,
+        force: m.get_flag("force"),
     };
     build::build(driver, &opts)
 }

@@ -98,6 +98,7 @@ fn materialize_command() -> Command {
         )
         .arg(flag("include-packagelist", "Add /packagelist (for a mount, as it was mounted)"))
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it (ext2)"))
+        .arg(flag("force", "Replace OUTPUT even if it is not empty and not an earlier output (its contents are deleted)"))
         .arg(Arg::new("size").long("size").value_name("SIZE").help("Size of the ext2 filesystem"))
         .arg(Arg::new("host-cpu").long("host-cpu").value_name("ARCH"))
         .args(root_args())
@@ -120,6 +121,7 @@ pub fn materialize(argv: &[String]) -> Result<()> {
         host_cpu: args::host_cpu(&m),
         size: args::size(&m)?,
         root,
+        force: m.get_flag("force"),
     };
     mount::materialize(opts, driver)
 }

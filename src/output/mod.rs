@@ -8,6 +8,7 @@ use crate::boot::{initrd, kernel::Kernel};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::resolve;
+use staging::Shape;
 
 mod chroot;
 mod ext2;
@@ -35,11 +36,17 @@ impl Format {
 
     /// Files inside the output directory that a complete output has.
     pub fn output_files(self) -> &'static [&'static str] {
-        match self {
-            Format::Chroot => &[],
-            Format::Ext2 => &["kernel", "initrd", "root"],
-            Format::Initramfs => &["kernel", "initrd"],
-        }
+        self.shape().files
+    }
+
+    /// What a complete output looks like (to recognise one that may be replaced).
+    pub fn shape(self) -> Shape {
+        let (name, files): (_, &'static [&'static str]) = match self {
+            Format::Chroot => ("chroot", &[]),
+            Format::Ext2 => ("ext2", &["kernel", "initrd", "root"]),
+            Format::Initramfs => ("initramfs", &["kernel", "initrd"]),
+        };
+        Shape { name, files, optional: &[] }
     }
 
     /// Whether the format boots, and so needs a kernel.

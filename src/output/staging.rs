@@ -5,24 +5,54 @@
 //! never nothing, unlike the original's two renames) and the old tree is deleted in the
 //! background. On failure the temporary directory is removed and the previous output is left
 //! exactly as it was.
+//!
+//! Only an output may be replaced: an existing `-o` must be empty, carry the marker every
+//! output of ours carries (`user.supermin.output`, or the older `user.supermin.builder` /
+//! `user.supermin.fingerprint`), or have exactly the shape of an output of this format (the
+//! original's ext2 `kernel`, `initrd`, `root` trio, so libguestfs's cache keeps working).
+//! Anything else (a user's files, a symlink, a regular file) needs `--force`; `/` never.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::bail;
 use crate::error::{Error, IoContext, Result};
 use crate::util::sys;
 
 pub struct Staging {
     tmp: PathBuf,
     out: PathBuf,
+    replace: Replace,
     committed: bool,
 }
 
+/// What a complete output of one format holds, to recognise an earlier one (ours or the
+/// original's) that may be replaced.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// Shown in messages and stored in the marker.
+    pub name: &'static str,
+    /// Entries a complete output has; none means the shape is not recognisable (a chroot).
+    pub files: &'static [&'static str],
+    /// Entries it may have besides.
+    pub optional: &'static [&'static str],
+}
+
+/// Which existing `-o` may be replaced.
+#[derive(Clone, Copy)]
+pub struct Replace {
+    pub shape: Shape,
+    /// `--force`: whatever is there.
+    pub force: bool,
+}
+
 impl Staging {
-    pub fn new(out: &Path) -> Result<Staging> {
+    /// A temporary sibling of `out` to build in, once `out` is known to be replaceable.
+    pub fn new(out: &Path, replace: Replace) -> Result<Staging> {
         let out = strip_one_trailing_slash(out);
+        check_replaceable(&out, replace)?;
         let name = out
             .file_name()
             .ok_or_else(|| Error::new(format!("{}: not a usable output directory name", out.display())))?;
@@ -40,7 +70,7 @@ impl Staging {
         let tmp = create_unique(&parent, &name.to_string_lossy(), 0o755)?;
         // Mark it as ours and alive, so a later run can tell an abandoned one (a killed build).
         let _ = sys::set_xattr(&tmp, OWNER_XATTR, std::process::id().to_string().as_bytes());
-        Ok(Staging { tmp, out, committed: false })
+        Ok(Staging { tmp, out, replace, committed: false })
     }
 
     /// Where to build.
@@ -48,8 +78,13 @@ impl Staging {
         &self.tmp
     }
 
-    /// Put the new output in place of the old one.
+    /// Put the new output in place of the old one (checked again: it may have changed while
+    /// we built).
     pub fn commit(mut self) -> Result<()> {
+        check_replaceable(&self.out, self.replace)?;
+        if let Err(e) = sys::set_xattr(&self.tmp, OUTPUT_XATTR, self.replace.shape.name.as_bytes()) {
+            log::debug!("{}: cannot mark it as an output ({e}); its shape will have to tell", self.out.display());
+        }
         if fs::symlink_metadata(&self.out).is_ok() {
             sys::exchange(&self.tmp, &self.out).at(&self.out, "cannot replace the output")?;
             // `self.tmp` now holds the previous output: delete it without making the user wait.
@@ -80,7 +115,56 @@ impl Drop for Staging {
     }
 }
 
+/// On a directory being built: the builder's pid (also left on the finished output).
 const OWNER_XATTR: &str = "user.supermin.builder";
+/// On every finished output: its format.
+const OUTPUT_XATTR: &str = "user.supermin.output";
+/// Any of these says a directory is an output of ours (the fingerprint is `--if-newer`'s).
+const MARKERS: [&str; 3] = [OUTPUT_XATTR, OWNER_XATTR, "user.supermin.fingerprint"];
+
+/// Refuse to replace `out` unless it is absent, empty, an earlier output, or `--force` says
+/// so (never `/`).
+fn check_replaceable(out: &Path, replace: Replace) -> Result<()> {
+    let shown = out.display();
+    let meta = match fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(out, "cannot use as output", e)),
+        Ok(m) => m,
+    };
+    if fs::canonicalize(out).is_ok_and(|p| p == Path::new("/")) {
+        bail!("{shown}: refusing to replace the root directory (choose an output directory)");
+    }
+    let refusal = if meta.file_type().is_symlink() {
+        "is a symbolic link (give the directory itself, or pass --force to replace the link)"
+    } else if !meta.is_dir() {
+        "exists and is not a directory (remove it, or pass --force to replace it)"
+    } else if is_output(out, replace.shape)? {
+        return Ok(());
+    } else {
+        "is not empty and not an earlier output of supermin: refusing to delete what is in it (choose another \
+         directory, or pass --force to replace it)"
+    };
+    if !replace.force {
+        bail!("{shown}: {refusal}");
+    }
+    log::warn!("{shown}: replacing it as --force says, though it {}", refusal.split(" (").next().unwrap_or(refusal));
+    Ok(())
+}
+
+/// `dir` is empty, marked as an output of ours, or has exactly `shape`'s entries.
+fn is_output(dir: &Path, shape: Shape) -> Result<bool> {
+    let names: Vec<String> = fs::read_dir(dir)
+        .at(dir, "cannot list the output directory")?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .at(dir, "cannot list the output directory")?;
+    if names.is_empty() || MARKERS.iter().any(|m| sys::get_xattr(dir, m).is_ok()) {
+        return Ok(true);
+    }
+    let known = |n: &String| shape.files.contains(&n.as_str()) || shape.optional.contains(&n.as_str());
+    let complete = shape.files.iter().all(|f| names.iter().any(|n| n == f));
+    Ok(!shape.files.is_empty() && complete && names.iter().all(known))
+}
 
 /// Delete `prefix.<random>` siblings left by builds that were killed: only directories we
 /// marked, whose builder process no longer exists.
@@ -93,6 +177,9 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
             continue;
         }
         let path = e.path();
+        if sys::get_xattr(&path, OUTPUT_XATTR).is_ok() {
+            continue; // a finished output that happens to have such a name
+        }
         let Some(pid) =
             sys::get_xattr(&path, OWNER_XATTR).ok().and_then(|v| String::from_utf8(v).ok()?.parse::<u32>().ok())
         else {

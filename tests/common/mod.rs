@@ -80,11 +80,12 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
     err
 }
 
-/// Make `out` look like the output of an earlier build (a MARKER file in it), to check that
-/// failed builds leave it alone.
+/// Make `out` look like the output of an earlier build (marked as ours, with a MARKER file
+/// in it), to check that failed builds leave it alone.
 pub fn previous_output(out: &Path) {
     fs::create_dir_all(out).unwrap();
     fs::write(out.join("MARKER"), "previous").unwrap();
+    ok(Command::new("setfattr").args(["-n", "user.supermin.output", "-v", "chroot"]).arg(out));
 }
 
 pub fn assert_previous_output_kept(out: &Path) {
