@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use log::info;
 
-use crate::boot::kernel;
 use crate::bail;
+use crate::boot::kernel;
 use crate::error::{Error, Result};
 use crate::inputs::{cache::ImageCache, Inputs};
 use crate::manifest::Meta;

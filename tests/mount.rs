@@ -355,8 +355,7 @@ fn fusermount_and_supermin_umount_end_the_daemon() {
     ok(ours().arg("umount").arg(&mp));
     assert!(!is_mounted(&mp));
     // `supermin umount` waits for the daemon itself.
-    // SAFETY: probe only.
-    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "daemon still running when umount returned");
+    assert!(!running(pid), "daemon still running when umount returned");
     drop(m);
     one_line_error(&run(ours().arg("umount").arg(&mp)), "not mounted");
 }
@@ -380,6 +379,24 @@ fn a_vanished_host_file_fails_alone() {
     assert!(matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::EIO)), "{err}");
     assert_eq!(fs::read(inside(&b)).unwrap(), b"second\n");
     assert!(inside(&data).is_dir(), "the mount survived");
+}
+
+/// The mount's record of its inputs is read at whatever length it has (it was once read into a
+/// 256-byte buffer, and a mount with long input paths was then taken for a supermin.d).
+#[test]
+fn materialize_a_mount_whose_inputs_have_long_paths() {
+    let s = Scratch::new("materialize-long");
+    let (d, built) = prepare_and_build_bash(&s);
+    let long = s.path(&format!("{}/{}", "a".repeat(200), "b".repeat(200)));
+    fs::create_dir_all(&long).unwrap();
+    let copy = long.join("supermin.d");
+    ok(Command::new("cp").arg("-a").arg(&d).arg(&copy));
+    let mp = s.path("mnt");
+    let _m = mount(&copy, &mp, &[]);
+    assert!(xattr(&mp, "user.supermin.inputs").is_some_and(|v| v.len() > 400));
+    let out = s.path("out");
+    ok(ours().arg("materialize").arg(&mp).args(["-f", "chroot", "-o"]).arg(&out));
+    assert_same_tree(&built, &out);
 }
 
 #[test]

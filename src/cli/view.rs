@@ -98,7 +98,10 @@ fn materialize_command() -> Command {
         )
         .arg(flag("include-packagelist", "Add /packagelist (for a mount, as it was mounted)"))
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it (ext2)"))
-        .arg(flag("force", "Replace OUTPUT even if it is not empty and not an earlier output (its contents are deleted)"))
+        .arg(flag(
+            "force",
+            "Replace OUTPUT even if it is not empty and not an earlier output (its contents are deleted)",
+        ))
         .arg(Arg::new("size").long("size").value_name("SIZE").help("Size of the ext2 filesystem"))
         .arg(Arg::new("host-cpu").long("host-cpu").value_name("ARCH"))
         .args(root_args())

@@ -450,7 +450,7 @@ impl Drop for Mounted {
             }
         }
         if let Some(pid) = self.daemon {
-            wait_exited(pid);
+            wait_gone(pid);
         }
     }
 }
@@ -477,20 +477,18 @@ pub fn is_mounted(mp: &Path) -> bool {
     table.lines().any(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
 }
 
-/// Whether process `pid` is gone (`kill(pid, 0)` fails: it exited and was reaped) within 10 s.
+/// Whether process `pid` exits within 10 s, reaped or not.
 pub fn wait_gone(pid: i32) -> bool {
-    // SAFETY: signal 0 only probes for existence.
-    within_10s(|| unsafe { libc::kill(pid, 0) } != 0)
+    within_10s(|| !running(pid))
 }
 
-/// Whether process `pid` exited within 10 s, reaped or not: a daemon's parent is init, which
-/// may collect it only seconds later.
-fn wait_exited(pid: i32) -> bool {
-    within_10s(|| match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    })
+/// Whether process `pid` is still running: it exists and is not a zombie (an exited process
+/// whose parent, here often a slow-reaping init, has not collected it: its resources are
+/// gone).
+pub fn running(pid: i32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z" | "X"))
 }
 
 fn within_10s(done: impl Fn() -> bool) -> bool {
