@@ -28,4 +28,5 @@ apt-get install -y -q \
     supermin fuse3 attr e2fsprogs cpio xz-utils zstd \
     linux-image-amd64 libguestfs0 libguestfs-tools \
     rpm libarchive-tools hyperfine \
-    rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3
+    rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3 \
+    podman runc

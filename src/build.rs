@@ -70,6 +70,9 @@ pub fn resolve_inputs(
 }
 
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {
+    if opts.out == Path::new("-") {
+        return build_to_stdout(driver, opts);
+    }
     let database = driver.database_files(&opts.root);
     let sources = Sources {
         inputs: &opts.inputs,
@@ -98,6 +101,17 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     info!("wrote the output in {} ms", started.elapsed().as_millis());
     freshness::record(staging.path(), &sources);
     staging.commit()
+}
+
+/// `-f tar -o -`: the archive on standard output (no staging, nothing to replace, nothing to
+/// keep fresh).
+fn build_to_stdout(driver: Driver, opts: &Options) -> Result<()> {
+    if opts.format != Format::Tar {
+        bail!("-o -: only -f tar can be written to standard output");
+    }
+    let pm = driver.open(&opts.root)?;
+    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist, None)?;
+    output::tar::write(&resolved.manifest, std::io::stdout().lock(), Path::new("standard output"))
 }
 
 /// Refuse an output that is an input, holds one or lies inside one: replacing it would delete

@@ -2,9 +2,9 @@
 //! sizes around block boundaries, modes, owners, times, symlinks and hard links; part of it
 //! becomes a base image, part stays on the host behind `hostfiles` globs, and a package
 //! (dash) comes with `excludefiles` that drop some of its files (excludes apply to package
-//! files only). Then three trees must agree entry for entry: the original supermin's
-//! chroot build (the oracle), ours, and our lazy view; and our ext2 image must hold the same
-//! tree. Each seed is a different appliance; a failure names its seed.
+//! files only). Then these trees must agree entry for entry: the original supermin's
+//! chroot build (the oracle), ours, our lazy view and our tar archive (listed as GNU tar lists
+//! our build, and unpacked); and our ext2 image must hold the same tree. Each seed is a different appliance; a failure names its seed.
 
 mod common;
 
@@ -188,6 +188,21 @@ fn differential(seed: u64) {
         let _m = mount(&d, &mp, &[]);
         compare(&built, &mp).assert_same_but(&format!("seed {seed}, the view against our build"), nothing);
     }
+
+    // The tar archive lists what GNU tar makes of our build, and unpacks to it.
+    let t = s.path("tar");
+    ok(ours().args(["--build", "-f", "tar"]).arg(&d).arg("-o").arg(&t));
+    let archive = t.join("appliance.tar");
+    let reference = s.path("reference.tar");
+    let gnu = ["--numeric-owner", "--sort=name", "-C"];
+    ok(Command::new("tar").args(gnu).arg(&built).arg("-cf").arg(&reference).arg("."));
+    let list = |a: &Path| stdout(&ok(Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(a)));
+    assert!(list(&archive) == list(&reference), "seed {seed}: tar tv of our archive differs from GNU tar's");
+    let unpacked = s.path("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let untar = ["--numeric-owner", "--same-permissions", "--same-owner", "-xf"];
+    ok(Command::new("tar").args(untar).arg(&archive).arg("-C").arg(&unpacked));
+    compare(&built, &unpacked).assert_same_but(&format!("seed {seed}, our tar archive against our build"), nothing);
 
     // The ext2 image holds the same tree, plus lost+found and the kernel's modules.
     let e = s.path("ext2");

@@ -22,10 +22,11 @@ supermin - tool for creating supermin appliances
 Usage:
   supermin --prepare LIST OF PACKAGES ... -o OUTPUTDIR
   supermin --build -f chroot|ext2 INPUT [INPUT ...] -o OUTPUTDIR
+  supermin --build -f initramfs|tar INPUT [INPUT ...] -o OUTPUTDIR   (-f tar -o - : to stdout)
   supermin prepare|build ...      (the same, as subcommands)
   supermin mount [--daemon] SUPERMIN.D... MOUNTPOINT   (a lazy read-only view; see mount --help)
   supermin umount MOUNTPOINT
-  supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs -o OUTPUTDIR
+  supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs|tar -o OUTPUTDIR
   supermin --list-drivers
 For full instructions, read the README.
 
@@ -40,7 +41,7 @@ fn command() -> Command {
         .arg(flag("prepare", "Prepare a supermin appliance"))
         .arg(flag("build", "Build a full appliance"))
         .arg(Arg::new("output").short('o').value_name("OUTPUTDIR").num_args(1).help("Set output directory"))
-        .arg(value("format", "FORMAT", "Set output format: chroot (fs, filesystem) or ext2").short('f'))
+        .arg(value("format", "FORMAT", "Set output format: chroot (fs, filesystem), ext2, initramfs or tar").short('f'))
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it"))
         .arg(value("host-cpu", "ARCH", "Set host CPU architecture (default: this machine's)"))
         .arg(flag("if-newer", "Only build if needed"))

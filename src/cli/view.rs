@@ -87,7 +87,7 @@ pub fn umount(argv: &[String]) -> Result<()> {
 fn materialize_command() -> Command {
     Command::new("materialize")
         .about("Build the appliance for real (as --build): from SUPERMIN.D... or from a live mount of it")
-        .override_usage("supermin materialize SRC... -f chroot|ext2|initramfs -o OUTPUT")
+        .override_usage("supermin materialize SRC... -f chroot|ext2|initramfs|tar -o OUTPUT")
         .arg(Arg::new("format").short('f').long("format").value_name("FORMAT").required(true))
         .arg(
             Arg::new("output")

@@ -1,4 +1,4 @@
-//! Writing a resolved appliance: the formats (`chroot`, `ext2`, `initramfs`), each a writer
+//! Writing a resolved appliance: the formats (`chroot`, `ext2`, `initramfs`, `tar`), each a writer
 //! of the one [`Manifest`], and what every output shares: a staging directory swapped into
 //! place atomically (`staging`) and the `--if-newer` fingerprint (`freshness`).
 
@@ -15,6 +15,7 @@ mod ext2;
 pub mod freshness;
 mod initramfs;
 pub mod staging;
+pub mod tar;
 
 /// What `-f` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +23,7 @@ pub enum Format {
     Chroot,
     Ext2,
     Initramfs,
+    Tar,
 }
 
 impl Format {
@@ -30,6 +32,7 @@ impl Format {
             "chroot" | "fs" | "filesystem" => Some(Format::Chroot),
             "ext2" => Some(Format::Ext2),
             "initramfs" => Some(Format::Initramfs),
+            "tar" => Some(Format::Tar),
             _ => None,
         }
     }
@@ -45,13 +48,14 @@ impl Format {
             Format::Chroot => ("chroot", &[]),
             Format::Ext2 => ("ext2", &["kernel", "initrd", "root"]),
             Format::Initramfs => ("initramfs", &["kernel", "initrd"]),
+            Format::Tar => ("tar", &[tar::FILE]),
         };
         Shape { name, files, optional: &[] }
     }
 
     /// Whether the format boots, and so needs a kernel.
     pub fn needs_kernel(self) -> bool {
-        self != Format::Chroot
+        matches!(self, Format::Ext2 | Format::Initramfs)
     }
 }
 
@@ -73,6 +77,7 @@ const DEFAULT_SIZE: u64 = 4 << 30;
 pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Boot>) -> Result<()> {
     let boot = match (format, boot) {
         (Format::Chroot, _) => return chroot::write(&manifest, out),
+        (Format::Tar, _) => return tar::write_file(&manifest, out),
         (_, Some(boot)) => boot,
         (_, None) => return Err(Error::new(format!("{format:?} output needs a kernel"))),
     };
