@@ -21,6 +21,8 @@ mod output;
 pub mod packager;
 mod prepare;
 mod resolve;
+mod slim;
+mod trace;
 mod util;
 mod view;
 

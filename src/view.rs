@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use supermin_fuse::{Attr, Data, Usage, View, BLOCK_SIZE, PASSTHROUGH_MIN_SIZE};
 
 use crate::manifest::{Content, Ino, Manifest, Node, ROOT};
+use crate::trace::{Uses, READ, STAT};
 
 /// Extended attribute names on the mount root.
 pub const XATTR_INPUTS: &str = "user.supermin.inputs";
@@ -82,6 +83,8 @@ pub struct ManifestView {
     /// Bytes in reachable host files large enough for passthrough.
     large_host_bytes: u64,
     usage: Usage,
+    /// With `mount --trace`: how each inode was used.
+    uses: Option<Uses>,
 }
 
 /// See [`ManifestView::passthrough_pays`].
@@ -132,7 +135,7 @@ impl ManifestView {
         if let Some(root) = &record.sysroot {
             xattrs.push((XATTR_SYSROOT, root.as_os_str().as_encoded_bytes().to_vec()));
         }
-        ManifestView { manifest, nlink, parent, xattrs, files, large_host_bytes, usage }
+        ManifestView { manifest, nlink, parent, xattrs, files, large_host_bytes, usage, uses: None }
     }
 
     /// Whether this view is better served with FUSE passthrough, which the kernel grants per
@@ -152,6 +155,27 @@ impl ManifestView {
     /// large host files.
     pub fn file_stats(&self) -> (u64, u64) {
         (self.files, self.large_host_bytes)
+    }
+
+    /// Record from now on which paths are used (see [`crate::trace`]).
+    pub fn trace(&mut self) {
+        let uses = Uses::new(self.manifest.inodes.len());
+        uses.mark(ROOT, READ);
+        self.uses = Some(uses);
+    }
+
+    /// Write what was used to the trace file `out`; returns (paths read, paths only looked up).
+    pub fn write_trace(&self, out: &std::path::Path) -> crate::error::Result<(usize, usize)> {
+        match &self.uses {
+            Some(uses) => uses.write(&self.manifest, out),
+            None => Ok((0, 0)),
+        }
+    }
+
+    fn mark(&self, ino: Ino, how: u8) {
+        if let Some(uses) = &self.uses {
+            uses.mark(ino, how);
+        }
     }
 
     fn get(&self, ino: u64) -> Option<(Ino, &crate::manifest::Inode)> {
@@ -178,7 +202,9 @@ impl View for ManifestView {
 
     fn lookup(&self, parent: u64, name: &[u8]) -> Option<u64> {
         let (i, _) = self.get(parent)?;
-        self.manifest.children(i)?.get(name).map(|&c| u64::from(c))
+        let child = *self.manifest.children(i)?.get(name)?;
+        self.mark(child, STAT);
+        Some(u64::from(child))
     }
 
     fn parent(&self, dir: u64) -> u64 {
@@ -187,6 +213,7 @@ impl View for ManifestView {
 
     fn children(&self, dir: u64, skip: usize, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Option<()> {
         let (i, _) = self.get(dir)?;
+        self.mark(i, READ);
         for (name, &child) in self.manifest.children(i)?.iter().skip(skip) {
             if !f(name, u64::from(child)) {
                 break;
@@ -196,14 +223,17 @@ impl View for ManifestView {
     }
 
     fn readlink(&self, ino: u64) -> Option<&[u8]> {
-        match &self.get(ino)?.1.node {
+        let (i, inode) = self.get(ino)?;
+        self.mark(i, READ);
+        match &inode.node {
             Node::Symlink(target) => Some(target),
             _ => None,
         }
     }
 
     fn data(&self, ino: u64) -> Option<Data<'_>> {
-        let (_, inode) = self.get(ino)?;
+        let (i, inode) = self.get(ino)?;
+        self.mark(i, READ);
         match &inode.node {
             Node::File(Content::Host(path)) => Some(Data::Host(path)),
             Node::File(content) => self.manifest.memory_content(content, inode.meta.size).map(Data::Bytes),

@@ -44,6 +44,9 @@ pub(crate) struct ViewFs<V: View> {
     /// when the kernel refuses passthrough at the first large file (a host file on a stacked
     /// filesystem): the next open answers ENOSYS and the connection stops sending opens.
     no_open: bool,
+    /// Every entry is looked up by name before use (no attributes with listings), so that
+    /// the view sees each path the first time it is used (see [`crate::Options::every_lookup`]).
+    every_lookup: bool,
 }
 
 thread_local! {
@@ -124,8 +127,8 @@ fn negative() -> FileAttr {
 }
 
 impl<V: View> ViewFs<V> {
-    pub(crate) fn new(view: V, passthrough: bool) -> Self {
-        ViewFs { view, files: Files::new(passthrough), no_opendir: false, no_open: false }
+    pub(crate) fn new(view: V, passthrough: bool, every_lookup: bool) -> Self {
+        ViewFs { view, files: Files::new(passthrough), no_opendir: false, no_open: false, every_lookup }
     }
 
     fn attr(&self, ino: Ino) -> Result<Attr, Errno> {
@@ -173,13 +176,11 @@ impl<V: View> ViewFs<V> {
 
 impl<V: View> Filesystem for ViewFs<V> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Attributes come with directory listings: `find`/`ls -l` need no lookup per entry
+        // (unless every first use must be seen).
+        let plus = (!self.every_lookup).then_some(InitFlags::FUSE_DO_READDIRPLUS);
         // Each is asked for separately: an older kernel lacking one still gets the others.
-        for flag in [
-            // Attributes come with directory listings: `find`/`ls -l` need no lookup per entry.
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-        ] {
+        for flag in plus.into_iter().chain([InitFlags::FUSE_CACHE_SYMLINKS, InitFlags::FUSE_PARALLEL_DIROPS]) {
             if config.add_capabilities(flag).is_err() {
                 log::debug!("kernel does not offer {flag:?}");
             }

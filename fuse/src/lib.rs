@@ -89,3 +89,35 @@ pub struct Usage {
     pub blocks: u64,
     pub inodes: u64,
 }
+
+/// A shared view is a view: the owner can keep a handle on what it serves (to read what the
+/// mount recorded once it ends).
+impl<T: View> View for std::sync::Arc<T> {
+    fn attr(&self, ino: Ino) -> Option<Attr> {
+        (**self).attr(ino)
+    }
+    fn lookup(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
+        (**self).lookup(parent, name)
+    }
+    fn parent(&self, dir: Ino) -> Ino {
+        (**self).parent(dir)
+    }
+    fn children(&self, dir: Ino, skip: usize, f: &mut dyn FnMut(&[u8], Ino) -> bool) -> Option<()> {
+        (**self).children(dir, skip, f)
+    }
+    fn readlink(&self, ino: Ino) -> Option<&[u8]> {
+        (**self).readlink(ino)
+    }
+    fn data(&self, ino: Ino) -> Option<Data<'_>> {
+        (**self).data(ino)
+    }
+    fn xattr(&self, ino: Ino, name: &[u8]) -> Option<Vec<u8>> {
+        (**self).xattr(ino, name)
+    }
+    fn xattr_names(&self, ino: Ino) -> Vec<Vec<u8>> {
+        (**self).xattr_names(ino)
+    }
+    fn usage(&self) -> Usage {
+        (**self).usage()
+    }
+}

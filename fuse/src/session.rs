@@ -31,6 +31,11 @@ pub struct Options {
     pub fsname: String,
     /// The filesystem type is `fuse.SUBTYPE` in /proc/mounts.
     pub subtype: String,
+    /// Make the kernel look up every entry by name before its first use, instead of taking
+    /// attributes from directory listings (readdirplus): then [`View::lookup`] sees every
+    /// path that is used, which is what tracing a workload needs. Costs one request per
+    /// entry on first use; repeated uses stay in the kernel's caches.
+    pub every_lookup: bool,
 }
 
 /// Why [`serve`] stopped early.
@@ -69,7 +74,8 @@ pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl Fn
         log::info!("FUSE passthrough needs root; reading host files through the daemon");
     }
     let config = config(opts, threads);
-    let mut session = Session::new(ViewFs::new(view, passthrough), mountpoint, &config).map_err(ServeError::Mount)?;
+    let fs = ViewFs::new(view, passthrough, opts.every_lookup);
+    let mut session = Session::new(fs, mountpoint, &config).map_err(ServeError::Mount)?;
     let mut unmounter = session.unmount_callable();
     let path = mountpoint.to_path_buf();
     let waiter = move || {

@@ -1,6 +1,6 @@
 //! Argument definitions and conversions shared by the classic parser and the subcommands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -73,6 +73,16 @@ pub fn size(m: &ArgMatches) -> Result<Option<u64>> {
 /// `-f`: one of the formats.
 pub fn format(name: &str) -> Result<crate::output::Format> {
     crate::output::Format::parse(name).ok_or_else(|| Error::new(format!("unknown --format option ({name})")))
+}
+
+/// A file to be written later (from another directory: a daemon works from `/`), made
+/// absolute now, its directory checked now.
+pub fn output_file(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).at(path, "cannot use")?;
+    match abs.parent() {
+        Some(dir) if dir.is_dir() => Ok(abs),
+        _ => bail!("{}: its directory does not exist (create it first)", path.display()),
+    }
 }
 
 /// `--size`: `^[.0-9]+[bKMG]$`, a decimal number of bytes, KiB, MiB or GiB.

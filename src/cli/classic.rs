@@ -26,6 +26,7 @@ Usage:
   supermin prepare|build ...      (the same, as subcommands)
   supermin mount [--daemon] SUPERMIN.D... MOUNTPOINT   (a lazy read-only view; see mount --help)
   supermin umount MOUNTPOINT
+  supermin slim SUPERMIN.D... --trace FILE... -o NEW.D   (see slim --help; traces from mount --trace)
   supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs|tar -o OUTPUTDIR
   supermin --list-drivers
 For full instructions, read the README.

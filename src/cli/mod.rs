@@ -18,6 +18,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Some("mount") => view::mount(&args[1..]),
         Some("umount" | "unmount") => view::umount(&args[1..]),
         Some("materialize") => view::materialize(&args[1..]),
+        Some("slim") => view::slim(&args[1..]),
         _ => classic::run(args),
     }
 }

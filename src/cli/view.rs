@@ -34,6 +34,13 @@ fn mount_command() -> Command {
         )
         .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist"))
         .arg(
+            Arg::new("trace")
+                .long("trace")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Record every path used while mounted, written to FILE when the mount ends (for supermin slim)"),
+        )
+        .arg(
             Arg::new("threads")
                 .long("threads")
                 .value_name("N")
@@ -70,6 +77,7 @@ pub fn mount(argv: &[String]) -> Result<()> {
         include_packagelist: m.get_flag("include-packagelist"),
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
+        trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
     })
 }
 
@@ -127,4 +135,54 @@ pub fn materialize(argv: &[String]) -> Result<()> {
         force: m.get_flag("force"),
     };
     mount::materialize(opts, driver)
+}
+
+fn slim_command() -> Command {
+    Command::new("slim")
+        .about(
+            "Write a supermin appliance that leaves out every package file the traces (from supermin mount --trace) \
+             did not use",
+        )
+        .override_usage("supermin slim SUPERMIN.D... --trace FILE... [--keep GLOB]... -o NEW.D")
+        .arg(
+            Arg::new("trace")
+                .long("trace")
+                .value_name("FILE")
+                .required(true)
+                .action(clap::ArgAction::Append)
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("A trace written by supermin mount --trace (repeat for several workloads: their union is kept)"),
+        )
+        .arg(
+            Arg::new("keep")
+                .long("keep")
+                .value_name("GLOB")
+                .action(clap::ArgAction::Append)
+                .help("Keep the package files this fnmatch pattern matches, used or not (e.g. '/usr/lib/locale/*')"),
+        )
+        .arg(
+            Arg::new("output").short('o').value_name("NEW.D").required(true).value_parser(clap::value_parser!(PathBuf)),
+        )
+        .arg(flag(
+            "force",
+            "Replace NEW.D even if it is not empty and not an earlier output (its contents are deleted)",
+        ))
+        .args(root_args())
+        .arg(verbose())
+        .arg(Arg::new("src").num_args(1..).required(true).value_parser(clap::value_parser!(PathBuf)))
+}
+
+pub fn slim(argv: &[String]) -> Result<()> {
+    let m = parse(slim_command(), argv)?;
+    logger::init(m.get_count("verbose"));
+    let (root, driver) = args::root_and_driver(&m)?;
+    let opts = crate::slim::Options {
+        inputs: paths(&m, "src"),
+        traces: paths(&m, "trace"),
+        keep: m.get_many::<String>("keep").map(|v| v.cloned().collect()).unwrap_or_default(),
+        out: m.get_one::<PathBuf>("output").cloned().unwrap_or_default(),
+        root,
+        force: m.get_flag("force"),
+    };
+    crate::slim::slim(driver, &opts)
 }

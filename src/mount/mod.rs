@@ -5,6 +5,7 @@
 //! real build: from a supermin.d, or from a live mount (whose root records what it resolved).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use supermin_fuse::ServeError;
 
@@ -33,6 +34,8 @@ pub struct MountOptions {
     /// `--sysroot` (or `/`) and `--packager`, when given.
     pub root: PathBuf,
     pub packager: Option<String>,
+    /// `--trace FILE` (absolute): record the paths used, written to FILE when the mount ends.
+    pub trace: Option<PathBuf>,
 }
 
 pub fn mount(opts: MountOptions) -> Result<()> {
@@ -56,7 +59,11 @@ pub fn mount(opts: MountOptions) -> Result<()> {
 /// Resolve and serve until unmounted; `ready` once the mount is up.
 fn serve(opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
     let abs = mountpoint::check(&opts.mountpoint)?;
-    let view = resolve_view(opts)?;
+    let mut view = resolve_view(opts)?;
+    if opts.trace.is_some() {
+        view.trace();
+    }
+    let view = Arc::new(view);
     let (files, large) = view.file_stats();
     let passthrough = opts.passthrough.unwrap_or_else(|| view.passthrough_pays());
     log::info!(
@@ -73,12 +80,18 @@ fn serve(opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
         threads: opts.threads,
         fsname: "supermin".into(),
         subtype: "supermin".into(),
+        every_lookup: opts.trace.is_some(),
     };
     let up = || {
         mountpoint::raise_readahead(&abs);
         ready();
     };
-    supermin_fuse::serve(view, &abs, &fuse_opts, up).map_err(|e| serve_error(&opts.mountpoint, e))
+    let served = supermin_fuse::serve(view.clone(), &abs, &fuse_opts, up).map_err(|e| serve_error(&opts.mountpoint, e));
+    if let Some(trace) = &opts.trace {
+        let (read, looked_up) = view.write_trace(trace)?;
+        log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display());
+    }
+    served
 }
 
 fn serve_error(mp: &Path, e: ServeError) -> Error {
