@@ -41,6 +41,9 @@ pub struct Resolved {
     pub manifest: Manifest,
     /// `name_version_arch` of every package in the closure, sorted.
     pub packages: Vec<String>,
+    /// The packages' files as their database names them, after excludefiles (config files,
+    /// which come from the base image, left out): what an excludefiles line can remove.
+    pub package_files: Vec<String>,
 }
 
 /// One entry of the host file list: where it goes and where to read it.
@@ -63,6 +66,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
 
     let mut listed = package_files(pm, &closure)?;
     exclude(&mut listed, &inputs.excludes);
+    let package_files = listed.iter().map(|f| f.path.clone()).collect();
     for pattern in &inputs.hostfiles {
         listed.extend(host::glob(opts.root, pattern).into_iter().map(|path| Listed { source: path.clone(), path }));
     }
@@ -80,7 +84,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     if opts.include_packagelist {
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
-    Ok(Resolved { manifest, packages })
+    Ok(Resolved { manifest, packages, package_files })
 }
 
 /// The packages' files, config files left out (they come from the base image).
