@@ -137,6 +137,39 @@ fn ext2_boots_from_virtio_blk() {
     assert!(console.contains("supermin: ext2 mini initrd starting up"), "our init did not speak; console:\n{console}");
 }
 
+/// A slim appliance boots and runs the workload it was traced with: its /init is the workload
+/// (sort and a checksum, through bash), traced in the lazy view, then `slim`, then `-f ext2`.
+#[test]
+fn a_slim_ext2_appliance_boots_and_runs_its_workload() {
+    let t = Scratch::new("boot-slim");
+    let d = t.path("supermin.d");
+    ok(ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&d));
+    let init_dir = t.path("init-src");
+    fs::create_dir_all(&init_dir).unwrap();
+    let workload = format!("#!/bin/bash\necho \"{MARKER} $(printf 'pear\\napple\\nfig\\n' | sort | sha256sum)\"\n");
+    fs::write(init_dir.join("init"), workload).unwrap();
+    ok(Command::new("chmod").arg("0755").arg(init_dir.join("init")));
+    ok(Command::new("tar").arg("-C").arg(&init_dir).arg("-czf").arg(d.join("init.tar.gz")).arg("./init"));
+    let (mp, trace) = (t.path("mnt"), t.path("init.trace"));
+    let m = mount(&d, &mp, &["--suid", "--dev", "--trace", trace.to_str().unwrap()]);
+    let expected = stdout(&ok(Command::new("chroot").arg(&mp).arg("/init")));
+    ok(ours().arg("umount").arg(&mp));
+    drop(m);
+    let slim_d = t.path("slim.d");
+    ok(ours().arg("slim").arg(&d).arg("--trace").arg(&trace).arg("-o").arg(&slim_d));
+    let e = t.path("ext2");
+    ok(ours().args(["--build", "-f", "ext2", "--size", "1G"]).arg(&slim_d).arg("-o").arg(&e));
+    let full = t.path("full");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&d).arg("-o").arg(&full));
+    let slim = t.path("slim");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(&slim_d).arg("-o").arg(&slim));
+    let files = |p: &Path| dump(p).values().filter(|e| e.kind != 'd').count();
+    assert!(files(&slim) * 5 < files(&full), "slim: {} files of {}", files(&slim), files(&full));
+    let console = boot_vda(&e);
+    let line = console.lines().find(|l| l.contains(MARKER)).unwrap_or_else(|| panic!("no marker; console:\n{console}"));
+    assert_eq!(line.trim_end(), expected.trim_end(), "the booted slim appliance printed something else");
+}
+
 /// The way libguestfs boots: `root=UUID=` and the disk on virtio-scsi, `quiet`.
 #[test]
 fn ext2_boots_by_uuid_on_virtio_scsi() {

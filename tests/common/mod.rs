@@ -491,7 +491,7 @@ pub fn running(pid: i32) -> bool {
     !matches!(state, None | Some("Z" | "X"))
 }
 
-fn within_10s(done: impl Fn() -> bool) -> bool {
+pub fn within_10s(done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
         if Instant::now() > deadline {
