@@ -64,8 +64,8 @@ pub fn resolve_inputs(
         return Err(Error::new("build: no input supermin appliance specified"));
     }
     let inputs = Inputs::read(inputs, cache)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime: now, ..Meta::default() };
+    let mtime = crate::util::now();
+    let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
     resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
 }
 

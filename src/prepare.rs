@@ -76,7 +76,7 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
 /// `base.tar.gz`: `./etc/...` members owned by root (HEAD supermin's `--owner=0 --group=0`),
 /// every mtime set to `SOURCE_DATE_EPOCH` when it is set (as HEAD's `--mtime=@…`), for reproducible appliances.
 fn write_base_image(path: &Path, sources: &[(String, ConfigSource)]) -> Result<()> {
-    let epoch: Option<u64> = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
+    let epoch: Option<u64> = crate::util::source_date_epoch().and_then(|e| u64::try_from(e).ok());
     let file = File::create(path).at(path, "cannot create")?;
     let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);

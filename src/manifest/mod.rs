@@ -258,6 +258,18 @@ impl Manifest {
         }
     }
 
+    /// Set every modification time later than `epoch` to `epoch` (`SOURCE_DATE_EPOCH`, as GNU
+    /// tar's `--clamp-mtime`): host directories that change all the time (`/var/tmp`) then
+    /// do not change the output.
+    pub fn clamp_mtimes(&mut self, epoch: i64) {
+        for inode in &mut self.inodes {
+            if inode.meta.mtime > epoch || (inode.meta.mtime == epoch && inode.meta.mtime_nsec > 0) {
+                inode.meta.mtime = epoch;
+                inode.meta.mtime_nsec = 0;
+            }
+        }
+    }
+
     /// How many directory entries name each inode (for hard-link counts).
     pub fn link_counts(&self) -> Vec<u32> {
         let mut counts = vec![0u32; self.inodes.len()];

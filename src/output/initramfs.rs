@@ -15,6 +15,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Content, Ino, Manifest, Node, ROOT};
 use crate::util::{cpio, work};
 
+/// About how many compressed segments the archive is cut into (enough to keep every core busy).
+const SEGMENTS: u64 = 16;
+
 pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     if manifest.lookup(b"/init", true).is_none() {
         warn!("the appliance has no /init: the kernel will find nothing to run (add one with a base image)");
@@ -28,7 +31,9 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     // Cut into segments of about equal size.
     let total: u64 = entries.iter().map(|(_, ino)| manifest.inode(*ino).meta.size + 512).sum();
     let threads = work::cores();
-    let target = (total / (threads as u64 * 4)).max(4 << 20);
+    // A fixed number of segments, not one per core: the same inputs give the same bytes on
+    // any machine.
+    let target = (total / SEGMENTS).max(4 << 20);
     let mut segments: Vec<&[(Vec<u8>, Ino)]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
     for (i, (_, ino)) in entries.iter().enumerate() {

@@ -83,6 +83,9 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
     };
     let k = boot.kernel;
     resolve::add_host_tree(&mut manifest, boot.root, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+    if let Some(epoch) = crate::util::source_date_epoch() {
+        manifest.clamp_mtimes(epoch);
+    }
     k.install(&out.join("kernel"), boot.copy_kernel)?;
     if format == Format::Initramfs {
         return initramfs::write(&manifest, &out.join("initrd"));
@@ -91,7 +94,7 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
     let initrd = out.join("initrd");
     std::thread::scope(|s| {
         let mini = s.spawn(|| initrd::write(&k.modpath, &initrd));
-        let image = ext2::write(&manifest, &out.join("root"), boot.size.unwrap_or(DEFAULT_SIZE), ext2::random_uuid());
+        let image = ext2::write(&manifest, &out.join("root"), boot.size.unwrap_or(DEFAULT_SIZE), ext2::uuid(&manifest));
         image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
     })
 }

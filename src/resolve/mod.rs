@@ -84,6 +84,9 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     if opts.include_packagelist {
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
+    if let Some(epoch) = crate::util::source_date_epoch() {
+        manifest.clamp_mtimes(epoch);
+    }
     Ok(Resolved { manifest, packages, package_files })
 }
 
@@ -147,7 +150,7 @@ fn add_packagelist(manifest: &mut Manifest, pm: &dyn PackageManager, packages: &
     text.push('\n');
     // The list describes the installed set: it is as new as the package database (or
     // SOURCE_DATE_EPOCH), so every build and view of the same state agrees on it.
-    let mtime = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| {
+    let mtime = crate::util::source_date_epoch().unwrap_or_else(|| {
         let newest = pm.database_files().iter().filter_map(|f| fs::metadata(f).ok()).map(|m| m.mtime()).max();
         newest.unwrap_or(root_meta.mtime)
     });

@@ -27,7 +27,7 @@ mod write;
 /// Write `manifest` as an ext2 image of `size` bytes (sparse) at `out`, with filesystem UUID
 /// `uuid`. An appliance that does not fit is refused before anything is written.
 pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Result<()> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as u32;
+    let now = crate::util::now().clamp(0, i64::from(u32::MAX)) as u32;
     let plan = layout::plan(manifest, size, out, now)?;
     let free = write::write(manifest, &plan, out, uuid, now)?;
     // No fsync: like the original, outputs are a cache that --if-newer rebuilds, and forcing
@@ -42,14 +42,37 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
     Ok(())
 }
 
-/// A random UUID (version 4) for the filesystem, which libguestfs passes as `root=UUID=`.
-pub fn random_uuid() -> [u8; 16] {
+/// The filesystem's UUID (version 4 layout), which libguestfs passes as `root=UUID=`: random,
+/// or with `SOURCE_DATE_EPOCH` set derived from the epoch and the tree (every path, mode,
+/// owner, size and time), so that the same inputs give the same image.
+pub fn uuid(manifest: &Manifest) -> [u8; 16] {
     let mut u = [0u8; 16];
-    if fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut u)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
-        u.copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+    match crate::util::source_date_epoch() {
+        Some(epoch) => u = tree_digest(manifest, epoch),
+        None => {
+            if fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut u)).is_err() {
+                let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+                u.copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+            }
+        }
     }
     u[6] = (u[6] & 0x0f) | 0x40;
     u[8] = (u[8] & 0x3f) | 0x80;
     u
+}
+
+/// MD5 of the epoch and of every entry's path and metadata.
+fn tree_digest(manifest: &Manifest, epoch: i64) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(epoch.to_le_bytes());
+    manifest.walk(|path, ino| {
+        let m = manifest.inode(ino).meta;
+        h.update(path);
+        h.update([0]);
+        for v in [u64::from(m.mode), u64::from(m.uid), u64::from(m.gid), m.size, m.mtime as u64, m.rdev] {
+            h.update(v.to_le_bytes());
+        }
+    });
+    h.finalize().into()
 }
