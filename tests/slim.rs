@@ -115,7 +115,11 @@ fn assert_slimmed(full: &Path, slim: &Path, used: &BTreeSet<String>, what: &str)
 fn slim_appliances_run_their_workloads() {
     let s = Scratch::new("slim");
     let full = s.path("full");
-    ok(ours().args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"]).arg(&full));
+    // The builds compared share a SOURCE_DATE_EPOCH (see `pinned_epoch`).
+    ok(ours()
+        .env("SOURCE_DATE_EPOCH", pinned_epoch())
+        .args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"])
+        .arg(&full));
     let mut traces = Vec::new();
     for w in WORKLOADS {
         let (expected, trace) = trace(&s, w);
@@ -125,7 +129,12 @@ fn slim_appliances_run_their_workloads() {
             stdout(&ok(ours().arg("slim").arg(LIBGUESTFS_APPLIANCE).arg("--trace").arg(&trace).arg("-o").arg(&slim_d)));
         eprintln!("{}: {}", w.name, said.lines().next().unwrap_or(""));
         let slim = s.path(&format!("{}-ours", w.name));
-        ok(ours().args(["--build", "-f", "chroot"]).arg(&slim_d).arg("-o").arg(&slim));
+        ok(ours()
+            .env("SOURCE_DATE_EPOCH", pinned_epoch())
+            .args(["--build", "-f", "chroot"])
+            .arg(&slim_d)
+            .arg("-o")
+            .arg(&slim));
         assert_eq!(run_in(&slim, w), expected, "{}: output in our slim build", w.name);
         assert_slimmed(&full, &slim, &traced(&trace), w.name);
         if w.original_runs_it {

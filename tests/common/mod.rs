@@ -574,3 +574,14 @@ pub fn base_image_text(tgz: &Path) -> BTreeMap<String, String> {
         .map(|(name, m)| (name.trim_start_matches('.').to_string(), String::from_utf8(m.data).unwrap()))
         .collect()
 }
+
+/// A `SOURCE_DATE_EPOCH` an hour before this test process started, the same for all its
+/// builds: two builds compared entry for entry then agree on the times of host directories
+/// that other tests change meanwhile (`/var/tmp`, clamped to it), while older times are kept.
+pub fn pinned_epoch() -> &'static str {
+    static EPOCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        (now - 3600).to_string()
+    })
+}
