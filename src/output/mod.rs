@@ -83,9 +83,6 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
     };
     let k = boot.kernel;
     resolve::add_host_tree(&mut manifest, boot.root, &k.modpath, &format!("/lib/modules/{}", k.version))?;
-    if let Some(epoch) = crate::util::source_date_epoch() {
-        manifest.clamp_mtimes(epoch);
-    }
     k.install(&out.join("kernel"), boot.copy_kernel)?;
     if format == Format::Initramfs {
         return initramfs::write(&manifest, &out.join("initrd"));

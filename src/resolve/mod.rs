@@ -84,9 +84,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     if opts.include_packagelist {
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
-    if let Some(epoch) = crate::util::source_date_epoch() {
-        manifest.clamp_mtimes(epoch);
-    }
+    clamp_to_epoch(&mut manifest);
     Ok(Resolved { manifest, packages, package_files })
 }
 
@@ -208,7 +206,16 @@ pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, targ
             }
         }
     }
+    clamp_to_epoch(manifest);
     Ok(())
+}
+
+/// With `SOURCE_DATE_EPOCH`, no time in the tree is later than it (see `Manifest::clamp_mtimes`):
+/// applied wherever the resolve stage finishes adding host entries.
+fn clamp_to_epoch(manifest: &mut Manifest) {
+    if let Some(epoch) = crate::util::source_date_epoch() {
+        manifest.clamp_mtimes(epoch);
+    }
 }
 
 /// The original chroot writer's rewrite of absolute link targets: one `../` for each `/` of the
