@@ -37,9 +37,13 @@ impl Uses {
         Uses((0..inodes).map(|_| AtomicU8::new(0)).collect())
     }
 
+    /// Called on every request about `ino`: a plain load once it is marked, so repeated
+    /// reads do not keep writing the shared counter.
     pub fn mark(&self, ino: Ino, how: u8) {
         if let Some(u) = self.0.get(ino as usize) {
-            u.fetch_max(how, Ordering::Relaxed);
+            if u.load(Ordering::Relaxed) < how {
+                u.fetch_max(how, Ordering::Relaxed);
+            }
         }
     }
 
