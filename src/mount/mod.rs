@@ -88,8 +88,14 @@ fn serve(opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
     };
     let served = supermin_fuse::serve(view.clone(), &abs, &fuse_opts, up).map_err(|e| serve_error(&opts.mountpoint, e));
     if let Some(trace) = &opts.trace {
-        let (read, looked_up) = view.write_trace(trace)?;
-        log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display());
+        match view.write_trace(trace) {
+            Ok((read, looked_up)) => {
+                log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display())
+            }
+            // The session's own failure, if any, is the one to report.
+            Err(e) if served.is_err() => log::warn!("{}", e.message()),
+            Err(e) => return Err(e),
+        }
     }
     served
 }
