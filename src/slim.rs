@@ -55,7 +55,8 @@ pub fn slim(driver: Driver, opts: &Options) -> Result<()> {
     let manifest = &resolved.manifest;
     let used: HashSet<Ino> = used.iter().filter_map(|p| manifest.lookup(p, false)).collect();
     let keep = patterns(&opts.keep)?;
-    let names = first_names(manifest);
+    // Only --keep patterns need each inode's name in the tree.
+    let names = if keep.is_empty() { HashMap::new() } else { first_names(manifest) };
     let mut unused: BTreeSet<&str> = BTreeSet::new();
     let mut dropped: HashSet<(Ino, Vec<u8>)> = HashSet::new();
     for path in &resolved.package_files {
