@@ -17,6 +17,12 @@ pub fn value(name: &'static str, meta: &'static str, help: &'static str) -> Arg 
     Arg::new(name).long(name).value_name(meta).num_args(1).allow_hyphen_values(true).help(help)
 }
 
+/// `--force`, for a command whose output is named `meta` in its usage.
+pub fn force(meta: &str) -> Arg {
+    let help = format!("Replace {meta} even if it is not empty and not an earlier output (its contents are deleted)");
+    Arg::new("force").long("force").action(ArgAction::SetTrue).help(help)
+}
+
 pub fn verbose() -> Arg {
     Arg::new("verbose").short('v').long("verbose").action(ArgAction::Count).help("Enable debugging messages")
 }

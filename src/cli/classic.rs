@@ -46,10 +46,7 @@ fn command() -> Command {
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it"))
         .arg(value("host-cpu", "ARCH", "Set host CPU architecture (default: this machine's)"))
         .arg(flag("if-newer", "Only build if needed"))
-        .arg(flag(
-            "force",
-            "Replace OUTPUTDIR even if it is not empty and not an earlier output (its contents are deleted)",
-        ))
+        .arg(args::force("OUTPUTDIR"))
         .arg(value("lock", "LOCKFILE", "Use a lock file while building"))
         .arg(flag("include-packagelist", "Add a file with the list of packages"))
         .arg(value("packager-config", "CONFIGFILE", "Set alternate package manager configuration file"))

@@ -106,10 +106,7 @@ fn materialize_command() -> Command {
         )
         .arg(flag("include-packagelist", "Add /packagelist (for a mount, as it was mounted)"))
         .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it (ext2)"))
-        .arg(flag(
-            "force",
-            "Replace OUTPUT even if it is not empty and not an earlier output (its contents are deleted)",
-        ))
+        .arg(args::force("OUTPUT"))
         .arg(Arg::new("size").long("size").value_name("SIZE").help("Size of the ext2 filesystem"))
         .arg(Arg::new("host-cpu").long("host-cpu").value_name("ARCH"))
         .args(root_args())
@@ -163,10 +160,7 @@ fn slim_command() -> Command {
         .arg(
             Arg::new("output").short('o').value_name("NEW.D").required(true).value_parser(clap::value_parser!(PathBuf)),
         )
-        .arg(flag(
-            "force",
-            "Replace NEW.D even if it is not empty and not an earlier output (its contents are deleted)",
-        ))
+        .arg(args::force("NEW.D"))
         .args(root_args())
         .arg(verbose())
         .arg(Arg::new("src").num_args(1..).required(true).value_parser(clap::value_parser!(PathBuf)))
