@@ -575,6 +575,29 @@ pub fn base_image_text(tgz: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `tar tv` of an archive, with numeric owners.
+fn tar_listing(archive: &Path) -> String {
+    stdout(&ok(Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(archive)))
+}
+
+/// The tar archive `archive` is the tree `tree`: `tar tv` lists it line for line as GNU tar
+/// lists `tar --sort=name --numeric-owner -C TREE -c .`, and it unpacks to the same tree.
+/// `scratch` holds the reference archive and the unpacked copy; `what` names the case.
+pub fn assert_tar_is_tree(archive: &Path, tree: &Path, scratch: &Path, what: &str) {
+    let reference = scratch.join("reference.tar");
+    let gnu = ["--numeric-owner", "--sort=name", "-C"];
+    ok(Command::new("tar").args(gnu).arg(tree).arg("-cf").arg(&reference).arg("."));
+    let (ours, theirs) = (tar_listing(archive), tar_listing(&reference));
+    let diff: Vec<(&str, &str)> = ours.lines().zip(theirs.lines()).filter(|(a, b)| a != b).take(5).collect();
+    assert!(diff.is_empty(), "{what}: entries differ from GNU tar's of the chroot build (ours, GNU's): {diff:#?}");
+    assert_eq!(ours.lines().count(), theirs.lines().count(), "{what}: number of entries");
+    let unpacked = scratch.join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let untar = ["--numeric-owner", "--same-permissions", "--same-owner", "-xf"];
+    ok(Command::new("tar").args(untar).arg(archive).arg("-C").arg(&unpacked));
+    compare(tree, &unpacked).assert_same_but(&format!("{what}: the unpacked archive against the tree"), |_| false);
+}
+
 /// A `SOURCE_DATE_EPOCH` an hour before this test process started, the same for all its
 /// builds: two builds compared entry for entry then agree on the times of host directories
 /// that other tests change meanwhile (`/var/tmp`, clamped to it), while older times are kept.
