@@ -7,6 +7,7 @@
 //! minus paths that do not exist, then "munged" (parents and symlink-target directories put
 //! before what needs them) and replayed into the tree after the base images.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
@@ -105,11 +106,18 @@ fn exclude(listed: &mut Vec<Listed>, patterns: &[String]) {
     if patterns.is_empty() {
         return;
     }
-    let patterns: Vec<CString> = patterns.iter().filter_map(|p| CString::new(p.as_str()).ok()).collect();
+    // A pattern without `*`, `?` or `[` matches only itself (FNM_NOESCAPE, no other flags):
+    // those are looked up in a set, so a long list of paths (what `slim` writes) costs one
+    // lookup per file instead of one fnmatch per file and path.
+    let (wild, literal): (Vec<&String>, Vec<&String>) =
+        patterns.iter().filter(|p| !p.contains('\0')).partition(|p| p.contains(['*', '?', '[']));
+    let literal: HashSet<&str> = literal.into_iter().map(String::as_str).collect();
+    let wild: Vec<CString> = wild.into_iter().filter_map(|p| CString::new(p.as_str()).ok()).collect();
     listed.retain(|f| {
         // One C string per path, not one per path and pattern.
         let Ok(path) = CString::new(f.path.as_str()) else { return true };
-        let keep = !patterns.iter().any(|p| sys::fnmatch(p, &path, libc::FNM_NOESCAPE));
+        let keep =
+            !literal.contains(f.path.as_str()) && !wild.iter().any(|p| sys::fnmatch(p, &path, libc::FNM_NOESCAPE));
         if !keep {
             debug!("build: excluding {}", f.path);
         }
@@ -255,5 +263,9 @@ mod tests {
         let mut files = listed(&["/usr/share/doc", "/usr/share/doc/bash/README", "/usr/bin/bash"]);
         exclude(&mut files, &["/usr/share/doc/*".to_string()]);
         assert_eq!(files, listed(&["/usr/share/doc", "/usr/bin/bash"]));
+        // Literal patterns match exactly their path, as fnmatch would.
+        let mut files = listed(&["/usr/bin/bash", "/usr/bin/bashbug", "/usr/bin/[", "/usr/bin/a"]);
+        exclude(&mut files, &["/usr/bin/bash".into(), "/usr/bin/[[]".into(), "/usr/bin".into()]);
+        assert_eq!(files, listed(&["/usr/bin/bashbug", "/usr/bin/a"]));
     }
 }
