@@ -29,4 +29,4 @@ apt-get install -y -q \
     linux-image-amd64 libguestfs0 libguestfs-tools \
     rpm libarchive-tools hyperfine \
     rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3 \
-    podman runc
+    podman runc zsh fish man-db

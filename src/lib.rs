@@ -32,6 +32,7 @@ pub fn main() {
     if std::process::id() == 1 {
         boot::init::main();
     }
+    util::sys::die_on_broken_pipe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = cli::run(args) {
         eprintln!("supermin: {e}");

@@ -8,6 +8,13 @@ use crate::bail;
 use crate::error::{Error, IoContext, Result};
 use crate::packager::Driver;
 
+/// A subcommand whose `-h`/`--help` text is a sentence like every other option's.
+pub fn subcommand(name: &'static str) -> Command {
+    Command::new(name)
+        .disable_help_flag(true)
+        .arg(Arg::new("help").short('h').long("help").action(ArgAction::Help).help("Print this help, with an example."))
+}
+
 pub fn flag(name: &'static str, help: &'static str) -> Arg {
     Arg::new(name).long(name).action(ArgAction::SetTrue).help(help)
 }
@@ -19,12 +26,16 @@ pub fn value(name: &'static str, meta: &'static str, help: &'static str) -> Arg 
 
 /// `--force`, for a command whose output is named `meta` in its usage.
 pub fn force(meta: &str) -> Arg {
-    let help = format!("Replace {meta} even if it is not empty and not an earlier output (its contents are deleted)");
+    let help = format!("Replace {meta} even if it is not empty and not an earlier output (its contents are deleted).");
     Arg::new("force").long("force").action(ArgAction::SetTrue).help(help)
 }
 
 pub fn verbose() -> Arg {
-    Arg::new("verbose").short('v').long("verbose").action(ArgAction::Count).help("Enable debugging messages")
+    Arg::new("verbose")
+        .short('v')
+        .long("verbose")
+        .action(ArgAction::Count)
+        .help("Print what is being done; repeat for more detail (-vv, -vvv).")
 }
 
 /// `--sysroot DIR` and `--packager NAME`: where the packages are installed and which database
@@ -36,12 +47,12 @@ pub fn root_args() -> [Arg; 2] {
             .value_name("DIR")
             .num_args(1)
             .value_parser(clap::value_parser!(PathBuf))
-            .help("Read the package database, packages and host files under DIR instead of /"),
+            .help("Read the package database, packages and host files under DIR instead of /."),
         Arg::new("packager")
             .long("packager")
             .value_name("NAME")
             .num_args(1)
-            .help("Use this package manager (dpkg, rpm, pacman) instead of detecting it"),
+            .help("Use this package manager (dpkg, rpm or pacman) instead of detecting it."),
     ]
 }
 

@@ -28,44 +28,63 @@ Usage:
   supermin umount MOUNTPOINT
   supermin slim SUPERMIN.D... --trace FILE... -o NEW.D   (see slim --help; traces from mount --trace)
   supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs|tar -o OUTPUTDIR
+  supermin inspect [--json] [--svg FILE] SUPERMIN.D...   (what is in the appliance, and why)
+  supermin run [--writable] SUPERMIN.D... [-- CMD...]   (a shell or CMD inside the appliance)
+  supermin completions bash|zsh|fish   /   supermin manpage DIR
   supermin --list-drivers
-For full instructions, read the README.
+For full instructions, read the README and man supermin.
 
 Options:";
 
-fn command() -> Command {
+const EXAMPLES: &str = "\
+Examples:
+  supermin --prepare bash coreutils -o supermin.d
+  supermin --build -f ext2 supermin.d -o appliance.d";
+
+pub(super) fn command() -> Command {
     Command::new("supermin")
         .disable_version_flag(true)
         .disable_help_flag(true)
         .override_usage(USAGE)
-        .help_template("{usage}\n{options}")
-        .arg(flag("prepare", "Prepare a supermin appliance"))
-        .arg(flag("build", "Build a full appliance"))
-        .arg(Arg::new("output").short('o').value_name("OUTPUTDIR").num_args(1).help("Set output directory"))
-        .arg(value("format", "FORMAT", "Set output format: chroot (fs, filesystem), ext2, initramfs or tar").short('f'))
-        .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it"))
-        .arg(value("host-cpu", "ARCH", "Set host CPU architecture (default: this machine's)"))
-        .arg(flag("if-newer", "Only build if needed"))
+        .help_template("{usage}\n{options}{after-help}")
+        .after_help(EXAMPLES)
+        .arg(flag("prepare", "Prepare a supermin appliance."))
+        .arg(flag("build", "Build a full appliance."))
+        .arg(Arg::new("output").short('o').value_name("OUTPUTDIR").num_args(1).help("Set the output directory."))
+        .arg(
+            value("format", "FORMAT", "Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.")
+                .short('f'),
+        )
+        .arg(flag("copy-kernel", "Copy the kernel instead of symlinking to it."))
+        .arg(value("host-cpu", "ARCH", "Set the host CPU architecture (the default is this machine's)."))
+        .arg(flag("if-newer", "Only build if the output is older than its inputs."))
         .arg(args::force("OUTPUTDIR"))
-        .arg(value("lock", "LOCKFILE", "Use a lock file while building"))
-        .arg(flag("include-packagelist", "Add a file with the list of packages"))
-        .arg(value("packager-config", "CONFIGFILE", "Set alternate package manager configuration file"))
-        .arg(flag("use-installed", "Use installed files instead of accessing network"))
-        .arg(value("size", "SIZE", "Set the size of the ext2 filesystem"))
+        .arg(value("lock", "LOCKFILE", "Hold a lock on LOCKFILE while building."))
+        .arg(flag("include-packagelist", "Add a file with the list of packages (/packagelist)."))
+        .arg(value("packager-config", "CONFIGFILE", "Set an alternate package manager configuration file."))
+        .arg(flag("use-installed", "Use installed files instead of accessing the network."))
+        .arg(value("size", "SIZE", "Set the size of the ext2 filesystem (e.g. 4G)."))
         .arg(verbose())
         .arg(
             Arg::new("version")
                 .short('V')
                 .long("version")
                 .action(ArgAction::SetTrue)
-                .help("Display version number and exit"),
+                .help("Display the version number and exit."),
         )
-        .arg(flag("list-drivers", "Display list of drivers and exit"))
+        .arg(flag("list-drivers", "Display the list of drivers and exit."))
         .args(root_args())
-        .arg(flag("names", "Give an error (this flag was for supermin 4)").hide(true))
-        .arg(value("dtb", "WILDCARD", "Give an error (removed in supermin 5.1.18)").hide(true))
-        .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("Display this list of options"))
-        .arg(Arg::new("args").num_args(0..).action(ArgAction::Append).value_parser(clap::value_parser!(PathBuf)))
+        .arg(flag("names", "Give an error (this flag was for supermin 4).").hide(true))
+        .arg(value("dtb", "WILDCARD", "Give an error (this option was removed in supermin 5.1.18).").hide(true))
+        .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("Display this list of options."))
+        .arg(
+            Arg::new("args")
+                .num_args(0..)
+                .action(ArgAction::Append)
+                .value_name("INPUT")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("With --prepare, the packages to include; with --build, the supermin appliances to build."),
+        )
 }
 
 /// Run the classic command line (`args` without the program name).

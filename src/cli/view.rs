@@ -15,41 +15,50 @@ fn paths(m: &ArgMatches, id: &str) -> Vec<PathBuf> {
     m.get_many::<PathBuf>(id).map(|v| v.cloned().collect()).unwrap_or_default()
 }
 
-fn mount_command() -> Command {
-    Command::new("mount")
-        .about("Serve the appliance described by SUPERMIN.D... read-only at MOUNTPOINT, resolving files on first use")
+pub(super) fn mount_command() -> Command {
+    args::subcommand("mount")
+        .about("Serve the appliance described by SUPERMIN.D... read-only at MOUNTPOINT, resolving files on first use.")
         .override_usage("supermin mount [OPTIONS] SUPERMIN.D... MOUNTPOINT")
-        .arg(flag("daemon", "Detach once the mount is ready (default: serve in the foreground until unmounted)"))
-        .arg(flag("allow-other", "Let other users in (adds default_permissions: modes are enforced)"))
-        .arg(flag("suid", "Honour set-uid bits (for chroot use; default nosuid)"))
-        .arg(flag("dev", "Honour device nodes (for chroot use; default nodev)"))
+        .arg(flag(
+            "daemon",
+            "Detach once the mount is ready (by default the mount is served in the foreground until unmounted).",
+        ))
+        .arg(flag(
+            "allow-other",
+            "Let other users in; file modes are then enforced by the kernel (default_permissions).",
+        ))
+        .arg(flag("suid", "Honour set-uid bits, for use as a chroot (the default is nosuid)."))
+        .arg(flag("dev", "Honour device nodes, for use as a chroot (the default is nodev)."))
         .arg(flag(
             "passthrough",
             "Hand large host files to the kernel (FUSE passthrough, as root); every open then costs a round trip \
-             (default: chosen from the appliance's file sizes)",
+             (by default this is chosen from the appliance's file sizes).",
         ))
         .arg(
-            flag("no-passthrough", "Read host files through the daemon, so that opens never reach it")
+            flag("no-passthrough", "Read host files through the daemon, so that opens never reach it.")
                 .conflicts_with("passthrough"),
         )
-        .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist"))
-        .arg(
-            Arg::new("trace")
-                .long("trace")
-                .value_name("FILE")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("Record every path used while mounted, written to FILE when the mount ends (for supermin slim)"),
-        )
+        .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist does."))
+        .arg(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
+            "Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).",
+        ))
         .arg(
             Arg::new("threads")
                 .long("threads")
                 .value_name("N")
                 .value_parser(clap::value_parser!(usize))
-                .help("Request threads (default: one per core)"),
+                .help("Serve requests with N threads (the default is one per core)."),
         )
         .args(root_args())
         .arg(verbose())
-        .arg(Arg::new("args").num_args(0..).value_parser(clap::value_parser!(PathBuf)))
+        .arg(
+            Arg::new("args")
+                .num_args(0..)
+                .value_name("SUPERMIN.D... MOUNTPOINT")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The supermin appliances to serve, then the empty directory to mount them on."),
+        )
+        .after_help("Example:\n  supermin mount --daemon /usr/lib/x86_64-linux-gnu/guestfs/supermin.d /mnt/appliance")
 }
 
 pub fn mount(argv: &[String]) -> Result<()> {
@@ -81,37 +90,67 @@ pub fn mount(argv: &[String]) -> Result<()> {
     })
 }
 
-pub fn umount(argv: &[String]) -> Result<()> {
-    let cmd = Command::new("umount")
-        .about("Unmount a view made by supermin mount, and wait for its daemon to exit")
+pub(super) fn umount_command() -> Command {
+    args::subcommand("umount")
+        .about("Unmount a view made by supermin mount, and wait for its daemon to exit.")
         .override_usage("supermin umount MOUNTPOINT")
         .arg(verbose())
-        .arg(Arg::new("mountpoint").required(true).value_parser(clap::value_parser!(PathBuf)));
-    let m = parse(cmd, argv)?;
+        .arg(
+            Arg::new("mountpoint")
+                .required(true)
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The directory the view is mounted on."),
+        )
+        .after_help("Example:\n  supermin umount /mnt/appliance")
+}
+
+pub fn umount(argv: &[String]) -> Result<()> {
+    let m = parse(umount_command(), argv)?;
     logger::init(m.get_count("verbose"));
     mount::umount(&m.get_one::<PathBuf>("mountpoint").cloned().unwrap_or_default())
 }
 
-fn materialize_command() -> Command {
-    Command::new("materialize")
-        .about("Build the appliance for real (as --build): from SUPERMIN.D... or from a live mount of it")
+pub(super) fn materialize_command() -> Command {
+    args::subcommand("materialize")
+        .about("Build the appliance for real, as --build does, from SUPERMIN.D... or from a live mount of it.")
         .override_usage("supermin materialize SRC... -f chroot|ext2|initramfs|tar -o OUTPUT")
-        .arg(Arg::new("format").short('f').long("format").value_name("FORMAT").required(true))
+        .arg(
+            Arg::new("format")
+                .short('f')
+                .long("format")
+                .value_name("FORMAT")
+                .required(true)
+                .help("Set the output format: chroot, ext2, initramfs or tar."),
+        )
         .arg(
             Arg::new("output")
                 .short('o')
                 .value_name("OUTPUT")
                 .required(true)
-                .value_parser(clap::value_parser!(PathBuf)),
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Set the output directory (or - for -f tar on standard output)."),
         )
-        .arg(flag("include-packagelist", "Add /packagelist (for a mount, as it was mounted)"))
-        .arg(flag("copy-kernel", "Copy kernel instead of symlinking to it (ext2)"))
+        .arg(flag("include-packagelist", "Add /packagelist (from a mount: only if it was mounted with it)."))
+        .arg(flag("copy-kernel", "Copy the kernel instead of symlinking to it (ext2)."))
         .arg(args::force("OUTPUT"))
-        .arg(Arg::new("size").long("size").value_name("SIZE").help("Size of the ext2 filesystem"))
-        .arg(Arg::new("host-cpu").long("host-cpu").value_name("ARCH"))
+        .arg(Arg::new("size").long("size").value_name("SIZE").help("Set the size of the ext2 filesystem (e.g. 4G)."))
+        .arg(
+            Arg::new("host-cpu")
+                .long("host-cpu")
+                .value_name("ARCH")
+                .help("Set the host CPU architecture (the default is this machine's)."),
+        )
         .args(root_args())
         .arg(verbose())
-        .arg(Arg::new("src").num_args(1..).required(true).value_parser(clap::value_parser!(PathBuf)))
+        .arg(
+            Arg::new("src")
+                .num_args(1..)
+                .required(true)
+                .value_name("SRC")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The supermin appliances (supermin.d) to build, or the mountpoint of a supermin mount."),
+        )
+        .after_help("Example:\n  supermin materialize /mnt/appliance -f ext2 -o appliance.d")
 }
 
 pub fn materialize(argv: &[String]) -> Result<()> {
@@ -134,11 +173,11 @@ pub fn materialize(argv: &[String]) -> Result<()> {
     mount::materialize(opts, driver)
 }
 
-fn slim_command() -> Command {
-    Command::new("slim")
+pub(super) fn slim_command() -> Command {
+    args::subcommand("slim")
         .about(
             "Write a supermin appliance that leaves out every package file the traces (from supermin mount --trace) \
-             did not use",
+             did not use.",
         )
         .override_usage("supermin slim SUPERMIN.D... --trace FILE... [--keep GLOB]... -o NEW.D")
         .arg(
@@ -148,22 +187,39 @@ fn slim_command() -> Command {
                 .required(true)
                 .action(clap::ArgAction::Append)
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("A trace written by supermin mount --trace (repeat for several workloads: their union is kept)"),
+                .help("Use a trace written by supermin mount --trace; repeat it for several workloads to keep their union."),
         )
         .arg(
             Arg::new("keep")
                 .long("keep")
                 .value_name("GLOB")
                 .action(clap::ArgAction::Append)
-                .help("Keep the package files this fnmatch pattern matches, used or not (e.g. '/usr/lib/locale/*')"),
+                .help("Keep the package files this fnmatch pattern matches, used or not (e.g. '/usr/lib/locale/*')."),
         )
         .arg(
-            Arg::new("output").short('o').value_name("NEW.D").required(true).value_parser(clap::value_parser!(PathBuf)),
+            Arg::new("output")
+                .short('o')
+                .value_name("NEW.D")
+                .required(true)
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Write the slimmed supermin appliance to this directory."),
         )
         .arg(args::force("NEW.D"))
         .args(root_args())
         .arg(verbose())
-        .arg(Arg::new("src").num_args(1..).required(true).value_parser(clap::value_parser!(PathBuf)))
+        .arg(
+            Arg::new("src")
+                .num_args(1..)
+                .required(true)
+                .value_name("SUPERMIN.D")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The supermin appliances the traces were recorded on."),
+        )
+        .after_help(
+            "Example:\n  supermin mount --daemon --trace sort.trace app.d /mnt/app\n  \
+             chroot /mnt/app sort --version; supermin umount /mnt/app\n  \
+             supermin slim app.d --trace sort.trace -o slim.d",
+        )
 }
 
 pub fn slim(argv: &[String]) -> Result<()> {

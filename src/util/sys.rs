@@ -180,6 +180,14 @@ pub fn fork() -> io::Result<nix::unistd::ForkResult> {
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
+/// Let a write to a closed pipe end the process quietly, as it does C tools (`supermin --help |
+/// head`), instead of Rust's default of ignoring SIGPIPE and panicking in `print!`.
+pub fn die_on_broken_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installs the default disposition, no handler code runs.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

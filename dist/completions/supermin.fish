@@ -1,0 +1,129 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_supermin_global_optspecs
+    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose V/version list-drivers sysroot= packager= names dtb= help
+end
+
+function __fish_supermin_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_supermin_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_supermin_using_subcommand
+    set -l cmd (__fish_supermin_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c supermin -n "__fish_supermin_needs_command" -s o -d 'Set the output directory.' -r
+complete -c supermin -n "__fish_supermin_needs_command" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l packager-config -d 'Set an alternate package manager configuration file.' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_needs_command" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l prepare -d 'Prepare a supermin appliance.'
+complete -c supermin -n "__fish_supermin_needs_command" -l build -d 'Build a full appliance.'
+complete -c supermin -n "__fish_supermin_needs_command" -l copy-kernel -d 'Copy the kernel instead of symlinking to it.'
+complete -c supermin -n "__fish_supermin_needs_command" -l if-newer -d 'Only build if the output is older than its inputs.'
+complete -c supermin -n "__fish_supermin_needs_command" -l force -d 'Replace OUTPUTDIR even if it is not empty and not an earlier output (its contents are deleted).'
+complete -c supermin -n "__fish_supermin_needs_command" -l include-packagelist -d 'Add a file with the list of packages (/packagelist).'
+complete -c supermin -n "__fish_supermin_needs_command" -l use-installed -d 'Use installed files instead of accessing the network.'
+complete -c supermin -n "__fish_supermin_needs_command" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_needs_command" -s V -l version -d 'Display the version number and exit.'
+complete -c supermin -n "__fish_supermin_needs_command" -l list-drivers -d 'Display the list of drivers and exit.'
+complete -c supermin -n "__fish_supermin_needs_command" -l names -d 'Give an error (this flag was for supermin 4).'
+complete -c supermin -n "__fish_supermin_needs_command" -l help -d 'Display this list of options.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "prepare" -d 'The same as supermin --prepare: write a supermin appliance (supermin.d).'
+complete -c supermin -n "__fish_supermin_needs_command" -a "build" -d 'The same as supermin --build: build a full appliance from supermin.d inputs.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "mount" -d 'Serve the appliance described by SUPERMIN.D... read-only at MOUNTPOINT, resolving files on first use.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "umount" -d 'Unmount a view made by supermin mount, and wait for its daemon to exit.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "materialize" -d 'Build the appliance for real, as --build does, from SUPERMIN.D... or from a live mount of it.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "slim" -d 'Write a supermin appliance that leaves out every package file the traces (from supermin mount --trace) did not use.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "completions" -d 'Print the shell completion script for SHELL (bash, zsh or fish) on standard output.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "manpage" -d 'Write the manual pages (supermin.1 and one page per subcommand) into DIR.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s o -d 'Set the output directory.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager-config -d 'Set an alternate package manager configuration file.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l copy-kernel -d 'Copy the kernel instead of symlinking to it.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l if-newer -d 'Only build if the output is older than its inputs.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l force -d 'Replace OUTPUTDIR even if it is not empty and not an earlier output (its contents are deleted).'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l include-packagelist -d 'Add a file with the list of packages (/packagelist).'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l use-installed -d 'Use installed files instead of accessing the network.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s V -l version -d 'Display the version number and exit.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l list-drivers -d 'Display the list of drivers and exit.'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l names -d 'Give an error (this flag was for supermin 4).'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s o -d 'Set the output directory.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager-config -d 'Set an alternate package manager configuration file.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l copy-kernel -d 'Copy the kernel instead of symlinking to it.'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l if-newer -d 'Only build if the output is older than its inputs.'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l force -d 'Replace OUTPUTDIR even if it is not empty and not an earlier output (its contents are deleted).'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l include-packagelist -d 'Add a file with the list of packages (/packagelist).'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l use-installed -d 'Use installed files instead of accessing the network.'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s V -l version -d 'Display the version number and exit.'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l list-drivers -d 'Display the list of drivers and exit.'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l names -d 'Give an error (this flag was for supermin 4).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l trace -d 'Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l threads -d 'Serve requests with N threads (the default is one per core).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l daemon -d 'Detach once the mount is ready (by default the mount is served in the foreground until unmounted).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l allow-other -d 'Let other users in; file modes are then enforced by the kernel (default_permissions).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l suid -d 'Honour set-uid bits, for use as a chroot (the default is nosuid).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l dev -d 'Honour device nodes, for use as a chroot (the default is nodev).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l passthrough -d 'Hand large host files to the kernel (FUSE passthrough, as root); every open then costs a round trip (by default this is chosen from the appliance\'s file sizes).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l no-passthrough -d 'Read host files through the daemon, so that opens never reach it.'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l include-packagelist -d 'Add /packagelist, as --build --include-packagelist does.'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand umount" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand umount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s f -l format -d 'Set the output format: chroot, ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s o -d 'Set the output directory (or - for -f tar on standard output).' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l include-packagelist -d 'Add /packagelist (from a mount: only if it was mounted with it).'
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l copy-kernel -d 'Copy the kernel instead of symlinking to it (ext2).'
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l force -d 'Replace OUTPUT even if it is not empty and not an earlier output (its contents are deleted).'
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -l trace -d 'Use a trace written by supermin mount --trace; repeat it for several workloads to keep their union.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -l keep -d 'Keep the package files this fnmatch pattern matches, used or not (e.g. \'/usr/lib/locale/*\').' -r
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -s o -d 'Write the slimmed supermin appliance to this directory.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -l force -d 'Replace NEW.D even if it is not empty and not an earlier output (its contents are deleted).'
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand completions" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand manpage" -s h -l help -d 'Print this help, with an example.'
