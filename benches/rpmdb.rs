@@ -111,7 +111,7 @@ fn main() {
         let pm = driver.open(&root).unwrap();
         let t1 = Instant::now();
         let roots = pm.resolve_names(&["p000".to_string()]);
-        let set = pm.closure(&roots);
+        let set: Vec<usize> = pm.closure(&roots).iter().map(|r| r.pkg).collect();
         let t2 = Instant::now();
         let list = pm.files(&set).unwrap();
         let t3 = Instant::now();

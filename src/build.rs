@@ -63,10 +63,19 @@ pub fn resolve_inputs(
     if inputs.is_empty() {
         return Err(Error::new("build: no input supermin appliance specified"));
     }
-    let inputs = Inputs::read(inputs, cache)?;
+    resolve_read(pm, &Inputs::read(inputs, cache)?, root, include_packagelist)
+}
+
+/// [`resolve_inputs`] for inputs already read.
+pub fn resolve_read(
+    pm: &dyn PackageManager,
+    inputs: &Inputs,
+    root: &Path,
+    include_packagelist: bool,
+) -> Result<Resolved> {
     let mtime = crate::util::now();
     let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
-    resolve::resolve(&inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
+    resolve::resolve(inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
 }
 
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {

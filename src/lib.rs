@@ -15,6 +15,7 @@ mod cli;
 mod error;
 mod host;
 mod inputs;
+mod inspect;
 mod manifest;
 mod mount;
 mod output;

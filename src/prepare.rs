@@ -16,7 +16,7 @@ use log::info;
 
 use crate::error::{Error, IoContext, Result};
 use crate::output::staging::{self, Replace, Shape, Staging};
-use crate::packager::{self, ConfigSource, PackageManager};
+use crate::packager::{self, ConfigSource, PackageManager, PkgId};
 
 pub struct Options<'a> {
     pub packages: &'a [String],
@@ -60,7 +60,7 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     text.push('\n');
     fs::write(&packages_path, text).at(&packages_path, "cannot write")?;
 
-    let closure = pm.closure(&roots);
+    let closure: Vec<PkgId> = pm.closure(&roots).iter().map(|r| r.pkg).collect();
     info!("prepare: {} packages, including dependencies", closure.len());
     let configs: Vec<_> = pm.files(&closure)?.into_iter().filter(|f| f.config).collect();
     info!("prepare: {} config files", configs.len());

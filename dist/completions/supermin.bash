@@ -22,6 +22,9 @@ _supermin() {
             supermin,completions)
                 cmd="supermin__subcmd__completions"
                 ;;
+            supermin,inspect)
+                cmd="supermin__subcmd__inspect"
+                ;;
             supermin,manpage)
                 cmd="supermin__subcmd__manpage"
                 ;;
@@ -47,7 +50,7 @@ _supermin() {
 
     case "${cmd}" in
         supermin)
-            opts="-o -f -v -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim completions manpage"
+            opts="-o -f -v -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect completions manpage"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,6 +164,36 @@ _supermin() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        supermin__subcmd__inspect)
+            opts="-h -v --help --json --svg --top --include-packagelist --sysroot --packager --verbose"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --svg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysroot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --packager)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -7,6 +7,7 @@ use crate::error::Result;
 mod args;
 mod classic;
 mod docs;
+mod inspect;
 mod logger;
 mod view;
 
@@ -20,6 +21,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Some("umount" | "unmount") => view::umount(&args[1..]),
         Some("materialize") => view::materialize(&args[1..]),
         Some("slim") => view::slim(&args[1..]),
+        Some("inspect") => inspect::inspect(&args[1..]),
         Some("completions") => docs::completions(&args[1..]),
         Some("manpage") => docs::manpage(&args[1..]),
         _ => classic::run(args),
@@ -66,6 +68,7 @@ pub fn command() -> clap::Command {
             view::umount_command(),
             view::materialize_command(),
             view::slim_command(),
+            inspect::inspect_command(),
             docs::completions_command(),
             docs::manpage_command(),
         ])

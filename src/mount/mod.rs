@@ -147,21 +147,39 @@ pub fn umount(mp: &Path) -> Result<()> {
 
 /// `supermin materialize SRC…`: when `opts.inputs` is exactly one mounted view, build what
 /// it was mounted from (its inputs, root and packager); otherwise build the inputs.
-pub fn materialize(mut opts: build::Options, mut driver: Driver) -> Result<()> {
-    if let Some(record) = mounted_record(&opts.inputs) {
-        log::info!("materialize: {} is a mounted view of {:?}", opts.inputs[0].display(), record.inputs);
-        opts.include_packagelist |= record.include_packagelist;
+pub fn materialize(mut opts: build::Options, driver: Driver) -> Result<()> {
+    let source = Source { inputs: opts.inputs, root: opts.root, driver, include_packagelist: opts.include_packagelist };
+    let source = source.unmounted()?;
+    (opts.inputs, opts.root, opts.include_packagelist) = (source.inputs, source.root, source.include_packagelist);
+    build::build(source.driver, &opts)
+}
+
+/// What an appliance is resolved from: supermin.d inputs, or a mounted view of some.
+pub struct Source {
+    pub inputs: Vec<PathBuf>,
+    pub root: PathBuf,
+    pub driver: Driver,
+    pub include_packagelist: bool,
+}
+
+impl Source {
+    /// When the inputs are exactly one mounted view, what that view was resolved from (the
+    /// same inputs, root, package manager and `/packagelist`); otherwise `self`.
+    pub fn unmounted(mut self) -> Result<Source> {
+        let Some(record) = mounted_record(&self.inputs) else { return Ok(self) };
+        log::info!("{} is a mounted view of {:?}", self.inputs[0].display(), record.inputs);
+        self.include_packagelist |= record.include_packagelist;
         // Resolve from the root the view was resolved from.
         if let Some(sysroot) = record.sysroot {
-            opts.root = sysroot;
+            self.root = sysroot;
         }
-        driver = match record.packager {
+        self.driver = match record.packager {
             Some(name) => Driver::from_name(&name)?,
-            None => Driver::detect(&opts.root)?,
+            None => Driver::detect(&self.root)?,
         };
-        opts.inputs = record.inputs;
+        self.inputs = record.inputs;
+        Ok(self)
     }
-    build::build(driver, &opts)
 }
 
 /// The record of a mounted view when `srcs` is exactly one such mountpoint.

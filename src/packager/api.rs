@@ -25,6 +25,25 @@ impl PackageFile {
     }
 }
 
+/// One direct dependency, as a backend resolved it.
+#[derive(Clone, Copy, Debug)]
+pub struct Dep {
+    pub pkg: PkgId,
+    /// The original supermin resolves this edge too; it drops the others (a later alternative,
+    /// a virtual package or an arch-qualified name in dpkg, a boolean requirement in rpm).
+    pub original: bool,
+}
+
+/// A package of a dependency closure, and why it is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reached {
+    pub pkg: PkgId,
+    /// The package whose dependency pulled it in first (`None`: named in `packages`).
+    pub via: Option<PkgId>,
+    /// The original supermin's closure has it too.
+    pub original: bool,
+}
+
 /// Where a pristine config file's bytes come from during `--prepare`.
 pub enum ConfigSource {
     /// The host copy is the pristine one (checksum matches), or `--use-installed` asked for it.
@@ -51,8 +70,8 @@ pub trait PackageManager: ConfigRecords {
     /// dropped (and logged), as in the original.
     fn resolve_names(&self, names: &[String]) -> Vec<PkgId>;
 
-    /// The dependency closure of `roots`, sorted, each package once.
-    fn closure(&self, roots: &[PkgId]) -> Vec<PkgId>;
+    /// The dependency closure of `roots`, sorted by id, each package once, with why it is in.
+    fn closure(&self, roots: &[PkgId]) -> Vec<Reached>;
 
     /// Every file of the given packages, sorted by path, each path once.
     fn files(&self, pkgs: &[PkgId]) -> Result<Vec<PackageFile>>;

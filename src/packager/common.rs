@@ -1,10 +1,10 @@
 //! Rules every backend shares: name lookup, the dependency walk, config files for
 //! `--prepare`, checksums, reading members from a package tool's tar stream.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
-use super::api::{ConfigRecords, ConfigSource, PackageFile, PkgId};
+use super::api::{ConfigRecords, ConfigSource, Dep, PackageFile, PkgId, Reached};
 use crate::error::{Error, Result};
 use crate::host;
 
@@ -29,19 +29,27 @@ pub fn resolve_each(names: &[String], mut find: impl FnMut(&str) -> Option<PkgId
 }
 
 /// Every package reachable from `roots` through `deps` (a package's installed direct
-/// dependencies, as the backend resolves them), roots included, sorted: the breadth-first
-/// walk every backend's `closure` is.
-pub fn reachable(roots: &[PkgId], mut deps: impl FnMut(PkgId) -> Vec<PkgId>) -> Vec<PkgId> {
-    let mut seen: BTreeSet<PkgId> = roots.iter().copied().collect();
-    let mut queue: VecDeque<PkgId> = roots.iter().copied().collect();
-    while let Some(id) = queue.pop_front() {
-        for dep in deps(id) {
-            if seen.insert(dep) {
-                queue.push_back(dep);
+/// dependencies, as the backend resolves them), roots included, sorted by id: the
+/// breadth-first walk every backend's `closure` is. The walk follows the original's edges
+/// first and the others after, so a package is [`Reached::original`] exactly when the
+/// original's closure has it too, and `via` is a shortest path back to a root.
+pub fn reachable(roots: &[PkgId], mut deps: impl FnMut(PkgId) -> Vec<Dep>) -> Vec<Reached> {
+    let mut found: BTreeMap<PkgId, Reached> =
+        roots.iter().map(|&pkg| (pkg, Reached { pkg, via: None, original: true })).collect();
+    let mut edges: HashMap<PkgId, Vec<Dep>> = HashMap::new();
+    for original_only in [true, false] {
+        let mut queue: VecDeque<PkgId> = found.keys().copied().collect();
+        while let Some(id) = queue.pop_front() {
+            let out = edges.entry(id).or_insert_with(|| deps(id));
+            for dep in out.iter().filter(|d| d.original || !original_only) {
+                if let btree_map::Entry::Vacant(slot) = found.entry(dep.pkg) {
+                    slot.insert(Reached { pkg: dep.pkg, via: Some(id), original: original_only });
+                    queue.push_back(dep.pkg);
+                }
             }
         }
     }
-    seen.into_iter().collect()
+    found.into_values().collect()
 }
 
 /// `owned` paired with the checksums `sums()` returns for them (path → hex), for

@@ -14,7 +14,7 @@ mod dpkg;
 mod pacman;
 mod rpm;
 
-pub use api::{ConfigSource, PackageManager, PkgId};
+pub use api::{ConfigSource, PackageManager, PkgId, Reached};
 pub use common::config_sources;
 
 /// The package managers we can drive, in the order the original lists its drivers.

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::host;
 use crate::inputs::Inputs;
 use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_IFREG};
-use crate::packager::{PackageManager, PkgId};
+use crate::packager::{PackageManager, PkgId, Reached};
 use crate::util::sys;
 
 mod munge;
@@ -45,6 +45,10 @@ pub struct Resolved {
     /// The packages' files as their database names them, after excludefiles (config files,
     /// which come from the base image, left out): what an excludefiles line can remove.
     pub package_files: Vec<String>,
+    /// The dependency closure, with why each package is in (for `inspect`).
+    pub closure: Vec<Reached>,
+    /// The paths the hostfiles patterns matched, in order.
+    pub hostfiles: Vec<String>,
 }
 
 /// One entry of the host file list: where it goes and where to read it.
@@ -61,16 +65,16 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
         manifest.add_tar(image.clone())?;
     }
     let closure = pm.closure(&pm.resolve_names(&inputs.packages));
-    let mut packages: Vec<String> = closure.iter().map(|&p| pm.pretty_name(p)).collect();
+    let ids: Vec<PkgId> = closure.iter().map(|r| r.pkg).collect();
+    let mut packages: Vec<String> = ids.iter().map(|&p| pm.pretty_name(p)).collect();
     packages.sort();
     info!("build: {} packages, including dependencies", packages.len());
 
-    let mut listed = package_files(pm, &closure)?;
+    let mut listed = package_files(pm, &ids)?;
     exclude(&mut listed, &inputs.excludes);
     let package_files = listed.iter().map(|f| f.path.clone()).collect();
-    for pattern in &inputs.hostfiles {
-        listed.extend(host::glob(opts.root, pattern).into_iter().map(|path| Listed { source: path.clone(), path }));
-    }
+    let hostfiles: Vec<String> = inputs.hostfiles.iter().flat_map(|p| host::glob(opts.root, p)).collect();
+    listed.extend(hostfiles.iter().map(|path| Listed { source: path.clone(), path: path.clone() }));
     let mut stats = StatCache::new(opts.root);
     stats.prefetch(listed.iter().map(|f| f.source.as_str()));
     listed.retain(|f| stats.lstat(&f.source).is_some() || stats.lstat(&f.path).is_some());
@@ -86,7 +90,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
     clamp_to_epoch(&mut manifest);
-    Ok(Resolved { manifest, packages, package_files })
+    Ok(Resolved { manifest, packages, package_files, closure, hostfiles })
 }
 
 /// The packages' files, config files left out (they come from the base image).
@@ -101,23 +105,42 @@ fn package_files(pm: &dyn PackageManager, closure: &[PkgId]) -> Result<Vec<Liste
     Ok(listed)
 }
 
-/// Drop the paths an excludefiles pattern matches (`fnmatch` without `FNM_PATHNAME`).
+/// The excludefiles patterns, ready to match paths (`fnmatch` without `FNM_PATHNAME`).
+pub struct Excludes<'a> {
+    /// Patterns without `*`, `?` or `[` match only themselves (FNM_NOESCAPE, no other flags):
+    /// they are looked up in a set, so a long list of paths (what `slim` writes) costs one
+    /// lookup per file instead of one fnmatch per file and path.
+    literal: HashSet<&'a str>,
+    wild: Vec<CString>,
+}
+
+impl<'a> Excludes<'a> {
+    pub fn new(patterns: &'a [String]) -> Excludes<'a> {
+        let (wild, literal): (Vec<&String>, Vec<&String>) =
+            patterns.iter().filter(|p| !p.contains('\0')).partition(|p| p.contains(['*', '?', '[']));
+        Excludes {
+            literal: literal.into_iter().map(String::as_str).collect(),
+            wild: wild.into_iter().filter_map(|p| CString::new(p.as_str()).ok()).collect(),
+        }
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        if self.literal.contains(path) {
+            return true;
+        }
+        let Ok(path) = CString::new(path) else { return false };
+        self.wild.iter().any(|p| sys::fnmatch(p, &path, libc::FNM_NOESCAPE))
+    }
+}
+
+/// Drop the paths an excludefiles pattern matches.
 fn exclude(listed: &mut Vec<Listed>, patterns: &[String]) {
     if patterns.is_empty() {
         return;
     }
-    // A pattern without `*`, `?` or `[` matches only itself (FNM_NOESCAPE, no other flags):
-    // those are looked up in a set, so a long list of paths (what `slim` writes) costs one
-    // lookup per file instead of one fnmatch per file and path.
-    let (wild, literal): (Vec<&String>, Vec<&String>) =
-        patterns.iter().filter(|p| !p.contains('\0')).partition(|p| p.contains(['*', '?', '[']));
-    let literal: HashSet<&str> = literal.into_iter().map(String::as_str).collect();
-    let wild: Vec<CString> = wild.into_iter().filter_map(|p| CString::new(p.as_str()).ok()).collect();
+    let excludes = Excludes::new(patterns);
     listed.retain(|f| {
-        // One C string per path, not one per path and pattern.
-        let Ok(path) = CString::new(f.path.as_str()) else { return true };
-        let keep =
-            !literal.contains(f.path.as_str()) && !wild.iter().any(|p| sys::fnmatch(p, &path, libc::FNM_NOESCAPE));
+        let keep = !excludes.matches(&f.path);
         if !keep {
             debug!("build: excluding {}", f.path);
         }

@@ -37,8 +37,9 @@ pub fn parse_paragraphs(text: &str) -> Vec<Paragraph<'_>> {
     out
 }
 
-/// `a (>= 1) | b:any, c` → `[[a, b], [c]]`: version constraints and arch qualifiers dropped
-/// (the installed set is consistent, so versions need no checking).
+/// `a (>= 1) | b:any, c` → `[[a, b:any], [c]]`: version constraints dropped (the installed
+/// set is consistent, so versions need no checking); arch qualifiers kept, because the
+/// original loses a dependency that has one ([`strip_qualifier`] before looking one up).
 pub fn parse_depends(field: &str) -> Vec<Vec<String>> {
     field
         .split(',')
@@ -47,7 +48,6 @@ pub fn parse_depends(field: &str) -> Vec<Vec<String>> {
                 .split('|')
                 .filter_map(|alt| {
                     let name = alt.split(['(', '[', '<']).next()?.trim();
-                    let name = strip_qualifier(name);
                     (!name.is_empty()).then(|| name.to_string())
                 })
                 .collect::<Vec<_>>()
@@ -69,7 +69,7 @@ mod tests {
     fn depends_syntax() {
         assert_eq!(
             parse_depends("libc6 (>= 2.34), awk | mawk:any, perl:any (>= 5) [amd64], "),
-            vec![vec!["libc6".to_string()], vec!["awk".into(), "mawk".into()], vec!["perl".into()]]
+            vec![vec!["libc6".to_string()], vec!["awk".into(), "mawk:any".into()], vec!["perl:any".into()]]
         );
         assert!(parse_depends("").is_empty());
     }

@@ -19,7 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::host;
 mod deb822;
 
-use super::api::{ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
+use super::api::{ConfigRecords, ConfigSource, Dep, PackageFile, PackageManager, PkgId, Reached};
 use super::common;
 use deb822::{parse_depends, parse_paragraphs, strip_qualifier, Paragraph};
 
@@ -83,7 +83,12 @@ impl Dpkg {
             let id = dpkg.packages.len();
             dpkg.by_name.insert(package.name.clone(), id);
             provides.extend(
-                p.get("Provides").map(parse_depends).unwrap_or_default().into_iter().flatten().map(|v| (v, id)),
+                p.get("Provides")
+                    .map(parse_depends)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| (strip_qualifier(&v).to_string(), id)),
             );
             dpkg.packages.push(package);
         }
@@ -208,14 +213,17 @@ impl PackageManager for Dpkg {
         })
     }
 
-    fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
+    fn closure(&self, roots: &[PkgId]) -> Vec<Reached> {
         common::reachable(roots, |id| {
             let mut deps = Vec::new();
             for group in &self.packages[id].depends {
-                let chosen = group.iter().enumerate().find_map(|(i, alt)| self.find(alt).map(|f| (i, f)));
+                let chosen =
+                    group.iter().enumerate().find_map(|(i, alt)| self.find(strip_qualifier(alt)).map(|f| (i, f)));
                 match chosen {
                     Some((i, (dep, provider))) => {
-                        if i > 0 || provider {
+                        // The original keeps the first alternative, by its exact name only.
+                        let original = i == 0 && !provider && !group[0].contains(':');
+                        if !original {
                             info!(
                                 "{}: dependency {} resolved to {} (the original supermin drops it)",
                                 self.packages[id].name,
@@ -223,7 +231,7 @@ impl PackageManager for Dpkg {
                                 self.packages[dep].name
                             );
                         }
-                        deps.push(dep);
+                        deps.push(Dep { pkg: dep, original });
                     }
                     None => debug!("{}: dependency {} not installed", self.packages[id].name, group.join(" | ")),
                 }

@@ -21,7 +21,7 @@ use crate::host;
 use crate::util::escape::unescape_octal;
 mod desc;
 
-use super::api::{ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
+use super::api::{ConfigRecords, ConfigSource, Dep, PackageFile, PackageManager, PkgId, Reached};
 use super::common;
 use desc::{sections, strip_version};
 
@@ -235,12 +235,12 @@ impl PackageManager for Pacman {
         })
     }
 
-    fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
+    fn closure(&self, roots: &[PkgId]) -> Vec<Reached> {
         common::reachable(roots, |id| {
             let mut deps = Vec::new();
             for dep in &self.packages[id].depends {
                 match self.find(dep) {
-                    Some((d, _)) => deps.push(d),
+                    Some((d, _)) => deps.push(Dep { pkg: d, original: true }),
                     None => debug!("{}: dependency {dep} not installed", self.packages[id].name),
                 }
             }

@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 
 use log::{debug, info};
 
-use super::api::{ConfigRecords, ConfigSource, PackageFile, PackageManager, PkgId};
+use super::api::{ConfigRecords, ConfigSource, Dep, PackageFile, PackageManager, PkgId, Reached};
 use super::common;
 use crate::error::{Error, Result};
 use crate::host;
@@ -333,7 +333,7 @@ impl PackageManager for Rpm {
         })
     }
 
-    fn closure(&self, roots: &[PkgId]) -> Vec<PkgId> {
+    fn closure(&self, roots: &[PkgId]) -> Vec<Reached> {
         // By name, as the original: each name stands for its best installed package.
         let mut memo: HashMap<String, Option<PkgId>> = HashMap::new();
         common::reachable(roots, |id| {
@@ -355,11 +355,12 @@ impl PackageManager for Rpm {
                     Err(e) => debug!("{}: {req}: {e}: ignored", self.packages[id].name),
                 }
             }
+            let plain = reqs.len();
             reqs.extend(from_rich.iter().map(String::as_str));
-            for req in reqs {
+            for (i, req) in reqs.into_iter().enumerate() {
                 let dep = *memo.entry(req.to_string()).or_insert_with(|| self.provider(req).and_then(|n| self.best(n)));
                 match dep {
-                    Some(dep) => deps.push(dep),
+                    Some(dep) => deps.push(Dep { pkg: dep, original: i < plain }),
                     None => debug!("{}: requirement {} not installed", self.packages[id].name, req),
                 }
             }
