@@ -8,13 +8,20 @@
 //! With passthrough the kernel reads the host file itself; it needs a backing id registered
 //! on the FUSE connection, which must stay registered until the file is released, so those
 //! live in a table keyed by inode.
+//!
+//! The tree is immutable but host files are not: a host file deleted, truncated, replaced or
+//! rewritten under the mount must never be served as a mix of its old and new bytes (the
+//! kernel keeps the pages it already has). So the first open of a host file records what it
+//! is ([`Stamp`]: device, inode, size, mtime), and must have the size the view gives it; every
+//! later open and every read (checked after reading) must find the same file, or answers EIO.
+//! A file deleted while the daemon holds it open keeps being served: its bytes are intact.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +42,24 @@ pub(crate) struct Files {
     passthrough: AtomicBool,
     /// Per inode in passthrough: its backing file.
     backing: Mutex<HashMap<Ino, Backing>>,
+    /// Per inode: its host file as first opened.
+    stamps: Mutex<HashMap<Ino, Stamp>>,
+}
+
+/// What a host file is: a change of any of these means its bytes may have changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &File) -> io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()) })
+    }
 }
 
 /// A backing id registered with the kernel, the file it names, and how many opens use it.
@@ -51,24 +76,44 @@ impl Files {
             lru: Mutex::new(LruCache::new(NonZeroUsize::new(MAX_OPEN).expect("nonzero"))),
             passthrough: AtomicBool::new(passthrough),
             backing: Mutex::new(HashMap::new()),
+            stamps: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The open descriptor of `ino`'s host file, opening it if it is not cached.
-    pub(crate) fn get(&self, ino: Ino, path: &Path) -> io::Result<Arc<File>> {
+    /// The open descriptor of `ino`'s host file (`len` bytes long in the view), opening it
+    /// if it is not cached; EIO if it is not the file first opened for `ino`.
+    pub(crate) fn get(&self, ino: Ino, path: &Path, len: u64) -> io::Result<Arc<File>> {
         if let Some(f) = self.lru.lock().get(&ino) {
             return Ok(f.clone());
         }
         // Opened outside the lock: a slow open (cold disk) must not stall other readers.
         let file = Arc::new(open_noatime(path)?);
+        let now = Stamp::of(&file)?;
+        let mut stamps = self.stamps.lock();
+        let first = *stamps.entry(ino).or_insert(now);
+        if first != now || now.size != len {
+            if first == now {
+                stamps.remove(&ino); // never served: a later open may find the right size
+            }
+            return Err(changed(path));
+        }
+        drop(stamps);
         self.lru.lock().put(ino, file.clone());
         Ok(file)
     }
 
     /// Read up to `size` bytes at `offset` into the start of `buf`, which grows as needed;
-    /// returns how many were read (fewer only at end of file).
-    pub(crate) fn read(&self, ino: Ino, path: &Path, offset: u64, size: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let file = self.get(ino, path)?;
+    /// returns how many were read (fewer only at end of file). `len` is the file's size in
+    /// the view.
+    pub(crate) fn read(
+        &self,
+        ino: Ino,
+        (path, len): (&Path, u64),
+        offset: u64,
+        size: usize,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let file = self.get(ino, path, len)?;
         if buf.len() < size {
             buf.resize(size, 0);
         }
@@ -80,6 +125,10 @@ impl Files {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        // Checked after reading: a change that began before the read ended changed the mtime.
+        if self.stamps.lock().get(&ino).copied() != Some(Stamp::of(&file)?) {
+            return Err(changed(path));
         }
         Ok(done)
     }
@@ -130,6 +179,12 @@ impl Files {
             }
         }
     }
+}
+
+/// A host file that is no longer the one the view serves.
+fn changed(path: &Path) -> io::Error {
+    log::info!("{}: changed since the view first read it; answering EIO", path.display());
+    io::Error::from_raw_os_error(libc::EIO)
 }
 
 /// Open read-only without updating the host file's access time when we may (owner or

@@ -247,7 +247,7 @@ impl<V: View> Filesystem for ViewFs<V> {
             let ino = view_ino(ino)?;
             match self.view.data(ino) {
                 Some(Data::Host(path)) if self.files.passthrough() && self.attr(ino)?.size >= PASSTHROUGH_MIN_SIZE => {
-                    let file = self.files.get(ino, path).map_err(|e| {
+                    let file = self.files.get(ino, path, self.attr(ino)?.size).map_err(|e| {
                         log::debug!("{}: {e}", path.display());
                         errno(&e)
                     })?;
@@ -305,7 +305,8 @@ impl<V: View> Filesystem for ViewFs<V> {
                         Ok(&bytes[start..end])
                     }
                     Some(Data::Host(path)) => {
-                        let n = self.files.read(ino, path, offset, size as usize, &mut buf).map_err(|e| {
+                        let len = self.attr(ino)?.size;
+                        let n = self.files.read(ino, (path, len), offset, size as usize, &mut buf).map_err(|e| {
                             log::debug!("{}: {e}", path.display());
                             errno(&e)
                         })?;
