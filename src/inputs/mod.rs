@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -61,25 +62,28 @@ impl Inputs {
     pub fn read(args: &[PathBuf], cache: Option<&ImageCache>) -> Result<Inputs> {
         let mut inputs = Inputs::default();
         for arg in args {
-            inputs.visit(arg, cache)?;
+            inputs.visit(arg, cache, &mut Vec::new())?;
         }
         Ok(inputs)
     }
 
-    fn visit(&mut self, path: &Path, cache: Option<&ImageCache>) -> Result<()> {
+    /// Read one input; `above` holds the (device, inode) of the directories being walked, so
+    /// that a symlink back to one of them is an error instead of an endless walk.
+    fn visit(&mut self, path: &Path, cache: Option<&ImageCache>, above: &mut Vec<(u64, u64)>) -> Result<()> {
         let meta = fs::metadata(path).at(path, "cannot read input")?;
         if meta.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(path)
-                .at(path, "cannot list input directory")?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<_>>()
-                .at(path, "cannot list input directory")?;
-            // Byte order, as OCaml's `compare` on strings.
-            names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-            for name in names {
-                self.visit(&path.join(name), cache)?;
+            let id = (meta.dev(), meta.ino());
+            if above.contains(&id) {
+                bail!("{}: directory loop: this leads back to a directory that contains it", path.display());
             }
+            above.push(id);
+            self.visit_dir(path, cache, above)?;
+            above.pop();
             return Ok(());
+        }
+        if !meta.is_file() {
+            // A fifo would block the build, a device (/dev/zero) would never end.
+            bail!("{}: not a regular file or directory: refusing to read it as an input", path.display());
         }
         // Only tar archives are ever cached, so a hit is a base image.
         if let Some(image) = cache.and_then(|c| c.get(path, &meta)) {
@@ -89,6 +93,20 @@ impl Inputs {
         let raw = fs::read(path).at(path, "cannot read input")?;
         let data = decompress(path, raw)?;
         self.add(path, &meta, data, cache)
+    }
+
+    fn visit_dir(&mut self, path: &Path, cache: Option<&ImageCache>, above: &mut Vec<(u64, u64)>) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(path)
+            .at(path, "cannot list input directory")?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .at(path, "cannot list input directory")?;
+        // Byte order, as OCaml's `compare` on strings.
+        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        for name in names {
+            self.visit(&path.join(name), cache, above)?;
+        }
+        Ok(())
     }
 
     /// One input file's (decompressed) content, by its sniffed type.
@@ -179,8 +197,27 @@ pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
         lzma_rs::xz_decompress(&mut &raw[..], &mut out)
             .map_err(|e| Error::new(format!("{}: corrupt xz data: {:?}", path.display(), e)))?;
         Ok(out)
+    } else if let Some(format) = unsupported_compression(&raw) {
+        bail!(
+            "{}: {format}-compressed input: not supported (only gzip and xz are); decompress it first",
+            path.display()
+        )
     } else {
         Ok(raw)
+    }
+}
+
+/// Compressions the original does not unwrap either (it would call such a file of unknown type,
+/// or take bzip2's `BZh` for a packages list): named, so the error says what to do.
+fn unsupported_compression(raw: &[u8]) -> Option<&'static str> {
+    if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else if raw.len() >= 10 && raw.starts_with(b"BZh") && &raw[4..10] == b"1AY&SY" {
+        Some("bzip2")
+    } else if raw.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+        Some("lz4")
+    } else {
+        None
     }
 }
 

@@ -16,14 +16,17 @@ impl Manifest {
         let corrupt = |e: std::io::Error| Error::new(format!("{name}: corrupt tar archive: {e}"));
         let mut archive = tar::Archive::new((*data).as_ref());
         for entry in archive.entries().map_err(corrupt)? {
-            let entry = entry.map_err(corrupt)?;
+            let mut entry = entry.map_err(corrupt)?;
             let raw_path = entry.path_bytes().into_owned();
+            let member = String::from_utf8_lossy(&raw_path).into_owned();
             let path = member_path(&raw_path).ok_or_else(|| {
                 Error::new(format!(
-                    "{name}: member {:?} has a '..' component: refusing to unpack it outside the appliance",
-                    String::from_utf8_lossy(&raw_path)
+                    "{name}: member {member:?} has a '..' component: refusing to unpack it outside the appliance"
                 ))
             })?;
+            if let Some(problem) = unsupported(&mut entry, &path, (*data).as_ref().len()).map_err(corrupt)? {
+                return Err(Error::new(format!("{name}: member {member:?} {problem}")));
+            }
             let meta = member_meta(entry.header()).map_err(corrupt)?;
             self.mkdir_parents(&path, Meta { mode: 0o755, uid: 0, gid: 0, ..meta });
             if !self.unpack(&entry, &path, meta, index).map_err(corrupt)? {
@@ -76,6 +79,36 @@ impl Manifest {
         };
         Ok(placed)
     }
+}
+
+/// Why a member cannot be unpacked faithfully, if it cannot: a sparse member (its bytes are
+/// not one run of the archive, and GNU tar's sparse maps are not read here), a name no Linux
+/// filesystem takes (a component over 255 bytes, or a path over 4095: `tar -x` fails on it
+/// too, and the ext2 writer's name length is one byte), or data that runs past the archive's
+/// end (a truncated archive).
+fn unsupported<R: std::io::Read>(
+    entry: &mut tar::Entry<R>,
+    path: &[u8],
+    archive_len: usize,
+) -> std::io::Result<Option<&'static str>> {
+    let sparse_pax = match entry.pax_extensions()? {
+        Some(pax) => pax.flatten().any(|ext| ext.key_bytes().starts_with(b"GNU.sparse.")),
+        None => false,
+    };
+    if entry.header().entry_type().is_gnu_sparse() || sparse_pax {
+        return Ok(Some("is a sparse file, which is not supported: create the archive without --sparse"));
+    }
+    if components(path).any(|c| c.len() > 255) || path.len() > 4095 {
+        return Ok(Some("has a name longer than Linux allows (255 bytes a component, 4095 in all)"));
+    }
+    let kind = entry.header().entry_type();
+    let end = entry.raw_file_position().checked_add(entry.size());
+    if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+        && end.is_none_or(|end| end > archive_len as u64)
+    {
+        return Ok(Some("is truncated: its data runs past the end of the archive"));
+    }
+    Ok(None)
 }
 
 /// Owner, permissions and time of a member (its type and size are added by its kind).

@@ -7,7 +7,7 @@
 //! in reverse order, so a read-only directory never blocks writing inside it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -111,7 +111,8 @@ fn copy_one(manifest: &Manifest, ino: Ino, dest: &Path) -> Result<()> {
         OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).at(dest, "cannot create file")?;
     match (&mut src, content) {
         (Some(src), Content::Host(path)) => {
-            io::copy(src, &mut out).map_err(|e| copy_error(path, dest, e))?;
+            // No more than the size resolved: a /proc file says 0 and may never end (/proc/kmsg).
+            io::copy(&mut src.take(meta.size), &mut out).map_err(|e| copy_error(path, dest, e))?;
         }
         _ => {
             let bytes = manifest

@@ -68,7 +68,8 @@ fn segment(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], out: &Path) -> Resul
         let owned;
         let data: &[u8] = match &inode.node {
             Node::File(Content::Host(src)) => {
-                owned = match fs::read(src) {
+                // No more than the size resolved: a /proc file says 0 and may never end.
+                owned = match fs::File::open(src).and_then(|f| read_at_most(f, m.size)) {
                     Ok(d) => d,
                     Err(e) => {
                         warn!("{}: {} (left empty in the initramfs)", src.display(), e);
@@ -98,4 +99,11 @@ fn segment(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], out: &Path) -> Resul
         w.append(&h, data).map_err(werr)?;
     }
     w.finish().map_err(werr)?.finish().map_err(werr)
+}
+
+/// Up to `size` bytes of `f`.
+fn read_at_most(f: fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, size), &mut data)?;
+    Ok(data)
 }

@@ -18,7 +18,7 @@ use std::path::Path;
 use log::debug;
 
 use crate::error::Result;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Node, ROOT};
 
 mod format;
 mod layout;
@@ -27,6 +27,14 @@ mod write;
 /// Write `manifest` as an ext2 image of `size` bytes (sparse) at `out`, with filesystem UUID
 /// `uuid`. An appliance that does not fit is refused before anything is written.
 pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Result<()> {
+    let pruned;
+    let manifest = match without_lost_found(manifest) {
+        Some(m) => {
+            pruned = m;
+            &pruned
+        }
+        None => manifest,
+    };
     let now = crate::util::now().clamp(0, i64::from(u32::MAX)) as u32;
     let plan = layout::plan(manifest, size, out, now)?;
     let free = write::write(manifest, &plan, out, uuid, now)?;
@@ -40,6 +48,20 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
         plan.geo.groups
     );
     Ok(())
+}
+
+/// The tree without its own `/lost+found` (a hostfiles `/*` on a host whose root has one, or a
+/// base image of a filesystem's root): the image has its own, made by the writer, and two
+/// entries of one name are a corrupt directory. Like the original, whose `mke2fs` made it
+/// first. `None` when there is none.
+fn without_lost_found(manifest: &Manifest) -> Option<Manifest> {
+    manifest.children(ROOT)?.get(&b"lost+found"[..])?;
+    log::warn!("ext2: the appliance's /lost+found is replaced by the image's own");
+    let mut m = Manifest { inodes: manifest.inodes.clone(), images: manifest.images.clone() };
+    if let Node::Dir(children) = &mut m.inodes[ROOT as usize].node {
+        children.remove(&b"lost+found"[..]);
+    }
+    Some(m)
 }
 
 /// The filesystem's UUID (version 4 layout), which libguestfs passes as `root=UUID=`: random,

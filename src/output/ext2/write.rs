@@ -181,6 +181,23 @@ fn copy_one(manifest: &Manifest, image: &File, ino: Ino, blocks: &[u32], out: &P
     Ok(())
 }
 
+/// `len` bytes from `src` at `from` to `image` at `to`, through a buffer; fewer if `src` ends
+/// first (the rest of its blocks stays zero).
+fn copy_by_reads(src: &File, (from, to, len): (u64, u64, u64), image: &File) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(buf.len() as u64) as usize;
+        let n = src.read_at(&mut buf[..want], from + done)?;
+        if n == 0 {
+            break;
+        }
+        image.write_all_at(&buf[..n], to + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// A host file's bytes into its blocks with `copy_file_range` (no copy through user space).
 fn copy_host_file(src: &Path, size: u64, image: &File, blocks: &[u32], out: &Path) -> Result<()> {
     let f = match File::open(src) {
@@ -190,17 +207,27 @@ fn copy_host_file(src: &Path, size: u64, image: &File, blocks: &[u32], out: &Pat
             return Ok(());
         }
     };
+    let failed = |e: io::Error| Error::new(format!("copying {} into {}: {}", src.display(), out.display(), e));
+    let mut by_reads = false;
     for (start, n, offset) in runs(blocks) {
         let len = (n * BS).min(size - offset);
         let mut done = 0u64;
         while done < len {
+            if by_reads {
+                copy_by_reads(&f, (offset + done, start * BS + done, len - done), image).map_err(failed)?;
+                break;
+            }
             let mut off_in = (offset + done) as i64;
             let mut off_out = (start * BS + done) as i64;
             let copied =
                 nix::fcntl::copy_file_range(&f, Some(&mut off_in), image, Some(&mut off_out), (len - done) as usize);
             match copied.map_err(io::Error::from) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Err(Error::io(out, "cannot write", e)),
-                Err(e) => return Err(Error::new(format!("copying {} into {}: {}", src.display(), out.display(), e))),
+                // Not offered between these filesystems (a /proc file since Linux 5.19): by reads.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    by_reads = true
+                }
+                Err(e) => return Err(failed(e)),
                 Ok(0) => {
                     warn!("{}: shorter than when the appliance was resolved", src.display());
                     return Ok(());
