@@ -243,12 +243,6 @@ fn with_our_supermin(script: &str, cache: &Path) -> (bool, String) {
     (out.status.success(), stdout(&out) + &stderr(&out))
 }
 
-/// Evidence that the appliance libguestfs used was built by us: our fingerprint xattr.
-fn built_by_us(cache: &Path) -> bool {
-    let Ok(rd) = fs::read_dir(cache) else { return false };
-    rd.flatten().any(|e| has_xattr(&e.path().join("appliance.d"), "user.supermin.fingerprint"))
-}
-
 #[test]
 fn libguestfs_test_tool_passes_with_us_as_supermin() {
     need("libguestfs-test-tool");
@@ -276,11 +270,6 @@ fn guestfish_writes_and_reads_a_file() {
     let (ok_, out) = with_our_supermin(&script, &cache);
     assert!(ok_ && out.contains("written by guestfish"), "guestfish failed:\n{}", tail(&out));
     assert!(built_by_us(&cache));
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Too small an image is refused before anything is written, and nothing is left behind.

@@ -519,6 +519,19 @@ pub fn has_xattr(path: &Path, name: &str) -> bool {
     xattr(path, name).is_some_and(|v| !v.is_empty())
 }
 
+/// The last 40 lines of `s` (a long log in a failure message).
+pub fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Evidence that the appliance libguestfs cached in `cache` (its LIBGUESTFS_CACHEDIR) was
+/// built by us: our fingerprint xattr on its `appliance.d`.
+pub fn built_by_us(cache: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(cache) else { return false };
+    rd.flatten().any(|e| has_xattr(&e.path().join("appliance.d"), "user.supermin.fingerprint"))
+}
+
 /// The daemon serving the view mounted at `mp` (its `user.supermin.pid` attribute).
 pub fn daemon_pid(mp: &Path) -> i32 {
     let value =
