@@ -22,19 +22,25 @@ mod output;
 pub mod packager;
 mod prepare;
 mod resolve;
+mod run;
 mod slim;
 mod trace;
 mod util;
 mod view;
 
-/// The `supermin` program: as process 1 the mini initrd's `/init`, otherwise the command line.
+/// The `supermin` program: as process 1 the mini initrd's `/init` (or `run`'s namespace
+/// init), otherwise the command line.
 /// Errors are printed as `supermin: <message>` with the original's exit codes.
 pub fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `supermin run`'s namespace init is process 1 too, but is told so by its arguments.
+    if args.first().map(String::as_str) == Some(run::init::COMMAND) {
+        run::init::main(&args[1..]);
+    }
     if std::process::id() == 1 {
         boot::init::main();
     }
     util::sys::die_on_broken_pipe();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = cli::run(args) {
         eprintln!("supermin: {e}");
         std::process::exit(e.exit_code);

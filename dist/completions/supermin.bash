@@ -37,6 +37,9 @@ _supermin() {
             supermin,prepare)
                 cmd="supermin__subcmd__prepare"
                 ;;
+            supermin,run)
+                cmd="supermin__subcmd__run"
+                ;;
             supermin,slim)
                 cmd="supermin__subcmd__slim"
                 ;;
@@ -50,7 +53,7 @@ _supermin() {
 
     case "${cmd}" in
         supermin)
-            opts="-o -f -v -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect completions manpage"
+            opts="-o -f -v -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -331,6 +334,32 @@ _supermin() {
                     return 0
                     ;;
                 --dtb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        supermin__subcmd__run)
+            opts="-h -v --help --writable --bind --sysroot --packager --verbose"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysroot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --packager)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

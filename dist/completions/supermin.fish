@@ -52,6 +52,7 @@ complete -c supermin -n "__fish_supermin_needs_command" -a "umount" -d 'Unmount 
 complete -c supermin -n "__fish_supermin_needs_command" -a "materialize" -d 'Build the appliance for real, as --build does, from SUPERMIN.D... or from a live mount of it.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "slim" -d 'Write a supermin appliance that leaves out every package file the traces (from supermin mount --trace) did not use.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "inspect" -d 'Show what the appliance holds and why: its packages, what pulled each in, and where the bytes go.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "run" -d 'Run a command (by default the appliance\'s shell) inside the appliance, served lazily in a private mount namespace; nothing stays mounted afterwards.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "completions" -d 'Print the shell completion script for SHELL (bash, zsh or fish) on standard output.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "manpage" -d 'Write the manual pages (supermin.1 and one page per subcommand) into DIR.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s o -d 'Set the output directory.' -r
@@ -134,5 +135,11 @@ complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s h -l help 
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l json -d 'Print the report as JSON (the schema is in the README).'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l include-packagelist -d 'Count /packagelist, as --build --include-packagelist would add it.'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l bind -d 'Make the host directory or file HOST appear at GUEST inside the appliance (repeatable).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand run" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l writable -d 'Put a writable layer (in memory) over the appliance, so that the command can change files; the changes are dropped at the end.'
+complete -c supermin -n "__fish_supermin_using_subcommand run" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand completions" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand manpage" -s h -l help -d 'Print this help, with an example.'

@@ -22,7 +22,7 @@ mod session;
 use std::path::Path;
 
 pub use fs::PASSTHROUGH_MIN_SIZE;
-pub use session::{serve, Options, ServeError};
+pub use session::{serve, spawn, Background, Options, ServeError};
 
 /// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these
 /// plus one, because FUSE reserves 0 and calls the root 1.)

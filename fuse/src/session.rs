@@ -59,23 +59,11 @@ impl ServeError {
 /// unmounted. `ready` is called once the kernel has accepted the mount (requests from then on
 /// are answered).
 pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl FnOnce()) -> Result<(), ServeError> {
-    let threads = match opts.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 8),
-        n => n,
-    };
     // Block the stop signals in every thread (threads inherit the mask); one thread waits
     // for them and unmounts, which ends the session loops.
     let signals = stop_signals();
     signals.thread_block().map_err(|e| ServeError::Mount(e.into()))?;
-    // Passthrough needs CAP_SYS_ADMIN in the initial namespace: not worth trying otherwise,
-    // and not trying lets the kernel skip file opens altogether (see fs.rs, `no_open`).
-    let passthrough = opts.passthrough && nix::unistd::geteuid().is_root();
-    if opts.passthrough && !passthrough {
-        log::info!("FUSE passthrough needs root; reading host files through the daemon");
-    }
-    let config = config(opts, threads);
-    let fs = ViewFs::new(view, passthrough, opts.every_lookup);
-    let mut session = Session::new(fs, mountpoint, &config).map_err(ServeError::Mount)?;
+    let (mut session, threads) = mount(view, mountpoint, opts)?;
     let mut unmounter = session.unmount_callable();
     let path = mountpoint.to_path_buf();
     let waiter = move || {
@@ -90,6 +78,42 @@ pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl Fn
     ready();
     log::info!("serving {} with {threads} threads", mountpoint.display());
     session.run().map_err(ServeError::Serve)
+}
+
+/// A view mounted and served on background threads, with no signal handling of its own: for
+/// a caller that runs something inside the mount and unmounts it when that ends. Dropping it
+/// unmounts too.
+pub struct Background(fuser::BackgroundSession);
+
+impl Background {
+    /// Unmount and wait for the serving threads.
+    pub fn unmount(self) -> io::Result<()> {
+        self.0.umount_and_join()
+    }
+}
+
+/// Mount `view` at `mountpoint` (absolute, checked by the caller) and serve it in the
+/// background until [`Background::unmount`].
+pub fn spawn<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<Background, ServeError> {
+    let (session, _) = mount(view, mountpoint, opts)?;
+    session.spawn().map(Background).map_err(ServeError::Serve)
+}
+
+/// The mounted session, not yet served, and its thread count.
+fn mount<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<(Session<ViewFs<V>>, usize), ServeError> {
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 8),
+        n => n,
+    };
+    // Passthrough needs CAP_SYS_ADMIN in the initial namespace: not worth trying otherwise,
+    // and not trying lets the kernel skip file opens altogether (see fs.rs, `no_open`).
+    let passthrough = opts.passthrough && nix::unistd::geteuid().is_root();
+    if opts.passthrough && !passthrough {
+        log::info!("FUSE passthrough needs root; reading host files through the daemon");
+    }
+    let fs = ViewFs::new(view, passthrough, opts.every_lookup);
+    let session = Session::new(fs, mountpoint, &config(opts, threads)).map_err(ServeError::Mount)?;
+    Ok((session, threads))
 }
 
 fn config(opts: &Options, threads: usize) -> Config {

@@ -9,6 +9,7 @@ mod classic;
 mod docs;
 mod inspect;
 mod logger;
+mod run;
 mod view;
 
 /// The version line; it starts with `supermin ` and the supermin release we are compatible with.
@@ -22,6 +23,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Some("materialize") => view::materialize(&args[1..]),
         Some("slim") => view::slim(&args[1..]),
         Some("inspect") => inspect::inspect(&args[1..]),
+        Some("run") => run::run(&args[1..]),
         Some("completions") => docs::completions(&args[1..]),
         Some("manpage") => docs::manpage(&args[1..]),
         _ => classic::run(args),
@@ -69,6 +71,7 @@ pub fn command() -> clap::Command {
             view::materialize_command(),
             view::slim_command(),
             inspect::inspect_command(),
+            run::run_command(),
             docs::completions_command(),
             docs::manpage_command(),
         ])

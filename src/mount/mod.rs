@@ -64,24 +64,7 @@ fn serve(opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
         view.trace();
     }
     let view = Arc::new(view);
-    let (files, large) = view.file_stats();
-    let passthrough = opts.passthrough.unwrap_or_else(|| view.passthrough_pays());
-    log::info!(
-        "mount: passthrough {} ({files} regular files, {} MiB in host files of 1 MiB or more{})",
-        if passthrough { "wanted" } else { "off" },
-        large >> 20,
-        if opts.passthrough.is_some() { ", as asked" } else { "" }
-    );
-    let fuse_opts = supermin_fuse::Options {
-        allow_other: opts.allow_other,
-        suid: opts.suid,
-        dev: opts.dev,
-        passthrough,
-        threads: opts.threads,
-        fsname: "supermin".into(),
-        subtype: "supermin".into(),
-        every_lookup: opts.trace.is_some(),
-    };
+    let fuse_opts = fuse_options(opts, &view);
     let up = || {
         mountpoint::raise_readahead(&abs);
         ready();
@@ -98,6 +81,38 @@ fn serve(opts: &MountOptions, ready: impl FnOnce()) -> Result<()> {
         }
     }
     served
+}
+
+/// Resolve and mount at `opts.mountpoint`, served on background threads until
+/// [`supermin_fuse::Background::unmount`] (for `run`, which handles signals itself).
+pub fn spawn(opts: &MountOptions) -> Result<supermin_fuse::Background> {
+    let abs = mountpoint::check(&opts.mountpoint)?;
+    let view = Arc::new(resolve_view(opts)?);
+    let fuse_opts = fuse_options(opts, &view);
+    let session = supermin_fuse::spawn(view, &abs, &fuse_opts).map_err(|e| serve_error(&opts.mountpoint, e))?;
+    mountpoint::raise_readahead(&abs);
+    Ok(session)
+}
+
+fn fuse_options(opts: &MountOptions, view: &ManifestView) -> supermin_fuse::Options {
+    let (files, large) = view.file_stats();
+    let passthrough = opts.passthrough.unwrap_or_else(|| view.passthrough_pays());
+    log::info!(
+        "mount: passthrough {} ({files} regular files, {} MiB in host files of 1 MiB or more{})",
+        if passthrough { "wanted" } else { "off" },
+        large >> 20,
+        if opts.passthrough.is_some() { ", as asked" } else { "" }
+    );
+    supermin_fuse::Options {
+        allow_other: opts.allow_other,
+        suid: opts.suid,
+        dev: opts.dev,
+        passthrough,
+        threads: opts.threads,
+        fsname: "supermin".into(),
+        subtype: "supermin".into(),
+        every_lookup: opts.trace.is_some(),
+    }
 }
 
 fn serve_error(mp: &Path, e: ServeError) -> Error {
