@@ -53,7 +53,7 @@ _supermin() {
 
     case "${cmd}" in
         supermin)
-            opts="-o -f -v -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
+            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,7 +107,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__build)
-            opts="-h -o -f -v -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb"
+            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --sysroot --packager --names --dtb"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,7 +175,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__inspect)
-            opts="-h -v --help --json --svg --top --include-packagelist --sysroot --packager --verbose"
+            opts="-h -v -q --help --json --svg --top --include-packagelist --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -219,7 +219,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__materialize)
-            opts="-h -f -o -v --help --format --include-packagelist --copy-kernel --force --size --host-cpu --sysroot --packager --verbose"
+            opts="-h -f -o -v -q --help --format --include-packagelist --copy-kernel --force --size --host-cpu --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -261,7 +261,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__mount)
-            opts="-h -v --help --daemon --allow-other --suid --dev --passthrough --no-passthrough --include-packagelist --trace --threads --sysroot --packager --verbose"
+            opts="-h -v -q --help --daemon --allow-other --suid --dev --passthrough --no-passthrough --include-packagelist --trace --threads --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -291,7 +291,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__prepare)
-            opts="-h -o -f -v -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --version --list-drivers --sysroot --packager --names --dtb"
+            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --sysroot --packager --names --dtb"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -345,7 +345,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__run)
-            opts="-h -v --help --writable --bind --sysroot --packager --verbose"
+            opts="-h -v -q --help --writable --bind --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -371,7 +371,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__slim)
-            opts="-h -o -v --help --trace --keep --force --sysroot --packager --verbose"
+            opts="-h -o -v -q --help --trace --keep --force --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -405,7 +405,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__umount)
-            opts="-h -v --help --verbose"
+            opts="-h -v -q --help --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_supermin_global_optspecs
-    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose V/version list-drivers sysroot= packager= names dtb= help
+    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose q/quiet V/version list-drivers sysroot= packager= names dtb= help
 end
 
 function __fish_supermin_needs_command
@@ -41,6 +41,7 @@ complete -c supermin -n "__fish_supermin_needs_command" -l force -d 'Replace OUT
 complete -c supermin -n "__fish_supermin_needs_command" -l include-packagelist -d 'Add a file with the list of packages (/packagelist).'
 complete -c supermin -n "__fish_supermin_needs_command" -l use-installed -d 'Use installed files instead of accessing the network.'
 complete -c supermin -n "__fish_supermin_needs_command" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_needs_command" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_needs_command" -s V -l version -d 'Display the version number and exit.'
 complete -c supermin -n "__fish_supermin_needs_command" -l list-drivers -d 'Display the list of drivers and exit.'
 complete -c supermin -n "__fish_supermin_needs_command" -l names -d 'Give an error (this flag was for supermin 4).'
@@ -71,6 +72,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l force -d '
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l include-packagelist -d 'Add a file with the list of packages (/packagelist).'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l use-installed -d 'Use installed files instead of accessing the network.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s V -l version -d 'Display the version number and exit.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l list-drivers -d 'Display the list of drivers and exit.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l names -d 'Give an error (this flag was for supermin 4).'
@@ -90,6 +92,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand build" -l force -d 'Re
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l include-packagelist -d 'Add a file with the list of packages (/packagelist).'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l use-installed -d 'Use installed files instead of accessing the network.'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -s V -l version -d 'Display the version number and exit.'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l list-drivers -d 'Display the list of drivers and exit.'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l names -d 'Give an error (this flag was for supermin 4).'
@@ -106,8 +109,10 @@ complete -c supermin -n "__fish_supermin_using_subcommand mount" -l passthrough 
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l no-passthrough -d 'Read host files through the daemon, so that opens never reach it.'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l include-packagelist -d 'Add /packagelist, as --build --include-packagelist does.'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand umount" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s f -l format -d 'Set the output format: chroot, ext2, initramfs or tar.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s o -d 'Set the output directory (or - for -f tar on standard output).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
@@ -119,6 +124,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l includ
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l copy-kernel -d 'Copy the kernel instead of symlinking to it (ext2).'
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l force -d 'Replace OUTPUT even if it is not empty and not an earlier output (its contents are deleted).'
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l trace -d 'Use a trace written by supermin mount --trace; repeat it for several workloads to keep their union.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l keep -d 'Keep the package files this fnmatch pattern matches, used or not (e.g. \'/usr/lib/locale/*\').' -r
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -s o -d 'Write the slimmed supermin appliance to this directory.' -r -F
@@ -127,6 +133,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand slim" -l packager -d '
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l force -d 'Replace NEW.D even if it is not empty and not an earlier output (its contents are deleted).'
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l svg -d 'Also draw where the bytes go, one bar per package, into FILE (an SVG picture).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l top -d 'List the N largest files.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
@@ -135,11 +142,13 @@ complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s h -l help 
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l json -d 'Print the report as JSON (the schema is in the README).'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l include-packagelist -d 'Count /packagelist, as --build --include-packagelist would add it.'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l bind -d 'Make the host directory or file HOST appear at GUEST inside the appliance (repeatable).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand run" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l writable -d 'Put a writable layer (in memory) over the appliance, so that the command can change files; the changes are dropped at the end.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand run" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand completions" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand manpage" -s h -l help -d 'Print this help, with an example.'

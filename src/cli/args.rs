@@ -30,12 +30,21 @@ pub fn force(meta: &str) -> Arg {
     Arg::new("force").long("force").action(ArgAction::SetTrue).help(help)
 }
 
-pub fn verbose() -> Arg {
-    Arg::new("verbose")
-        .short('v')
-        .long("verbose")
-        .action(ArgAction::Count)
-        .help("Print what is being done; repeat for more detail (-vv, -vvv).")
+/// `-v` (repeatable) and `-q`.
+pub fn verbose() -> [Arg; 2] {
+    [
+        Arg::new("verbose")
+            .short('v')
+            .long("verbose")
+            .action(ArgAction::Count)
+            .help("Print what is being done; repeat for more detail (-vv, -vvv)."),
+        Arg::new("quiet")
+            .short('q')
+            .long("quiet")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("verbose")
+            .help("Print nothing but errors: no warnings and no progress bars."),
+    ]
 }
 
 /// `--sysroot DIR` and `--packager NAME`: where the packages are installed and which database

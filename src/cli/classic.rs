@@ -64,7 +64,7 @@ pub(super) fn command() -> Command {
         .arg(value("packager-config", "CONFIGFILE", "Set an alternate package manager configuration file."))
         .arg(flag("use-installed", "Use installed files instead of accessing the network."))
         .arg(value("size", "SIZE", "Set the size of the ext2 filesystem (e.g. 4G)."))
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("version")
                 .short('V')
@@ -103,7 +103,7 @@ pub fn run(mut args: Vec<String>) -> Result<()> {
     let matches = command()
         .try_get_matches_from(std::iter::once("supermin".to_string()).chain(args))
         .map_err(|e| Error::usage(clap_message(&e)))?;
-    logger::init(matches.get_count("verbose"));
+    logger::init(&matches);
     dispatch(&matches)
 }
 

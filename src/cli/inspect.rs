@@ -32,7 +32,7 @@ pub(super) fn inspect_command() -> Command {
         )
         .arg(flag("include-packagelist", "Count /packagelist, as --build --include-packagelist would add it."))
         .args(root_args())
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("src")
                 .num_args(1..)
@@ -46,7 +46,7 @@ pub(super) fn inspect_command() -> Command {
 
 pub fn inspect(argv: &[String]) -> Result<()> {
     let m = parse(inspect_command(), argv)?;
-    logger::init(m.get_count("verbose"));
+    logger::init(&m);
     let (root, driver) = args::root_and_driver(&m)?;
     let inputs = m.get_many::<PathBuf>("src").map(|v| v.cloned().collect()).unwrap_or_default();
     let source = Source { inputs, root, driver, include_packagelist: m.get_flag("include-packagelist") };

@@ -1,5 +1,6 @@
 //! A minimal `log` backend: `supermin: message` on stderr. Silent but for warnings by default;
-//! each `-v` shows one more level (info, debug, trace).
+//! each `-v` shows one more level (info, debug, trace); `-q` only errors. Also turns progress
+//! bars on (a terminal, no `-q`).
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -31,8 +32,12 @@ impl Log for Stderr {
     fn flush(&self) {}
 }
 
-pub fn init(verbosity: u8) {
-    let level = match verbosity {
+/// From the `-v` and `-q` of [`super::args::verbose`].
+pub fn init(m: &clap::ArgMatches) {
+    let quiet = m.get_flag("quiet");
+    crate::util::progress::enable(quiet);
+    let level = match m.get_count("verbose") {
+        0 if quiet => LevelFilter::Error,
         0 => LevelFilter::Warn,
         1 => LevelFilter::Info,
         2 => LevelFilter::Debug,

@@ -31,7 +31,7 @@ pub(super) fn run_command() -> Command {
                 .help("Make the host directory or file HOST appear at GUEST inside the appliance (repeatable)."),
         )
         .args(root_args())
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("src")
                 .num_args(1..)
@@ -52,7 +52,7 @@ pub(super) fn run_command() -> Command {
 
 pub fn run(argv: &[String]) -> Result<()> {
     let m = parse(run_command(), argv)?;
-    logger::init(m.get_count("verbose"));
+    logger::init(&m);
     let mut binds = Vec::new();
     for spec in m.get_many::<String>("bind").into_iter().flatten() {
         let Some((host, guest)) = spec.split_once(':') else {

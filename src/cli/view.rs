@@ -50,7 +50,7 @@ pub(super) fn mount_command() -> Command {
                 .help("Serve requests with N threads (the default is one per core)."),
         )
         .args(root_args())
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("args")
                 .num_args(0..)
@@ -63,7 +63,7 @@ pub(super) fn mount_command() -> Command {
 
 pub fn mount(argv: &[String]) -> Result<()> {
     let m = parse(mount_command(), argv)?;
-    logger::init(m.get_count("verbose"));
+    logger::init(&m);
     let mut inputs = paths(&m, "args");
     if inputs.len() < 2 {
         return Err(Error::usage("mount: needs SUPERMIN.D... MOUNTPOINT (see supermin mount --help)"));
@@ -94,7 +94,7 @@ pub(super) fn umount_command() -> Command {
     args::subcommand("umount")
         .about("Unmount a view made by supermin mount, and wait for its daemon to exit.")
         .override_usage("supermin umount MOUNTPOINT")
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("mountpoint")
                 .required(true)
@@ -106,7 +106,7 @@ pub(super) fn umount_command() -> Command {
 
 pub fn umount(argv: &[String]) -> Result<()> {
     let m = parse(umount_command(), argv)?;
-    logger::init(m.get_count("verbose"));
+    logger::init(&m);
     mount::umount(&m.get_one::<PathBuf>("mountpoint").cloned().unwrap_or_default())
 }
 
@@ -141,7 +141,7 @@ pub(super) fn materialize_command() -> Command {
                 .help("Set the host CPU architecture (the default is this machine's)."),
         )
         .args(root_args())
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("src")
                 .num_args(1..)
@@ -155,7 +155,7 @@ pub(super) fn materialize_command() -> Command {
 
 pub fn materialize(argv: &[String]) -> Result<()> {
     let m = parse(materialize_command(), argv)?;
-    logger::init(m.get_count("verbose"));
+    logger::init(&m);
     let format = args::format(m.get_one::<String>("format").map_or("", String::as_str))?;
     let (root, driver) = args::root_and_driver(&m)?;
     let opts = build::Options {
@@ -206,7 +206,7 @@ pub(super) fn slim_command() -> Command {
         )
         .arg(args::force("NEW.D"))
         .args(root_args())
-        .arg(verbose())
+        .args(verbose())
         .arg(
             Arg::new("src")
                 .num_args(1..)
@@ -224,7 +224,7 @@ pub(super) fn slim_command() -> Command {
 
 pub fn slim(argv: &[String]) -> Result<()> {
     let m = parse(slim_command(), argv)?;
-    logger::init(m.get_count("verbose"));
+    logger::init(&m);
     let (root, driver) = args::root_and_driver(&m)?;
     let opts = crate::slim::Options {
         inputs: paths(&m, "src"),

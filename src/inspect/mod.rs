@@ -18,6 +18,7 @@ use crate::manifest::{Content, Ino, Manifest, Node};
 use crate::mount::Source;
 use crate::packager::{PackageManager, Reached};
 use crate::resolve::{Excludes, Resolved};
+use crate::util::progress::Progress;
 
 pub mod svg;
 
@@ -284,7 +285,9 @@ impl Owners {
         let lookup = |path: &str| r.manifest.lookup(path.as_bytes(), false);
         let hostfiles = r.hostfiles.iter().filter_map(|p| lookup(p)).collect();
         let mut owners = Owners { by_ino: HashMap::new(), hostfiles, excluded: Vec::new() };
+        let progress = Progress::items("inspect: packages", r.closure.len() as u64);
         for (i, reached) in r.closure.iter().enumerate() {
+            progress.inc(1);
             let mut excluded = Counts::default();
             for file in pm.files(&[reached.pkg])?.into_iter().filter(|f| !f.config) {
                 if excludes.matches(&file.path) {

@@ -15,6 +15,7 @@ use log::warn;
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{os, Content, Ino, Manifest, Meta, Node, ROOT};
+use crate::util::progress::Progress;
 use crate::util::{sys, work};
 
 pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
@@ -88,7 +89,13 @@ fn set_owner_and_time(dest: &Path, meta: &Meta) -> Result<()> {
 
 /// Copy regular files on every core.
 fn copy_files(manifest: &Manifest, files: &[(PathBuf, Ino)]) -> Result<()> {
-    work::for_each(files, work::cores(), |(dest, ino)| copy_one(manifest, *ino, dest))
+    let size = |ino: Ino| manifest.inode(ino).meta.size;
+    let progress = Progress::files("chroot: files", files.len() as u64, files.iter().map(|f| size(f.1)).sum());
+    work::for_each(files, work::cores(), |(dest, ino)| {
+        copy_one(manifest, *ino, dest)?;
+        progress.inc(size(*ino));
+        Ok(())
+    })
 }
 
 fn copy_one(manifest: &Manifest, ino: Ino, dest: &Path) -> Result<()> {

@@ -13,6 +13,7 @@ use log::{debug, warn};
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Content, Ino, Manifest, Node, ROOT};
+use crate::util::progress::Progress;
 use crate::util::{cpio, work};
 
 /// About how many compressed segments the archive is cut into (enough to keep every core busy).
@@ -49,7 +50,14 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     }
     debug!("initramfs: {} entries in {} segments", entries.len(), segments.len());
 
-    let compressed = work::map(&segments, threads, |entries| segment(manifest, entries, out));
+    let files: Vec<u64> = entries
+        .iter()
+        .map(|(_, ino)| manifest.inode(*ino))
+        .filter(|inode| matches!(inode.node, Node::File(_)))
+        .map(|inode| inode.meta.size)
+        .collect();
+    let progress = Progress::files("initramfs: files", files.len() as u64, files.iter().sum());
+    let compressed = work::map(&segments, threads, |entries| segment(manifest, entries, out, &progress));
     let mut file = fs::File::create(out).at(out, "cannot create")?;
     for bytes in compressed {
         let bytes = bytes?;
@@ -58,7 +66,7 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn segment(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], out: &Path) -> Result<Vec<u8>> {
+fn segment(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], out: &Path, progress: &Progress) -> Result<Vec<u8>> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut w = cpio::Writer::new(gz);
     let werr = |e: std::io::Error| Error::io(out, "cannot write", e);
@@ -97,6 +105,9 @@ fn segment(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], out: &Path) -> Resul
             rdev: m.rdev,
         };
         w.append(&h, data).map_err(werr)?;
+        if matches!(inode.node, Node::File(_)) {
+            progress.inc(m.size);
+        }
     }
     w.finish().map_err(werr)?.finish().map_err(werr)
 }

@@ -18,6 +18,7 @@ use tar::{EntryType, Header};
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Content, Ino, Manifest, Meta, Node, ROOT, S_IFMT};
+use crate::util::progress::Progress;
 
 /// The file `-f tar -o DIR` writes in DIR.
 pub const FILE: &str = "appliance.tar";
@@ -28,9 +29,14 @@ pub fn write(manifest: &Manifest, out: impl Write, shown: &Path) -> Result<()> {
     let mut archive = tar::Builder::new(BufWriter::with_capacity(1 << 20, out));
     // Per inode: the name its data was stored under (for the hard links after it).
     let mut stored: Vec<Option<Box<[u8]>>> = vec![None; manifest.inodes.len()];
+    let progress = progress(manifest);
     let mut result = Ok(());
     manifest.walk(|path, ino| {
         if result.is_ok() {
+            let inode = manifest.inode(ino);
+            if matches!(inode.node, Node::File(_)) && stored[ino as usize].is_none() {
+                progress.inc(inode.meta.size);
+            }
             let mut name = [b".", path].concat();
             if matches!(manifest.inode(ino).node, Node::Dir(_)) && ino != ROOT {
                 name.push(b'/');
@@ -40,6 +46,20 @@ pub fn write(manifest: &Manifest, out: impl Write, shown: &Path) -> Result<()> {
     });
     result?;
     archive.into_inner().and_then(|mut w| w.flush()).map_err(werr)
+}
+
+/// A bar over the regular files, each inode once (hard links are stored once).
+fn progress(manifest: &Manifest) -> Progress {
+    let mut seen = vec![false; manifest.inodes.len()];
+    let (mut files, mut bytes) = (0, 0);
+    manifest.walk(|_, ino| {
+        let inode = manifest.inode(ino);
+        if matches!(inode.node, Node::File(_)) && !std::mem::replace(&mut seen[ino as usize], true) {
+            files += 1;
+            bytes += inode.meta.size;
+        }
+    });
+    Progress::files("tar: files", files, bytes)
 }
 
 /// Write the archive as `FILE` in the (staging) directory `dir`.

@@ -3,6 +3,7 @@
 pub mod cpio;
 pub mod escape;
 pub mod pathwalk;
+pub mod progress;
 pub mod sys;
 pub mod work;
 

@@ -12,6 +12,7 @@ use super::format::{GroupDesc, Inode, Superblock, BLOCKS_PER_GROUP, BS, INODE_SI
 use super::layout::{Geometry, Plan, Planned};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Content, Ino, Manifest, Node, S_IFDIR};
+use crate::util::progress::Progress;
 use crate::util::work;
 
 /// Write `plan` of `manifest` to the image file `out`. Returns the number of free blocks.
@@ -149,7 +150,13 @@ fn inode_bitmap(geo: &Geometry, g: u64, used: u64) -> (Vec<u8>, u64) {
 /// takes the image inode's lock, so a second thread only spins on it (measured: more system
 /// time, no gain).
 fn copy_contents(manifest: &Manifest, image: &File, copies: &[(Ino, Vec<u32>)], out: &Path) -> Result<()> {
-    work::for_each(copies, 1, |(ino, blocks)| copy_one(manifest, image, *ino, blocks, out))
+    let size = |ino: Ino| manifest.inode(ino).meta.size;
+    let progress = Progress::files("ext2: files", copies.len() as u64, copies.iter().map(|c| size(c.0)).sum());
+    work::for_each(copies, 1, |(ino, blocks)| {
+        copy_one(manifest, image, *ino, blocks, out)?;
+        progress.inc(size(*ino));
+        Ok(())
+    })
 }
 
 /// Runs of consecutive blocks: (first block, count, offset in the file).

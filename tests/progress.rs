@@ -1,0 +1,34 @@
+//! Progress bars: drawn on a terminal (a pseudo-terminal made by `script`), never when stderr
+//! is a pipe or a file (libguestfs's and CI's logs), and not with `-q`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{ok, ours, stderr, stdout, Scratch, OURS};
+
+/// Run `args` on a pseudo-terminal; what the terminal showed.
+fn on_terminal(args: &str) -> String {
+    common::need("script");
+    let out = ok(Command::new("script").args(["-qefc", &format!("{OURS} {args}"), "/dev/null"]));
+    stdout(&out)
+}
+
+#[test]
+fn bars_on_a_terminal_only() {
+    let t = Scratch::new("progress");
+    let out = |name: &str| t.path(name).display().to_string();
+    let shown = on_terminal(&format!("--build -f ext2 examples/supermin.d -o {}", out("a")));
+    assert!(shown.contains("ext2: files") && shown.contains("MiB"), "a bar with files and bytes: {shown:?}");
+    let shown = on_terminal(&format!("materialize examples/supermin.d -f chroot -o {}", out("b")));
+    assert!(shown.contains("chroot: files"), "{shown:?}");
+    let shown = on_terminal("inspect examples/supermin.d");
+    assert!(shown.contains("inspect: packages"), "{shown:?}");
+
+    let quiet = on_terminal(&format!("--build -q -f tar examples/supermin.d -o {}", out("c")));
+    assert!(quiet.is_empty(), "-q draws nothing: {quiet:?}");
+    let piped = ok(ours().args(["--build", "-f", "ext2", "examples/supermin.d", "-o"]).arg(t.path("d")));
+    assert!(stderr(&piped).is_empty() && stdout(&piped).is_empty(), "no bar into a pipe: {}", stderr(&piped));
+    let conflict = common::run(ours().args(["inspect", "-q", "-v", "examples/supermin.d"]));
+    assert_eq!(conflict.status.code(), Some(2), "-q and -v together are a usage mistake");
+}
