@@ -144,9 +144,10 @@ fn check_apart(inputs: &[PathBuf], out: &Path) -> Result<()> {
             continue;
         };
         bail!(
-            "{}: the output {relation} the input {}: choose an output directory outside the inputs",
+            "{}: the output {relation} the input {}: choose an output directory outside the inputs (e.g. -o {}.out)",
             out.display(),
-            input.display()
+            input.display(),
+            input_abs.display()
         );
     }
     Ok(())

@@ -44,7 +44,7 @@ impl Error {
 }
 
 /// The OS error text without Rust's " (os error N)" suffix, which users of the C tools never see.
-fn strerror(err: &io::Error) -> String {
+pub fn strerror(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

@@ -47,8 +47,16 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
         return Err(Error::new("prepare: no input packages specified"));
     }
     let roots = pm.resolve_names(opts.packages);
+    let missing = not_installed(pm, opts);
     if roots.is_empty() {
-        return Err(Error::new("prepare: none of the packages listed on the command line seem to be installed"));
+        return Err(Error::new(format!(
+            "prepare: none of the packages listed on the command line seem to be installed: {}",
+            missing.advice
+        )));
+    }
+    if !missing.names.is_empty() {
+        // The original leaves them out silently.
+        log::warn!("prepare: not installed, left out of the appliance: {}", missing.advice);
     }
     let staging = Staging::new(opts.out, Replace { shape: SHAPE, force: opts.force })?;
 
@@ -71,6 +79,30 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
         write_base_image(&tarball, &sources)?;
     }
     staging.commit()
+}
+
+/// The names given to `--prepare` that no installed package answers to, and what to do.
+struct Missing {
+    names: Vec<String>,
+    /// `a, b: install them (apt-get install a b) or check the spelling`.
+    advice: String,
+}
+
+fn not_installed(pm: &dyn PackageManager, opts: &Options) -> Missing {
+    let names: Vec<String> =
+        opts.packages.iter().filter(|n| pm.resolve_names(std::slice::from_ref(n)).is_empty()).cloned().collect();
+    let chroot = match opts.root == Path::new("/") {
+        true => String::new(),
+        false => format!("chroot {} ", opts.root.display()),
+    };
+    let them = if names.len() == 1 { "it" } else { "them" };
+    let advice = format!(
+        "{}: install {them} ({chroot}{} {}), or check the spelling",
+        names.join(", "),
+        pm.install_command(),
+        names.join(" ")
+    );
+    Missing { names, advice }
 }
 
 /// `base.tar.gz`: `./etc/...` members owned by root (HEAD supermin's `--owner=0 --group=0`),

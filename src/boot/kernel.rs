@@ -41,12 +41,7 @@ pub fn find(root: &Path, host_cpu: &str) -> Result<Kernel> {
     let kernel = find_candidate(root, host_cpu)?;
     // Readable? (Ubuntu ships kernels 0600.)
     if let Err(e) = fs::File::open(&kernel.path) {
-        return Err(Error::new(format!(
-            "{}: cannot read the kernel: {} (make it readable, e.g. `sudo chmod 0644 {}`, or point SUPERMIN_KERNEL at a readable copy)",
-            kernel.path.display(),
-            e,
-            kernel.path.display()
-        )));
+        return Err(unreadable(&kernel.path, &e));
     }
     debug!("kernel {} version {} modules {}", kernel.path.display(), kernel.version, kernel.modpath.display());
     Ok(kernel)
@@ -73,11 +68,54 @@ fn find_candidate(root: &Path, host_cpu: &str) -> Result<Kernel> {
     if let Some(k) = in_boot(root, host_cpu) {
         return Ok(k);
     }
+    let (boot, modules) = (host::path_follow(root, "/boot"), host::path_follow(root, "/lib/modules"));
     bail!(
-        "failed to find a suitable kernel (host_cpu={host_cpu}) in {}: install one (e.g. `apt-get install \
-         linux-image-amd64`) or set SUPERMIN_KERNEL, SUPERMIN_KERNEL_VERSION and SUPERMIN_MODULES",
-        host::path_follow(root, "/boot").display()
+        "failed to find a suitable kernel (host_cpu={host_cpu}) in {} or {}: install one ({}) or point \
+         SUPERMIN_KERNEL at one (with SUPERMIN_KERNEL_VERSION and SUPERMIN_MODULES)",
+        boot.display(),
+        modules.display(),
+        install_kernel_command(root, host_cpu)
     )
+}
+
+/// The kernel cannot be opened: why, and the fix (a mode 0600 kernel, as Ubuntu ships them,
+/// is readable by root only).
+fn unreadable(path: &Path, e: &std::io::Error) -> Error {
+    let shown = path.display();
+    let why = match fs::metadata(path) {
+        Ok(m) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("mode {:04o}", std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        }
+        _ => crate::error::strerror(e),
+    };
+    Error::new(format!(
+        "{shown}: cannot read the kernel ({why}): run as root, or make it readable (sudo chmod 0644 {shown}), or \
+         point SUPERMIN_KERNEL at a readable copy"
+    ))
+}
+
+/// The command installing a kernel in `root`, by its os-release ID (Debian's otherwise).
+fn install_kernel_command(root: &Path, host_cpu: &str) -> String {
+    let command = match host::os_release_id(root).as_deref() {
+        Some("fedora" | "rhel" | "centos" | "rocky" | "almalinux") => "dnf install kernel-core".to_string(),
+        Some(id) if id.starts_with("opensuse") || id.starts_with("sle") => "zypper install kernel-default".to_string(),
+        Some("arch" | "manjaro") => "pacman -S linux".to_string(),
+        Some("ubuntu") => "apt-get install linux-image-generic".to_string(),
+        _ => {
+            let flavour = match host_cpu {
+                "x86_64" | "amd64" => "amd64",
+                "aarch64" => "arm64",
+                "ppc64le" | "ppc64el" => "powerpc64le",
+                c if c.len() == 4 && c.starts_with('i') && c.ends_with("86") => "686",
+                c => c,
+            };
+            format!("apt-get install linux-image-{flavour}")
+        }
+    };
+    match root == Path::new("/") {
+        true => command,
+        false => format!("chroot {} {command}", root.display()),
+    }
 }
 
 /// `SUPERMIN_KERNEL` (+ `SUPERMIN_KERNEL_VERSION`, `SUPERMIN_MODULES`).

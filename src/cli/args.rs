@@ -98,7 +98,9 @@ pub fn size(m: &ArgMatches) -> Result<Option<u64>> {
 
 /// `-f`: one of the formats.
 pub fn format(name: &str) -> Result<crate::output::Format> {
-    crate::output::Format::parse(name).ok_or_else(|| Error::new(format!("unknown --format option ({name})")))
+    crate::output::Format::parse(name).ok_or_else(|| {
+        Error::new(format!("unknown --format option ({name}): use -f chroot, -f ext2, -f initramfs or -f tar"))
+    })
 }
 
 /// A file to be written later (from another directory: a daemon works from `/`), made

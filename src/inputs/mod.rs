@@ -64,6 +64,20 @@ impl Inputs {
         for arg in args {
             inputs.visit(arg, cache, &mut Vec::new())?;
         }
+        if !args.is_empty()
+            && inputs.packages.is_empty()
+            && inputs.hostfiles.is_empty()
+            && inputs.base_images.is_empty()
+        {
+            // The original builds an empty appliance without a word.
+            let shown: Vec<String> = args.iter().map(|a| a.display().to_string()).collect();
+            let dir = args.iter().find(|a| a.is_dir()).map_or("supermin.d".into(), |a| a.display().to_string());
+            log::warn!(
+                "{}: no packages, hostfiles or base image in it, the appliance is empty: fill it with --prepare \
+                 (supermin --prepare bash coreutils -o {dir})",
+                shown.join(", ")
+            );
+        }
         Ok(inputs)
     }
 

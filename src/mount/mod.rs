@@ -119,7 +119,8 @@ fn serve_error(mp: &Path, e: ServeError) -> Error {
     let denied = matches!(e.io().raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
     match e {
         ServeError::Mount(_) if denied => Error::new(format!(
-            "{}: cannot mount: permission denied (run as root, or install fuse3 for the fusermount3 helper)",
+            "{}: cannot mount: permission denied: run as root, or install fuse3 for its fusermount3 helper (sudo \
+             apt-get install fuse3)",
             mp.display()
         )),
         ServeError::Mount(e) => Error::io(mp, "cannot mount", e),

@@ -19,24 +19,25 @@ pub fn check(mp: &Path) -> Result<PathBuf> {
     let meta = match fs::metadata(mp) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            bail!("{shown}: mountpoint does not exist (create it with mkdir)")
+            bail!("{shown}: mountpoint does not exist: create it (mkdir -p {shown})")
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            bail!("{shown}: a dead FUSE mount is still there (remove it with `supermin umount {shown}`)")
+            bail!("{shown}: a dead FUSE mount is still there: remove it (supermin umount {shown})")
         }
         Err(e) => return Err(Error::io(mp, "cannot use as mountpoint", e)),
     };
     if !meta.is_dir() {
-        bail!("{shown}: mountpoint is not a directory");
+        bail!("{shown}: mountpoint is not a directory: mount on an empty directory (mkdir {shown}.mnt)");
     }
     let abs = fs::canonicalize(mp).at(mp, "cannot use as mountpoint")?;
     if is_mounted(&abs) {
-        bail!("{shown}: already mounted (unmount it first with `supermin umount {shown}`)");
+        bail!("{shown}: already mounted: unmount it first (supermin umount {shown}), or use another directory");
     }
     if fs::read_dir(&abs).at(mp, "cannot list mountpoint")?.next().is_some() {
-        bail!("{shown}: mountpoint is not empty (use an empty directory)");
+        bail!("{shown}: mountpoint is not empty: mount on an empty directory (mkdir {shown}.mnt)");
     }
     check_fuse_device()?;
+    check_fusermount()?;
     Ok(abs)
 }
 
@@ -44,13 +45,32 @@ fn check_fuse_device() -> Result<()> {
     match fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
-            "/dev/fuse: no such device (load the module with `modprobe fuse`, or give the container --device /dev/fuse)"
+            "/dev/fuse: not available: load the module (modprobe fuse) or install fuse3 (apt-get install fuse3); in a \
+             container, pass the device (docker run --device /dev/fuse)"
         ),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            bail!("/dev/fuse: permission denied (run as root or make /dev/fuse readable and writable)")
+            bail!("/dev/fuse: permission denied: run as root, or make it usable by all (sudo chmod 0666 /dev/fuse)")
         }
         Err(e) => Err(Error::io(Path::new("/dev/fuse"), "cannot open", e)),
     }
+}
+
+/// A user other than root mounts through the set-uid helper `fusermount3`: without it the
+/// mount would fail with a bare "permission denied". Looked for where `fuser` looks.
+fn check_fusermount() -> Result<()> {
+    if nix::unistd::geteuid().is_root() || std::env::var_os("FUSERMOUNT_PATH").is_some() {
+        return Ok(());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/sbin", "/bin"].map(PathBuf::from));
+    let found = dirs.into_iter().any(|d| ["fusermount3", "fusermount"].iter().any(|n| d.join(n).is_file()));
+    if !found {
+        bail!(
+            "fusermount3: not found: a user other than root mounts through it: install fuse3 (sudo apt-get install \
+             fuse3), or run as root"
+        );
+    }
+    Ok(())
 }
 
 /// Whether `abs` (canonical) is the mount point of some mount, per `/proc/self/mountinfo`.
@@ -109,7 +129,7 @@ pub fn unmount(mp: &Path, daemon: Option<u32>) -> Result<()> {
         // Not root: the setuid helper unmounts mounts the caller owns.
         Err(nix::errno::Errno::EPERM) => fusermount_unmount(mp, &abs)?,
         Err(nix::errno::Errno::EBUSY) => {
-            bail!("{shown}: busy (a process is using it; close it, or detach with `umount -l {shown}`)")
+            bail!("{shown}: busy (a process is using it): close it (fuser -vm {shown} names it), or detach now (umount -l {shown})")
         }
         Err(e) => return Err(Error::io(mp, "cannot unmount", e.into())),
     }
@@ -125,8 +145,9 @@ pub fn unmount(mp: &Path, daemon: Option<u32>) -> Result<()> {
 fn fusermount_unmount(mp: &Path, abs: &Path) -> Result<()> {
     let shown = mp.display();
     let out = Command::new("fusermount3").arg("-u").arg(abs).output();
-    let out =
-        out.map_err(|e| Error::new(format!("{shown}: cannot run fusermount3 ({e}): install the fuse3 package")))?;
+    let out = out.map_err(|e| {
+        Error::new(format!("{shown}: cannot run fusermount3 ({e}): install fuse3 (apt-get install fuse3)"))
+    })?;
     if !out.status.success() {
         bail!("{shown}: cannot unmount: {}", String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -79,6 +79,9 @@ pub trait PackageManager: ConfigRecords {
     /// The bare name (what `--prepare` writes to `packages`).
     fn package_name(&self, pkg: PkgId) -> &str;
 
+    /// The command that installs packages named after it (advice in error messages).
+    fn install_command(&self) -> &'static str;
+
     /// `name_version_arch` and the like, for `--include-packagelist`.
     fn pretty_name(&self, pkg: PkgId) -> String;
 

@@ -55,10 +55,19 @@ impl Driver {
                 return Driver::from_name(packager);
             }
         }
+        let fix = if root == Path::new("/") {
+            "name it with --packager dpkg|rpm|pacman".to_string()
+        } else {
+            format!(
+                "--sysroot must be an installed system's root (make one: mmdebstrap bookworm {}), or name its \
+                 package manager with --packager dpkg|rpm|pacman",
+                root.display()
+            )
+        };
         let place = if root == Path::new("/") { "this system".to_string() } else { root.display().to_string() };
         Err(Error::new(format!(
-            "could not detect the package manager used by {place} (no known os-release ID or release \
-             file with its package database): use --packager dpkg|rpm|pacman"
+            "could not detect the package manager used by {place}: no dpkg, rpm or pacman database with a known \
+             os-release ID or release file: {fix}"
         )))
     }
 

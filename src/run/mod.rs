@@ -66,9 +66,24 @@ fn enter_namespaces() -> Result<()> {
 
 fn unshare(flags: CloneFlags, what: &str) -> Result<()> {
     nix::sched::unshare(flags).map_err(|e| {
-        let hint = if e == nix::errno::Errno::EPERM { " (run it as root, e.g. with sudo)" } else { "" };
+        let hint =
+            if e == nix::errno::Errno::EPERM { format!(": run it as root ({})", as_root()) } else { String::new() };
         Error::new(format!("run: cannot make {what}: {e}{hint}"))
     })
+}
+
+/// This command line again, prefixed with `sudo`, quoted for a POSIX shell.
+fn as_root() -> String {
+    let quote = |a: String| {
+        let plain = !a.is_empty() && a.bytes().all(|c| c.is_ascii_alphanumeric() || b"_./:=@%+,-".contains(&c));
+        if plain {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let args = std::env::args_os().map(|a| quote(a.to_string_lossy().into_owned()));
+    std::iter::once("sudo".to_string()).chain(args).collect::<Vec<_>>().join(" ")
 }
 
 /// The signals this process leaves to the command.

@@ -267,6 +267,10 @@ impl PackageManager for Dpkg {
             .collect())
     }
 
+    fn install_command(&self) -> &'static str {
+        "apt-get install"
+    }
+
     fn package_name(&self, pkg: PkgId) -> &str {
         &self.packages[pkg].name
     }

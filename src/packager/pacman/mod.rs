@@ -262,6 +262,10 @@ impl PackageManager for Pacman {
             .collect())
     }
 
+    fn install_command(&self) -> &'static str {
+        "pacman -S"
+    }
+
     fn package_name(&self, pkg: PkgId) -> &str {
         &self.packages[pkg].name
     }

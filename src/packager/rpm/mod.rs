@@ -387,6 +387,10 @@ impl PackageManager for Rpm {
         Ok(all.into_iter().map(|(path, config)| PackageFile { path, source: None, config }).collect())
     }
 
+    fn install_command(&self) -> &'static str {
+        "dnf install"
+    }
+
     fn package_name(&self, pkg: PkgId) -> &str {
         &self.packages[pkg].name
     }
