@@ -134,3 +134,30 @@ fn outputs_of_the_original() {
     ok(ours().args(["--build", "-f", "chroot", "--force", EXAMPLE, "-o"]).arg(&tree));
     assert_built(&tree);
 }
+
+/// A build killed just after swapping the new output in (the previous one, now a temporary
+/// sibling, marked as finished) leaves it for the next build to delete; a finished output of
+/// someone's that merely has such a name is kept.
+#[test]
+fn temporaries_of_killed_builds_are_removed_later() {
+    let t = Scratch::new("replace-stale");
+    let out = t.path("out");
+    assert!(build("chroot", &out, &[]).status.success());
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id().to_string();
+    gone.wait().unwrap();
+    let setfattr = |dir: &Path, name: &str, value: &str| {
+        fs::create_dir_all(dir).unwrap();
+        ok(Command::new("setfattr").args(["-n", name, "-v", value]).arg(dir));
+    };
+    let stale = t.path("out.k1lled00");
+    setfattr(&stale, "user.supermin.output", "chroot");
+    setfattr(&stale, "user.supermin.staging", &dead);
+    let kept = t.path("out.s0meones");
+    setfattr(&kept, "user.supermin.output", "chroot");
+    setfattr(&kept, "user.supermin.builder", &dead);
+    assert!(build("chroot", &out, &[]).status.success());
+    assert!(!stale.exists(), "the abandoned temporary is deleted");
+    assert!(kept.exists(), "a finished output with a temporary-like name is kept");
+    assert!(common::xattr(&out, "user.supermin.staging").is_none(), "the new output is not marked as a temporary");
+}

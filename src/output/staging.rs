@@ -69,7 +69,9 @@ impl Staging {
         remove_abandoned(&parent, &name.to_string_lossy());
         let tmp = create_unique(&parent, &name.to_string_lossy(), 0o755)?;
         // Mark it as ours and alive, so a later run can tell an abandoned one (a killed build).
-        let _ = sys::set_xattr(&tmp, OWNER_XATTR, std::process::id().to_string().as_bytes());
+        let pid = std::process::id().to_string();
+        let _ = sys::set_xattr(&tmp, OWNER_XATTR, pid.as_bytes());
+        let _ = sys::set_xattr(&tmp, STAGING_XATTR, pid.as_bytes());
         Ok(Staging { tmp, out, replace, committed: false })
     }
 
@@ -86,7 +88,11 @@ impl Staging {
             log::debug!("{}: cannot mark it as an output ({e}); its shape will have to tell", self.out.display());
         }
         if fs::symlink_metadata(&self.out).is_ok() {
+            // The previous output becomes our temporary: mark it so before the swap, so that
+            // if we are killed before deleting it, the next build does.
+            let _ = sys::set_xattr(&self.out, STAGING_XATTR, std::process::id().to_string().as_bytes());
             sys::exchange(&self.tmp, &self.out).at(&self.out, "cannot replace the output")?;
+            let _ = sys::remove_xattr(&self.out, STAGING_XATTR);
             // `self.tmp` now holds the previous output: delete it without making the user wait.
             let spawned = Command::new("rm")
                 .arg("-rf")
@@ -101,6 +107,7 @@ impl Staging {
             }
         } else {
             fs::rename(&self.tmp, &self.out).at(&self.out, "cannot move the output into place")?;
+            let _ = sys::remove_xattr(&self.out, STAGING_XATTR);
         }
         self.committed = true;
         Ok(())
@@ -117,6 +124,9 @@ impl Drop for Staging {
 
 /// On a directory being built: the builder's pid (also left on the finished output).
 const OWNER_XATTR: &str = "user.supermin.builder";
+/// On a temporary sibling while a build of pid VALUE needs it: the directory being built, and
+/// the previous output from just before it is swapped out until it is deleted.
+const STAGING_XATTR: &str = "user.supermin.staging";
 /// On every finished output: its format.
 const OUTPUT_XATTR: &str = "user.supermin.output";
 /// Any of these says a directory is an output of ours (the fingerprint is `--if-newer`'s).
@@ -177,13 +187,17 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
             continue;
         }
         let path = e.path();
-        if sys::get_xattr(&path, OUTPUT_XATTR).is_ok() {
-            continue; // a finished output that happens to have such a name
-        }
-        let Some(pid) =
-            sys::get_xattr(&path, OWNER_XATTR).ok().and_then(|v| String::from_utf8(v).ok()?.parse::<u32>().ok())
-        else {
-            continue;
+        let pid_in =
+            |name| sys::get_xattr(&path, name).ok().and_then(|v| String::from_utf8(v).ok()?.parse::<u32>().ok());
+        // A temporary of ours; or, from builds before the staging mark, one marked by its
+        // builder that never became an output (a finished output may have such a name).
+        let pid = match pid_in(STAGING_XATTR) {
+            Some(pid) => pid,
+            None if sys::get_xattr(&path, OUTPUT_XATTR).is_ok() => continue,
+            None => match pid_in(OWNER_XATTR) {
+                Some(pid) => pid,
+                None => continue,
+            },
         };
         if !sys::process_running(pid) {
             log::info!("removing {}, left by a build that was killed", path.display());

@@ -115,6 +115,17 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
+pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    let p = cpath(path)?;
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid C strings.
+    if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// libc's `fnmatch`: the matcher the original's excludefiles, hostfiles and module lists
 /// use, so patterns mean exactly what they mean there. `flags` are `libc::FNM_*`.
 pub fn fnmatch(pattern: &CStr, name: &CStr, flags: libc::c_int) -> bool {
