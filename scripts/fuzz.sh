@@ -2,7 +2,9 @@
 # Run every cargo-fuzz target of fuzz/ for SECONDS each (default 30), one after another, and
 # exit non-zero if any of them found a crash, a panic, a timeout or an out-of-memory input.
 #
-#   scripts/fuzz.sh [SECONDS]
+#   scripts/fuzz.sh [SECONDS [TARGET...]]
+#
+# With TARGETs, only those (the names of fuzz/fuzz_targets/*.rs) are run.
 #
 # Needs the nightly toolchain (rustup toolchain install nightly); installs cargo-fuzz if it is
 # missing. Each target starts from its committed seed corpus, fuzz/corpus/<target>/, which it
@@ -17,7 +19,7 @@ set -uo pipefail
 
 secs="${1:-30}"
 case "$secs" in '' | *[!0-9]*)
-    echo "usage: $0 [SECONDS]" >&2
+    echo "usage: $0 [SECONDS [TARGET...]]" >&2
     exit 2
     ;;
 esac
@@ -34,8 +36,12 @@ fi
 flags=(--sanitizer none)
 nice -n 19 cargo +nightly fuzz build "${flags[@]}" || exit 1
 
+targets=("${@:2}")
+if [ "${#targets[@]}" -eq 0 ]; then
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
 failed=()
-for target in $(cargo +nightly fuzz list); do
+for target in "${targets[@]}"; do
     new="target/corpus-new/$target"
     log="target/fuzz-$target.log"
     mkdir -p "$new" "corpus/$target"
