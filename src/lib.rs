@@ -13,6 +13,8 @@ mod boot;
 mod build;
 mod cli;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod inputs;
 mod inspect;

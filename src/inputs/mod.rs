@@ -124,7 +124,7 @@ impl Inputs {
     }
 
     /// One input file's (decompressed) content, by its sniffed type.
-    fn add(&mut self, path: &Path, meta: &fs::Metadata, data: Vec<u8>, cache: Option<&ImageCache>) -> Result<()> {
+    pub fn add(&mut self, path: &Path, meta: &fs::Metadata, data: Vec<u8>, cache: Option<&ImageCache>) -> Result<()> {
         match sniff(&data) {
             Kind::Empty => {}
             Kind::Tar => {
@@ -156,7 +156,7 @@ impl Inputs {
 }
 
 /// The patterns of an excludefiles list: each line without its leading `-`.
-fn exclude_patterns(path: &Path, data: &[u8]) -> Result<Vec<String>> {
+pub fn exclude_patterns(path: &Path, data: &[u8]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for line in lines(path, data)? {
         match line.strip_prefix('-') {
@@ -237,7 +237,7 @@ fn unsupported_compression(raw: &[u8]) -> Option<&'static str> {
 
 /// Split text into lines the way the original does: on `\n`, no trimming, no comments; a
 /// final newline does not make an extra empty line.
-fn lines(path: &Path, data: &[u8]) -> Result<Vec<String>> {
+pub fn lines(path: &Path, data: &[u8]) -> Result<Vec<String>> {
     let text =
         std::str::from_utf8(data).map_err(|_| Error::new(format!("{}: not valid UTF-8 text", path.display())))?;
     let text = text.strip_suffix('\n').unwrap_or(text);

@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 
 mod api;
 mod common;
-mod dpkg;
-mod pacman;
-mod rpm;
+pub(crate) mod dpkg;
+pub(crate) mod pacman;
+pub(crate) mod rpm;
 
 pub use api::{ConfigSource, PackageManager, PkgId, Reached};
 pub use common::config_sources;

@@ -65,14 +65,19 @@ impl Dpkg {
     pub fn open(root: &Path) -> Result<Dpkg> {
         let status_path = host::path(root, &format!("/{ADMIN_DIR}/status"));
         let status = fs::read_to_string(&status_path).at(&status_path, "cannot read the dpkg database")?;
-        let paragraphs = parse_paragraphs(&status);
+        Ok(Dpkg::parse(root, &status, read_diversions(root)?))
+    }
+
+    /// The database of `root` from the text of its `status` file and its diversions.
+    pub(crate) fn parse(root: &Path, status: &str, diversions: HashMap<String, String>) -> Dpkg {
+        let paragraphs = parse_paragraphs(status);
         let arch = native_arch(&paragraphs);
         let mut dpkg = Dpkg {
             root: root.to_path_buf(),
             packages: Vec::new(),
             by_name: HashMap::new(),
             providers: HashMap::new(),
-            diversions: read_diversions(root)?,
+            diversions,
         };
         let mut provides = Vec::new();
         for p in &paragraphs {
@@ -103,7 +108,7 @@ impl Dpkg {
                 (p.priority, p.name.len(), p.name.clone())
             });
         }
-        Ok(dpkg)
+        dpkg
     }
 
     /// An installed package by name, or else an installed provider of that virtual name.
@@ -130,11 +135,7 @@ impl Dpkg {
         let mut sums: HashMap<String, String> = HashMap::new();
         if let Some(path) = self.list_file(pkg, "md5sums") {
             if let Ok(text) = fs::read_to_string(path) {
-                for line in text.lines() {
-                    if let Some((sum, file)) = line.split_once("  ") {
-                        sums.insert(format!("/{file}"), sum.to_string());
-                    }
-                }
+                sums.extend(parse_md5sums(&text));
             }
         }
         for (file, sum) in &pkg.conffiles {
@@ -249,7 +250,7 @@ impl PackageManager for Dpkg {
                 continue;
             };
             let text = fs::read_to_string(&list).at(&list, "cannot read dpkg file list")?;
-            paths.extend(text.lines().filter(|l| l.starts_with('/') && *l != "/.").map(str::to_string));
+            paths.extend(list_paths(&text).map(str::to_string));
         }
         paths.sort_unstable();
         paths.dedup();
@@ -357,8 +358,23 @@ fn read_diversions(root: &Path) -> Result<HashMap<String, String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(Error::io(&path, "cannot read", e)),
     };
+    Ok(parse_diversions(&text))
+}
+
+/// The diversions file's records (from → to), local ones left out.
+pub(crate) fn parse_diversions(text: &str) -> HashMap<String, String> {
     let lines: Vec<&str> = text.lines().collect();
-    Ok(lines.chunks_exact(3).filter(|r| r[2] != ":").map(|r| (r[0].to_string(), r[1].to_string())).collect())
+    lines.chunks_exact(3).filter(|r| r[2] != ":").map(|r| (r[0].to_string(), r[1].to_string())).collect()
+}
+
+/// The paths of an `info/PKG.list` file (dpkg's `/.` left out).
+pub(crate) fn list_paths(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| l.starts_with('/') && *l != "/.")
+}
+
+/// An `info/PKG.md5sums` file: `SUM  path` lines (path relative to the root) → (`/path`, SUM).
+pub(crate) fn parse_md5sums(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.lines().filter_map(|line| line.split_once("  ").map(|(sum, file)| (format!("/{file}"), sum.to_string())))
 }
 
 fn priority_rank(p: Option<&str>) -> u8 {

@@ -19,7 +19,7 @@ use log::{debug, info};
 use crate::error::{Error, IoContext, Result};
 use crate::host;
 use crate::util::escape::unescape_octal;
-mod desc;
+pub(crate) mod desc;
 
 use super::api::{ConfigRecords, ConfigSource, Dep, PackageFile, PackageManager, PkgId, Reached};
 use super::common;
@@ -136,26 +136,7 @@ impl Pacman {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
             Err(e) => return Err(Error::io(&path, "cannot read the pacman file list", e)),
         };
-        let s = sections(&text);
-        let files = s
-            .get("FILES")
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                // `-Ql` spelling: absolute, without a directory's trailing slash.
-                let f = f.trim_end_matches('/');
-                format!("/{f}")
-            })
-            .filter(|f| f != "/")
-            .collect();
-        let backup = s
-            .get("BACKUP")
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l.split('\t').next())
-            .map(|f| format!("/{f}"))
-            .collect();
-        Ok((files, backup))
+        Ok(parse_file_list(&text))
     }
 
     /// MD5 sums recorded in the package's (gzipped) `mtree`, for every regular file.
@@ -167,18 +148,7 @@ impl Pacman {
             debug!("{}: unreadable mtree", path.display());
             return HashMap::new();
         }
-        let mut out = HashMap::new();
-        for line in text.lines().filter(|l| l.starts_with("./")) {
-            let mut words = line.split(' ');
-            let Some(name) = words.next() else { continue };
-            if let Some(md5) = words.find_map(|w| w.strip_prefix("md5digest=")) {
-                out.insert(
-                    format!("/{}", String::from_utf8_lossy(&unescape_octal(&name.as_bytes()[2..]))),
-                    md5.to_string(),
-                );
-            }
-        }
-        out
+        parse_mtree(&text)
     }
 
     /// The package file of exactly the installed version: given on the command line, else in
@@ -219,6 +189,41 @@ impl Pacman {
             }
         }
     }
+}
+
+/// A `files` file: its `%FILES%` (absolute, as `pacman -Ql` spells them) and `%BACKUP%` paths.
+pub(crate) fn parse_file_list(text: &str) -> (Vec<String>, Vec<String>) {
+    let s = sections(text);
+    let files = s
+        .get("FILES")
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            // `-Ql` spelling: absolute, without a directory's trailing slash.
+            let f = f.trim_end_matches('/');
+            format!("/{f}")
+        })
+        .filter(|f| f != "/")
+        .collect();
+    let backup =
+        s.get("BACKUP").into_iter().flatten().filter_map(|l| l.split('\t').next()).map(|f| format!("/{f}")).collect();
+    (files, backup)
+}
+
+/// A (decompressed) `mtree`: the MD5 recorded for every file that has one, by absolute path.
+pub(crate) fn parse_mtree(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("./")) {
+        let mut words = line.split(' ');
+        let Some(name) = words.next() else { continue };
+        if let Some(md5) = words.find_map(|w| w.strip_prefix("md5digest=")) {
+            out.insert(
+                format!("/{}", String::from_utf8_lossy(&unescape_octal(&name.as_bytes()[2..]))),
+                md5.to_string(),
+            );
+        }
+    }
+    out
 }
 
 impl PackageManager for Pacman {

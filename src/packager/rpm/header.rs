@@ -92,7 +92,10 @@ impl Header {
             if (61..=63).contains(&e.tag) {
                 continue;
             }
-            if e.offset as usize >= dl.max(1) && e.count > 0 {
+            // rpm's own rule (hdrchkRange): no tag starts beyond the data, even one without
+            // values (a STRING is read whatever its count says); one with values starts inside.
+            let offset = e.offset as usize;
+            if offset > dl || (offset >= dl.max(1) && e.count > 0) {
                 return Err(format!("tag {} points outside the header data", e.tag));
             }
             entries.push(e);
@@ -288,6 +291,11 @@ pub(crate) mod tests {
         // A string array claiming more strings than there are.
         let lying = build(&[(BASENAMES, TYPE_STRING_ARRAY, b"a\0".to_vec(), 5)]);
         assert!(Header::parse(lying).unwrap().strings(BASENAMES).is_err());
+        // A STRING with a count of 0 is still read: its offset must be checked all the same
+        // (found by fuzzing: the offset sliced past the blob).
+        let mut zero_count = build(&[(NAME, TYPE_STRING, b"foo\0".to_vec(), 0)]);
+        zero_count[8 + 8..8 + 12].copy_from_slice(&1000u32.to_be_bytes());
+        assert!(Header::parse(zero_count).is_err());
         let short_ints = build(&[(FILEFLAGS, TYPE_INT32, vec![0, 0, 0, 1], 9)]);
         assert!(Header::parse(short_ints).unwrap().ints(FILEFLAGS).is_err());
     }

@@ -27,9 +27,9 @@ use crate::host;
 use crate::util::cpio;
 
 mod db;
-mod header;
-mod rich;
-mod version;
+pub(crate) mod header;
+pub(crate) mod rich;
+pub(crate) mod version;
 
 pub use db::{database_files, detected};
 use header::{self as tag, Header};
