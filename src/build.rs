@@ -14,7 +14,7 @@ use crate::output::freshness::{self, Sources};
 use crate::output::staging::{Replace, Staging};
 use crate::output::{self, Boot, Format};
 use crate::packager::{Driver, PackageManager};
-use crate::resolve::{self, Resolved};
+use crate::resolve::{self, Resolved, Settings};
 use crate::util::sys;
 
 pub struct Options {
@@ -22,7 +22,7 @@ pub struct Options {
     pub out: PathBuf,
     pub format: Format,
     pub if_newer: bool,
-    pub include_packagelist: bool,
+    pub settings: Settings,
     pub copy_kernel: bool,
     pub host_cpu: String,
     pub size: Option<u64>,
@@ -39,9 +39,9 @@ impl Options {
             .map(|k| format!("{k}={}", std::env::var(k).unwrap_or_default()))
             .collect();
         format!(
-            "{:?} packagelist={} copy_kernel={} cpu={} size={:?} root={} {}",
+            "{:?} {:?} copy_kernel={} cpu={} size={:?} root={} {}",
             self.format,
-            self.include_packagelist,
+            self.settings,
             self.copy_kernel,
             self.host_cpu,
             self.size,
@@ -57,25 +57,20 @@ pub fn resolve_inputs(
     pm: &dyn PackageManager,
     inputs: &[PathBuf],
     root: &Path,
-    include_packagelist: bool,
+    settings: Settings,
     cache: Option<&ImageCache>,
 ) -> Result<Resolved> {
     if inputs.is_empty() {
         return Err(Error::new("build: no input supermin appliance specified"));
     }
-    resolve_read(pm, &Inputs::read(inputs, cache)?, root, include_packagelist)
+    resolve_read(pm, &Inputs::read(inputs, cache)?, root, settings)
 }
 
 /// [`resolve_inputs`] for inputs already read.
-pub fn resolve_read(
-    pm: &dyn PackageManager,
-    inputs: &Inputs,
-    root: &Path,
-    include_packagelist: bool,
-) -> Result<Resolved> {
+pub fn resolve_read(pm: &dyn PackageManager, inputs: &Inputs, root: &Path, settings: Settings) -> Result<Resolved> {
     let mtime = crate::util::now();
     let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
-    resolve::resolve(inputs, pm, &resolve::Options { root, include_packagelist, root_meta })
+    resolve::resolve(inputs, pm, &resolve::Options { root, settings, root_meta })
 }
 
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {
@@ -102,7 +97,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let pm = driver.open(&opts.root)?;
-    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist, None)?;
+    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.settings, None)?;
     info!("resolved the appliance in {} ms", started.elapsed().as_millis());
     let boot =
         kernel.as_ref().map(|kernel| Boot { kernel, root: &opts.root, copy_kernel: opts.copy_kernel, size: opts.size });
@@ -119,7 +114,7 @@ fn build_to_stdout(driver: Driver, opts: &Options) -> Result<()> {
         bail!("-o -: only -f tar can be written to standard output");
     }
     let pm = driver.open(&opts.root)?;
-    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist, None)?;
+    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.settings, None)?;
     output::tar::write(&resolved.manifest, std::io::stdout().lock(), Path::new("standard output"))
 }
 

@@ -50,8 +50,16 @@ pub fn dpkg(data: &[u8]) {
     let db = Dpkg::parse(Path::new("/nonexistent"), text, dpkg::parse_diversions(text));
     let names: Vec<String> = text.split(|c: char| c.is_whitespace() || c == ',').map(str::to_string).collect();
     let roots = db.resolve_names(&names);
-    let closure = db.closure(&roots);
+    let reached = db.closure(&roots);
+    let closure: Vec<usize> = reached.iter().map(|r| r.pkg).collect();
     assert!(closure.windows(2).all(|w| w[0] < w[1]), "closure not sorted and unique");
+    for r in &reached {
+        // Each package is a root or was pulled in by one of the closure; the original's part
+        // is closed: what pulled in one of its packages is in it too.
+        assert_eq!(r.via.is_none(), roots.contains(&r.pkg), "why {} is in", r.pkg);
+        let via = r.via.map(|v| reached[closure.binary_search(&v).expect("pulled in from outside")]);
+        assert!(!r.original || via.is_none_or(|v| v.original), "the original's closure is not closed");
+    }
     assert!(roots.iter().all(|r| closure.binary_search(r).is_ok()), "closure misses a root");
     for id in closure {
         // dpkg never records an empty `Package:`; if a corrupt status does, nothing breaks.

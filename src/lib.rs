@@ -54,7 +54,8 @@ pub fn main() {
 /// entries of the appliance.
 pub fn resolve_appliance(inputs: &[std::path::PathBuf], root: &std::path::Path) -> Result<(usize, usize), String> {
     let pm = packager::Driver::detect(root).and_then(|d| d.open(root)).map_err(|e| e.to_string())?;
-    let resolved = build::resolve_inputs(pm.as_ref(), inputs, root, false, None).map_err(|e| e.to_string())?;
+    let resolved =
+        build::resolve_inputs(pm.as_ref(), inputs, root, Default::default(), None).map_err(|e| e.to_string())?;
     let mut entries = 0;
     resolved.manifest.walk(|_, _| entries += 1);
     Ok((resolved.packages.len(), entries))

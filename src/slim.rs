@@ -51,7 +51,7 @@ struct Size {
 pub fn slim(driver: Driver, opts: &Options) -> Result<()> {
     let used = trace::read(&opts.traces)?;
     let pm = driver.open(&opts.root)?;
-    let resolved = build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, false, None)?;
+    let resolved = build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, Default::default(), None)?;
     let manifest = &resolved.manifest;
     let used: HashSet<Ino> = used.iter().filter_map(|p| manifest.lookup(p, false)).collect();
     let keep = patterns(&opts.keep)?;

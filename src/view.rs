@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use supermin_fuse::{Attr, Data, Usage, View, BLOCK_SIZE, PASSTHROUGH_MIN_SIZE};
 
 use crate::manifest::{Content, Ino, Manifest, Node, ROOT};
+use crate::resolve::{Deps, Settings};
 use crate::trace::{Uses, READ, STAT};
 
 /// Extended attribute names on the mount root.
@@ -26,7 +27,7 @@ pub const XATTR_PID: &str = "user.supermin.pid";
 pub struct Record {
     /// Absolute paths of the inputs.
     pub inputs: Vec<PathBuf>,
-    pub include_packagelist: bool,
+    pub settings: Settings,
     /// `--sysroot` (absolute), `None` for `/`.
     pub sysroot: Option<PathBuf>,
     /// `--packager`, when given.
@@ -44,8 +45,11 @@ impl Record {
     /// Options as stored in their xattr: space-separated words.
     pub fn encode_options(&self) -> Vec<u8> {
         let mut words: Vec<String> = Vec::new();
-        if self.include_packagelist {
+        if self.settings.include_packagelist {
             words.push("include-packagelist".into());
+        }
+        if self.settings.deps == Deps::Supermin {
+            words.push("deps=supermin".into());
         }
         if let Some(p) = &self.packager {
             words.push(format!("packager={p}"));
@@ -67,7 +71,10 @@ impl Record {
                 .filter(|p| !p.is_empty())
                 .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
                 .collect(),
-            include_packagelist: words.iter().any(|o| *o == b"include-packagelist"),
+            settings: Settings {
+                include_packagelist: words.iter().any(|o| *o == b"include-packagelist"),
+                deps: if words.iter().any(|o| *o == b"deps=supermin") { Deps::Supermin } else { Deps::All },
+            },
         }
     }
 }
@@ -304,7 +311,7 @@ mod tests {
     }
 
     fn record() -> Record {
-        Record { inputs: vec!["/d".into()], include_packagelist: false, sysroot: None, packager: None }
+        Record { inputs: vec!["/d".into()], settings: Settings::default(), sysroot: None, packager: None }
     }
 
     #[test]
@@ -337,13 +344,13 @@ mod tests {
     fn record_round_trips() {
         let r = Record {
             inputs: vec!["/a b".into(), "/c".into()],
-            include_packagelist: true,
+            settings: Settings { include_packagelist: true, deps: Deps::Supermin },
             sysroot: Some("/srv/fedora root".into()),
             packager: Some("rpm".into()),
         };
         let back = Record::decode(&r.encode_inputs(), &r.encode_options(), Some(b"/srv/fedora root"));
         assert_eq!(back.inputs, r.inputs);
-        assert!(back.include_packagelist);
+        assert_eq!(back.settings, Settings { include_packagelist: true, deps: Deps::Supermin });
         assert_eq!(back.sysroot, r.sysroot);
         assert_eq!(back.packager, r.packager);
     }

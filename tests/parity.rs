@@ -1,7 +1,8 @@
 //! Parity with the real supermin 5 (`/usr/bin/supermin`, the oracle): the same inputs built by
 //! both must give the same tree, entry for entry. The only allowed differences are the files of
 //! packages the original loses through its dependency handling (first alternative only, no
-//! virtual packages, `:any` not understood) and that we resolve; each is listed below.
+//! virtual packages, `:any` not understood) and that we resolve; each is listed below. With
+//! `--deps=supermin` there is no difference at all.
 
 mod common;
 
@@ -126,6 +127,9 @@ fn check_build(input: &Path, name: &str, extra: &[&str]) {
     ok(oracle().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(t.path("theirs")));
     ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(t.path("ours")));
     assert_same_tree_but_packages(&t.path("theirs"), &t.path("ours"), extra);
+    // `--deps=supermin` takes exactly the original's closure: no difference at all.
+    ok(ours().args(["--build", "--deps", "supermin", "-f", "chroot"]).arg(input).arg("-o").arg(t.path("closure")));
+    assert_same_tree_but_packages(&t.path("theirs"), &t.path("closure"), &[]);
 }
 
 #[test]

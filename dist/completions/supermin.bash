@@ -53,7 +53,7 @@ _supermin() {
 
     case "${cmd}" in
         supermin)
-            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
+            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -87,6 +87,10 @@ _supermin() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
                 --sysroot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -107,7 +111,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__build)
-            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --sysroot --packager --names --dtb"
+            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --sysroot --packager --names --dtb"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +143,10 @@ _supermin() {
                     ;;
                 --size)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -175,7 +183,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__inspect)
-            opts="-h -v -q --help --json --svg --top --include-packagelist --sysroot --packager --verbose --quiet"
+            opts="-h -v -q --help --json --svg --top --include-packagelist --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,6 +195,10 @@ _supermin() {
                     ;;
                 --top)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -219,7 +231,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__materialize)
-            opts="-h -f -o -v -q --help --format --include-packagelist --copy-kernel --force --size --host-cpu --sysroot --packager --verbose --quiet"
+            opts="-h -f -o -v -q --help --format --include-packagelist --copy-kernel --force --size --host-cpu --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,6 +257,10 @@ _supermin() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
                 --sysroot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -261,7 +277,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__mount)
-            opts="-h -v -q --help --daemon --allow-other --suid --dev --passthrough --no-passthrough --include-packagelist --trace --threads --sysroot --packager --verbose --quiet"
+            opts="-h -v -q --help --daemon --allow-other --suid --dev --passthrough --no-passthrough --include-packagelist --trace --threads --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,6 +289,10 @@ _supermin() {
                     ;;
                 --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -291,7 +311,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__prepare)
-            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --sysroot --packager --names --dtb"
+            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --sysroot --packager --names --dtb"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -325,6 +345,10 @@ _supermin() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
                 --sysroot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -345,7 +369,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__run)
-            opts="-h -v -q --help --writable --bind --sysroot --packager --verbose --quiet"
+            opts="-h -v -q --help --writable --bind --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +377,10 @@ _supermin() {
             case "${prev}" in
                 --bind)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -371,7 +399,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__slim)
-            opts="-h -o -v -q --help --trace --keep --force --sysroot --packager --verbose --quiet"
+            opts="-h -o -v -q --help --trace --keep --force --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -387,6 +415,10 @@ _supermin() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)

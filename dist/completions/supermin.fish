@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_supermin_global_optspecs
-    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose q/quiet V/version list-drivers sysroot= packager= names dtb= help
+    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose q/quiet V/version list-drivers deps= sysroot= packager= names dtb= help
 end
 
 function __fish_supermin_needs_command
@@ -30,6 +30,8 @@ complete -c supermin -n "__fish_supermin_needs_command" -l host-cpu -d 'Set the 
 complete -c supermin -n "__fish_supermin_needs_command" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l packager-config -d 'Set an alternate package manager configuration file.' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_needs_command" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_needs_command" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_needs_command" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
@@ -62,6 +64,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l host-cpu -
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager-config -d 'Set an alternate package manager configuration file.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
@@ -82,6 +86,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand build" -l host-cpu -d 
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager-config -d 'Set an alternate package manager configuration file.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
@@ -98,6 +104,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand build" -l list-drivers
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l names -d 'Give an error (this flag was for supermin 4).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l trace -d 'Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l threads -d 'Serve requests with N threads (the default is one per core).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s h -l help -d 'Print this help, with an example.'
@@ -117,6 +125,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s f -l f
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s o -d 'Set the output directory (or - for -f tar on standard output).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s h -l help -d 'Print this help, with an example.'
@@ -128,6 +138,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s q -l q
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l trace -d 'Use a trace written by supermin mount --trace; repeat it for several workloads to keep their union.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l keep -d 'Keep the package files this fnmatch pattern matches, used or not (e.g. \'/usr/lib/locale/*\').' -r
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -s o -d 'Write the slimmed supermin appliance to this directory.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand slim" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -s h -l help -d 'Print this help, with an example.'
@@ -136,6 +148,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand slim" -s v -l verbose 
 complete -c supermin -n "__fish_supermin_using_subcommand slim" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l svg -d 'Also draw where the bytes go, one bar per package, into FILE (an SVG picture).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l top -d 'List the N largest files.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s h -l help -d 'Print this help, with an example.'
@@ -144,6 +158,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l include-pa
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l bind -d 'Make the host directory or file HOST appear at GUEST inside the appliance (repeatable).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand run" -s h -l help -d 'Print this help, with an example.'

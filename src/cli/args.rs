@@ -7,6 +7,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use crate::bail;
 use crate::error::{Error, IoContext, Result};
 use crate::packager::Driver;
+use crate::resolve::{Deps, Settings};
 
 /// A subcommand whose `-h`/`--help` text is a sentence like every other option's.
 pub fn subcommand(name: &'static str) -> Command {
@@ -45,6 +46,24 @@ pub fn verbose() -> [Arg; 2] {
             .conflicts_with("verbose")
             .help("Print nothing but errors: no warnings and no progress bars."),
     ]
+}
+
+/// `--deps all|supermin`: which dependency closure to take.
+pub fn deps() -> Arg {
+    Arg::new("deps").long("deps").value_name("all|supermin").value_parser(["all", "supermin"]).help(
+        "Take every installed dependency (all, the default), or exactly the original supermin's closure \
+             (supermin: it loses later alternatives, virtual packages and arch-qualified names).",
+    )
+}
+
+/// `--include-packagelist` (when the command has it) and `--deps`.
+pub fn settings(m: &ArgMatches) -> Settings {
+    let include_packagelist = m.try_get_one::<bool>("include-packagelist").ok().flatten().copied().unwrap_or(false);
+    let deps = match m.get_one::<String>("deps").map(String::as_str) {
+        Some("supermin") => Deps::Supermin,
+        _ => Deps::All,
+    };
+    Settings { include_packagelist, deps }
 }
 
 /// `--sysroot DIR` and `--packager NAME`: where the packages are installed and which database

@@ -73,6 +73,7 @@ pub(super) fn command() -> Command {
                 .help("Display the version number and exit."),
         )
         .arg(flag("list-drivers", "Display the list of drivers and exit."))
+        .arg(args::deps())
         .args(root_args())
         .arg(flag("names", "Give an error (this flag was for supermin 4).").hide(true))
         .arg(value("dtb", "WILDCARD", "Give an error (this option was removed in supermin 5.1.18).").hide(true))
@@ -176,7 +177,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
         out: PathBuf::from(out),
         format: args::format(format.map_or("", String::as_str))?,
         if_newer: m.get_flag("if-newer"),
-        include_packagelist: m.get_flag("include-packagelist"),
+        settings: args::settings(m),
         copy_kernel: m.get_flag("copy-kernel"),
         host_cpu: args::host_cpu(m),
         size,

@@ -31,6 +31,7 @@ pub(super) fn inspect_command() -> Command {
                 .help("List the N largest files."),
         )
         .arg(flag("include-packagelist", "Count /packagelist, as --build --include-packagelist would add it."))
+        .arg(args::deps())
         .args(root_args())
         .args(verbose())
         .arg(
@@ -49,7 +50,7 @@ pub fn inspect(argv: &[String]) -> Result<()> {
     logger::init(&m);
     let (root, driver) = args::root_and_driver(&m)?;
     let inputs = m.get_many::<PathBuf>("src").map(|v| v.cloned().collect()).unwrap_or_default();
-    let source = Source { inputs, root, driver, include_packagelist: m.get_flag("include-packagelist") };
+    let source = Source { inputs, root, driver, settings: args::settings(&m) };
     let svg = m.get_one::<PathBuf>("svg").map(|p| args::output_file(p)).transpose()?;
     inspect::inspect(&Options {
         source: source.unmounted()?,

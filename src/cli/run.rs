@@ -30,6 +30,7 @@ pub(super) fn run_command() -> Command {
                 .action(ArgAction::Append)
                 .help("Make the host directory or file HOST appear at GUEST inside the appliance (repeatable)."),
         )
+        .arg(args::deps())
         .args(root_args())
         .args(verbose())
         .arg(
@@ -73,7 +74,7 @@ pub fn run(argv: &[String]) -> Result<()> {
         dev: false,
         passthrough: None,
         threads: 0,
-        include_packagelist: false,
+        settings: args::settings(&m),
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: None,

@@ -49,6 +49,7 @@ pub(super) fn mount_command() -> Command {
                 .value_parser(clap::value_parser!(usize))
                 .help("Serve requests with N threads (the default is one per core)."),
         )
+        .arg(args::deps())
         .args(root_args())
         .args(verbose())
         .arg(
@@ -83,7 +84,7 @@ pub fn mount(argv: &[String]) -> Result<()> {
         dev: m.get_flag("dev"),
         passthrough,
         threads: m.get_one::<usize>("threads").copied().unwrap_or(0),
-        include_packagelist: m.get_flag("include-packagelist"),
+        settings: args::settings(&m),
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
@@ -140,6 +141,7 @@ pub(super) fn materialize_command() -> Command {
                 .value_name("ARCH")
                 .help("Set the host CPU architecture (the default is this machine's)."),
         )
+        .arg(args::deps())
         .args(root_args())
         .args(verbose())
         .arg(
@@ -163,7 +165,7 @@ pub fn materialize(argv: &[String]) -> Result<()> {
         out: m.get_one::<PathBuf>("output").cloned().unwrap_or_default(),
         format,
         if_newer: false,
-        include_packagelist: m.get_flag("include-packagelist"),
+        settings: args::settings(&m),
         copy_kernel: m.get_flag("copy-kernel"),
         host_cpu: args::host_cpu(&m),
         size: args::size(&m)?,
@@ -205,6 +207,7 @@ pub(super) fn slim_command() -> Command {
                 .help("Write the slimmed supermin appliance to this directory."),
         )
         .arg(args::force("NEW.D"))
+        .arg(args::deps())
         .args(root_args())
         .args(verbose())
         .arg(

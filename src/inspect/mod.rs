@@ -109,7 +109,7 @@ pub fn inspect(opts: &Options) -> Result<()> {
     let src = &opts.source;
     let pm = src.driver.open(&src.root)?;
     let inputs = Inputs::read(&src.inputs, None)?;
-    let resolved = build::resolve_read(pm.as_ref(), &inputs, &src.root, src.include_packagelist)?;
+    let resolved = build::resolve_read(pm.as_ref(), &inputs, &src.root, src.settings)?;
     let report = Report::new(pm.as_ref(), src, &inputs, &resolved, opts.top)?;
     if let Some(path) = &opts.svg {
         std::fs::write(path, svg::render(&report)).at(path, "cannot write")?;

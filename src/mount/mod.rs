@@ -13,6 +13,7 @@ use crate::build;
 use crate::error::{Error, Result};
 use crate::inputs::cache::ImageCache;
 use crate::packager::Driver;
+use crate::resolve::Settings;
 use crate::util::sys;
 use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, XATTR_SYSROOT};
 
@@ -30,7 +31,7 @@ pub struct MountOptions {
     /// `None`: decided from the appliance once it is resolved.
     pub passthrough: Option<bool>,
     pub threads: usize,
-    pub include_packagelist: bool,
+    pub settings: Settings,
     /// `--sysroot` (or `/`) and `--packager`, when given.
     pub root: PathBuf,
     pub packager: Option<String>,
@@ -137,8 +138,7 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     };
     let pm = driver.open(&opts.root)?;
     let cache = ImageCache::open_default();
-    let resolved =
-        build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.include_packagelist, cache.as_ref())?;
+    let resolved = build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.settings, cache.as_ref())?;
     drop(pm);
     // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
     sys::trim_heap();
@@ -149,8 +149,7 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     // Absolute, so `materialize MOUNTPOINT` works from any directory.
     let inputs = opts.inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
     let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
-    let record =
-        Record { inputs, include_packagelist: opts.include_packagelist, sysroot, packager: opts.packager.clone() };
+    let record = Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() };
     Ok(ManifestView::new(resolved.manifest, &record))
 }
 
@@ -164,9 +163,9 @@ pub fn umount(mp: &Path) -> Result<()> {
 /// `supermin materialize SRC…`: when `opts.inputs` is exactly one mounted view, build what
 /// it was mounted from (its inputs, root and packager); otherwise build the inputs.
 pub fn materialize(mut opts: build::Options, driver: Driver) -> Result<()> {
-    let source = Source { inputs: opts.inputs, root: opts.root, driver, include_packagelist: opts.include_packagelist };
+    let source = Source { inputs: opts.inputs, root: opts.root, driver, settings: opts.settings };
     let source = source.unmounted()?;
-    (opts.inputs, opts.root, opts.include_packagelist) = (source.inputs, source.root, source.include_packagelist);
+    (opts.inputs, opts.root, opts.settings) = (source.inputs, source.root, source.settings);
     build::build(source.driver, &opts)
 }
 
@@ -175,16 +174,18 @@ pub struct Source {
     pub inputs: Vec<PathBuf>,
     pub root: PathBuf,
     pub driver: Driver,
-    pub include_packagelist: bool,
+    pub settings: Settings,
 }
 
 impl Source {
     /// When the inputs are exactly one mounted view, what that view was resolved from (the
-    /// same inputs, root, package manager and `/packagelist`); otherwise `self`.
+    /// same inputs, root, package manager, `/packagelist` and closure); otherwise `self`.
     pub fn unmounted(mut self) -> Result<Source> {
         let Some(record) = mounted_record(&self.inputs) else { return Ok(self) };
         log::info!("{} is a mounted view of {:?}", self.inputs[0].display(), record.inputs);
-        self.include_packagelist |= record.include_packagelist;
+        // As mounted: the view's /packagelist and closure.
+        self.settings.include_packagelist |= record.settings.include_packagelist;
+        self.settings.deps = record.settings.deps;
         // Resolve from the root the view was resolved from.
         if let Some(sysroot) = record.sysroot {
             self.root = sysroot;

@@ -28,11 +28,30 @@ mod munge;
 
 use munge::{munge, StatCache};
 
+/// Which dependency closure to take (`--deps`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Deps {
+    /// Every installed dependency, including those the original loses (a later alternative,
+    /// a virtual package, an arch-qualified name, a boolean requirement).
+    #[default]
+    All,
+    /// Exactly the original supermin's closure.
+    Supermin,
+}
+
+/// How an appliance is resolved, besides its inputs and root: what every command that
+/// resolves one accepts and a mount records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Add `/packagelist` (`--include-packagelist`).
+    pub include_packagelist: bool,
+    pub deps: Deps,
+}
+
 pub struct Options<'a> {
     /// Root of the host (or sysroot) the packages are installed in.
     pub root: &'a Path,
-    /// Add `/packagelist` (`--include-packagelist`).
-    pub include_packagelist: bool,
+    pub settings: Settings,
     /// Owner and permissions of the appliance root before any base image changes them.
     pub root_meta: Meta,
 }
@@ -64,7 +83,10 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
         debug!("unpacking base image {}", image.path.display());
         manifest.add_tar(image.clone())?;
     }
-    let closure = pm.closure(&pm.resolve_names(&inputs.packages));
+    let mut closure = pm.closure(&pm.resolve_names(&inputs.packages));
+    if opts.settings.deps == Deps::Supermin {
+        closure.retain(|r| r.original);
+    }
     let ids: Vec<PkgId> = closure.iter().map(|r| r.pkg).collect();
     let mut packages: Vec<String> = ids.iter().map(|&p| pm.pretty_name(p)).collect();
     packages.sort();
@@ -86,7 +108,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
             place(&mut manifest, opts.root, f, &st);
         }
     }
-    if opts.include_packagelist {
+    if opts.settings.include_packagelist {
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
     clamp_to_epoch(&mut manifest);
