@@ -194,10 +194,16 @@ fn ext2_boots_by_uuid_on_virtio_scsi() {
     assert!(!console.contains("mini initrd starting up"), "quiet must silence the init");
 }
 
+/// Also with a file named `TRAILER!!!` at the top, which sorts before `/init` and is the name
+/// that ends a cpio archive: the kernel must unpack everything after it.
 #[test]
 fn initramfs_boots_without_a_disk() {
     let t = Scratch::new("boot-initramfs");
     let d = appliance(&t);
+    let odd = t.path("odd");
+    fs::create_dir_all(&odd).unwrap();
+    fs::write(odd.join("TRAILER!!!"), "not the end\n").unwrap();
+    ok(Command::new("tar").arg("-C").arg(&odd).arg("-czf").arg(d.join("odd.tar.gz")).arg("TRAILER!!!"));
     let i = t.path("initramfs");
     ok(ours().args(["--build", "-f", "initramfs"]).arg(&d).arg("-o").arg(&i));
     assert!(!i.join("root").exists());

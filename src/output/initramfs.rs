@@ -25,7 +25,12 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     }
     let mut entries: Vec<(Vec<u8>, Ino)> = Vec::new();
     manifest.walk(|path, ino| {
-        let name = if ino == ROOT { b".".to_vec() } else { path[1..].to_vec() };
+        let name = match &path[1..] {
+            _ if ino == ROOT => b".".to_vec(),
+            // The name that ends an archive: a file of that name is written as `./` it.
+            b"TRAILER!!!" => b"./TRAILER!!!".to_vec(),
+            name => name.to_vec(),
+        };
         entries.push((name, ino));
     });
 
