@@ -20,24 +20,6 @@ use common::*;
 /// Kills per format.
 const KILLS: usize = 20;
 
-/// splitmix64: small, seedable, good enough to spread kill moments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A duration in [0, max).
-    fn below(&mut self, max: Duration) -> Duration {
-        Duration::from_nanos(self.next() % (max.as_nanos() as u64).max(1))
-    }
-}
-
 fn seed() -> u64 {
     let seed = std::env::var("SUPERMIN_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -153,7 +135,7 @@ fn kill_builds(case: &Case, name: &str) {
     let mut moments = Vec::new();
     for round in 0..KILLS {
         let before = stamps(&out);
-        let delay = rng.below(duration);
+        let delay = Duration::from_nanos(rng.below(duration.as_nanos() as u64));
         moments.push(format!("{}/{}", delay.as_millis(), duration.as_millis()));
         let what = format!("{} kill {round} at {} ms of {} ms", case.format, delay.as_millis(), duration.as_millis());
         let mut child = case.command(&out).stdout(std::process::Stdio::null()).spawn().unwrap();

@@ -48,6 +48,11 @@ pub fn verbose() -> [Arg; 2] {
     ]
 }
 
+/// The positional supermin appliances (`SRC...`, at least one), described by `help`.
+pub fn sources(name: &'static str, help: &'static str) -> Arg {
+    Arg::new("src").num_args(1..).required(true).value_name(name).value_parser(clap::value_parser!(PathBuf)).help(help)
+}
+
 /// `--deps all|supermin`: which dependency closure to take.
 pub fn deps() -> Arg {
     Arg::new("deps").long("deps").value_name("all|supermin").value_parser(["all", "supermin"]).help(

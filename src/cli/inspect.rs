@@ -34,14 +34,10 @@ pub(super) fn inspect_command() -> Command {
         .arg(args::deps())
         .args(root_args())
         .args(verbose())
-        .arg(
-            Arg::new("src")
-                .num_args(1..)
-                .required(true)
-                .value_name("SRC")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("The supermin appliances (supermin.d) to inspect, or the mountpoint of a supermin mount."),
-        )
+        .arg(args::sources(
+            "SRC",
+            "The supermin appliances (supermin.d) to inspect, or the mountpoint of a supermin mount.",
+        ))
         .after_help("Example:\n  supermin inspect --svg sizes.svg /usr/lib/x86_64-linux-gnu/guestfs/supermin.d | less")
 }
 

@@ -33,14 +33,7 @@ pub(super) fn run_command() -> Command {
         .arg(args::deps())
         .args(root_args())
         .args(verbose())
-        .arg(
-            Arg::new("src")
-                .num_args(1..)
-                .required(true)
-                .value_name("SUPERMIN.D")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("The supermin appliances to run in."),
-        )
+        .arg(args::sources("SUPERMIN.D", "The supermin appliances to run in."))
         .arg(
             Arg::new("command")
                 .num_args(0..)

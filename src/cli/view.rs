@@ -144,14 +144,10 @@ pub(super) fn materialize_command() -> Command {
         .arg(args::deps())
         .args(root_args())
         .args(verbose())
-        .arg(
-            Arg::new("src")
-                .num_args(1..)
-                .required(true)
-                .value_name("SRC")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("The supermin appliances (supermin.d) to build, or the mountpoint of a supermin mount."),
-        )
+        .arg(args::sources(
+            "SRC",
+            "The supermin appliances (supermin.d) to build, or the mountpoint of a supermin mount.",
+        ))
         .after_help("Example:\n  supermin materialize /mnt/appliance -f ext2 -o appliance.d")
 }
 
@@ -210,14 +206,7 @@ pub(super) fn slim_command() -> Command {
         .arg(args::deps())
         .args(root_args())
         .args(verbose())
-        .arg(
-            Arg::new("src")
-                .num_args(1..)
-                .required(true)
-                .value_name("SUPERMIN.D")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("The supermin appliances the traces were recorded on."),
-        )
+        .arg(args::sources("SUPERMIN.D", "The supermin appliances the traces were recorded on."))
         .after_help(
             "Example:\n  supermin mount --daemon --trace sort.trace app.d /mnt/app\n  \
              chroot /mnt/app sort --version; supermin umount /mnt/app\n  \
