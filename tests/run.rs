@@ -23,7 +23,9 @@ fn ours_run(tmp: &Scratch) -> Command {
 
 /// `supermin run EXAMPLE ARGS… -- /bin/bash -c SCRIPT`, checking it leaves nothing in `$TMPDIR`.
 fn bash(args: &[&str], script: &str) -> std::process::Output {
-    let tmp = Scratch::new("run-tmp");
+    // One per call: tests run in parallel, and a Scratch of the same name would be shared.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let tmp = Scratch::new(&format!("run-tmp{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
     let out = run(ours_run(&tmp).args(args).arg(EXAMPLE).args(["--", "/bin/bash", "-c", script]));
     assert!(left_nothing(&tmp));
     out
