@@ -108,13 +108,21 @@ fn killed_commands_leave_nothing_behind() {
     assert!(our_host_mounts().is_empty());
 }
 
+/// `script`, with SIGINT and SIGQUIT at their defaults: a test run from a background job
+/// inherits them ignored, and a terminal's Ctrl-C would then reach nothing.
+fn terminal() -> Command {
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal=INT,QUIT", "script"]);
+    cmd
+}
+
 /// Ctrl-C on a terminal (a pseudo-terminal made by `script`) reaches the command; the run
 /// ends with its status and leaves nothing behind. The default command is an interactive shell.
 #[test]
 fn terminal_ctrl_c_and_interactive_shell() {
     common::need("script");
     let tmp = Scratch::new("run-tty");
-    let mut term = Command::new("script")
+    let mut term = terminal()
         .env("TMPDIR", &tmp.0)
         .args(["-qefc", &format!("{OURS} run {EXAMPLE} -- /bin/sleep 8765"), "/dev/null"])
         .stdin(Stdio::piped())
@@ -130,7 +138,7 @@ fn terminal_ctrl_c_and_interactive_shell() {
     assert!(processes_matching("8765").is_empty() && our_host_mounts().is_empty());
     assert!(left_nothing(&tmp));
 
-    let mut term = Command::new("script")
+    let mut term = terminal()
         .args(["-qefc", &format!("{OURS} run {EXAMPLE}"), "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
