@@ -37,6 +37,13 @@ pub struct Counts {
     pub bytes: u64,
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
+}
+
 /// The report; `inspect --json` prints it as it is.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -143,8 +150,7 @@ impl Report {
         };
         for (i, excluded) in owners.excluded.iter().enumerate() {
             report.packages[i].excluded = *excluded;
-            report.excluded.counts.entries += excluded.entries;
-            report.excluded.counts.bytes += excluded.bytes;
+            report.excluded.counts += *excluded;
         }
         report.count(&r.manifest, &owners, top);
         report.packages.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.package.cmp(&b.package)));
@@ -166,11 +172,9 @@ impl Report {
                 Node::File(_) if seen.insert(ino) => inode.meta.size,
                 _ => 0,
             };
-            let counts = self.counts_mut(group);
-            counts.entries += 1;
-            counts.bytes += bytes;
-            self.total.entries += 1;
-            self.total.bytes += bytes;
+            let entry = Counts { entries: 1, bytes };
+            *self.counts_mut(group) += entry;
+            self.total += entry;
             if bytes > 0 {
                 files.push((bytes, path, group));
             }

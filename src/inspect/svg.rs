@@ -96,8 +96,7 @@ fn bars(report: &Report) -> Vec<Bar> {
         let rest = bars.split_off(BARS - 1);
         let mut counts = Counts::default();
         for b in &rest {
-            counts.entries += b.counts.entries;
-            counts.bytes += b.counts.bytes;
+            counts += b.counts;
         }
         bars.push(bar(&format!("{} others", rest.len()), counts, GREY));
     }
