@@ -68,7 +68,17 @@ pub fn resolve_inputs(
 
 /// [`resolve_inputs`] for inputs already read.
 pub fn resolve_read(pm: &dyn PackageManager, inputs: &Inputs, root: &Path, settings: Settings) -> Result<Resolved> {
-    let mtime = crate::util::now();
+    resolve_at(pm, inputs, root, settings, crate::util::now())
+}
+
+/// [`resolve_read`] with the appliance root's time given (unless a base image sets it).
+pub fn resolve_at(
+    pm: &dyn PackageManager,
+    inputs: &Inputs,
+    root: &Path,
+    settings: Settings,
+    mtime: i64,
+) -> Result<Resolved> {
     let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
     resolve::resolve(inputs, pm, &resolve::Options { root, settings, root_meta })
 }

@@ -9,12 +9,19 @@
 //! used as they are: the kernel's resolution is already the right one.
 
 use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use crate::util::pathwalk::{self, End, Entry};
 use crate::util::sys;
@@ -24,6 +31,104 @@ thread_local! {
     /// parent directories, so each is resolved (a few lstats) once. Roots are read, not
     /// modified, during a run.
     static DIRS: RefCell<HashMap<(PathBuf, String), String>> = RefCell::new(HashMap::new());
+}
+
+/// While on ([`journal_start`]), the answer to every question below the root was asked: what
+/// a resolve learnt from the host, so that a cached resolve can check the host still answers
+/// the same ([`Question::ask`]) instead of resolving again.
+static JOURNAL: Mutex<Option<Vec<Answer>>> = Mutex::new(None);
+/// Whether [`JOURNAL`] is on, read without taking its lock.
+static JOURNAL_ON: AtomicBool = AtomicBool::new(false);
+
+/// Something a resolve asks the host about a path inside the root.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Question {
+    Lstat(String),
+    Stat(String),
+    Realpath(String),
+    Glob(String),
+}
+
+/// A question and a hash of what the host answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub question: Question,
+    pub hash: u64,
+}
+
+impl Question {
+    /// Ask again: the hash of the host's answer now.
+    pub fn ask(&self, root: &Path) -> u64 {
+        let _quiet = Pause::new();
+        match self {
+            Question::Lstat(p) => identity(&lstat(root, p)),
+            Question::Stat(p) => identity(&stat(root, p)),
+            Question::Realpath(p) => hash(&realpath(root, p)),
+            Question::Glob(p) => hash(&glob(root, p)),
+        }
+    }
+}
+
+fn hash(value: &impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// What the manifest and the view take from a `stat`: type and permissions, owner, size,
+/// device number, modification time, and which file it is (the view's staleness check).
+fn identity(m: &io::Result<fs::Metadata>) -> u64 {
+    match m {
+        Ok(m) => hash(&(m.dev(), m.ino(), m.mode(), m.uid(), m.gid(), m.size(), m.rdev(), m.mtime(), m.mtime_nsec())),
+        Err(e) => hash(&e.raw_os_error()),
+    }
+}
+
+/// Start recording what the host answers (and forget this thread's resolved directories, so
+/// that their lookups are asked again and recorded).
+pub fn journal_start() {
+    DIRS.with(|c| c.borrow_mut().clear());
+    *JOURNAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    JOURNAL_ON.store(true, Ordering::SeqCst);
+}
+
+/// Stop recording; every answer given since [`journal_start`], each question once.
+pub fn journal_take() -> Vec<Answer> {
+    JOURNAL_ON.store(false, Ordering::SeqCst);
+    let mut answers = JOURNAL.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    answers.retain(|a| seen.insert(a.question.clone()));
+    answers
+}
+
+fn record(question: impl FnOnce() -> Question, hash: impl FnOnce() -> u64) {
+    let mut journal = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(j) = journal.as_mut() {
+        j.push(Answer { question: question(), hash: hash() });
+    }
+}
+
+thread_local! {
+    static PAUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Not recording on this thread while it lives (re-asking a question records nothing).
+struct Pause(bool);
+
+impl Pause {
+    fn new() -> Pause {
+        Pause(PAUSED.with(|p| p.replace(true)))
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        PAUSED.with(|p| p.set(self.0));
+    }
+}
+
+fn recording() -> bool {
+    JOURNAL_ON.load(Ordering::Relaxed) && !PAUSED.with(|p| p.get())
 }
 
 fn is_host(root: &Path) -> bool {
@@ -56,18 +161,30 @@ pub fn path_follow(root: &Path, p: &str) -> PathBuf {
 /// `p` as a canonical absolute path inside `root` (`realpath` in a chroot). Components that do
 /// not exist are kept as spelled.
 pub fn realpath(root: &Path, p: &str) -> String {
-    if is_host(root) {
-        return fs::canonicalize(p).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| p.to_string());
+    let real = match is_host(root) {
+        true => fs::canonicalize(p).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| p.to_string()),
+        false => resolve(root, p),
+    };
+    if recording() {
+        record(|| Question::Realpath(p.to_string()), || hash(&real));
     }
-    resolve(root, p)
+    real
 }
 
 pub fn lstat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
-    fs::symlink_metadata(path(root, p))
+    let m = fs::symlink_metadata(path(root, p));
+    if recording() {
+        record(|| Question::Lstat(p.to_string()), || identity(&m));
+    }
+    m
 }
 
 pub fn stat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
-    fs::metadata(path_follow(root, p))
+    let m = fs::metadata(path_follow(root, p));
+    if recording() {
+        record(|| Question::Stat(p.to_string()), || identity(&m));
+    }
+    m
 }
 
 /// `stat(p)` says regular file (symlinks followed inside `root`), as the original's detection
@@ -122,7 +239,11 @@ impl pathwalk::Tree for Sysroot<'_> {
     fn entry(&self, dir: &String, name: &[u8]) -> Entry<String> {
         let path = format!("{dir}/{}", String::from_utf8_lossy(name));
         let host = self.0.join(&path[1..]);
-        match fs::symlink_metadata(&host) {
+        let m = fs::symlink_metadata(&host);
+        if recording() {
+            record(|| Question::Lstat(path.clone()), || identity(&m));
+        }
+        match m {
             Err(_) => Entry::Missing,
             Ok(m) if m.file_type().is_symlink() => match fs::read_link(&host) {
                 Ok(target) => Entry::Symlink(path, target.into_os_string().into_vec()),
@@ -165,6 +286,17 @@ fn resolve(root: &Path, p: &str) -> String {
 /// root. Matches are spelled as the pattern spells them, sorted byte-wise (the original runs
 /// with `LANG=C`).
 pub fn glob(root: &Path, pattern: &str) -> Vec<String> {
+    let found = {
+        let _quiet = Pause::new();
+        glob_unrecorded(root, pattern)
+    };
+    if recording() {
+        record(|| Question::Glob(pattern.to_string()), || hash(&found));
+    }
+    found
+}
+
+fn glob_unrecorded(root: &Path, pattern: &str) -> Vec<String> {
     if is_host(root) {
         return sys::glob(pattern);
     }

@@ -541,3 +541,61 @@ fn an_unprivileged_user_mounts_reads_and_unmounts() {
     ok(as_nobody("fusermount3").arg("-u").arg(&mp));
     assert!(!is_mounted(&mp));
 }
+
+/// `mount -v --daemon INPUT MP` with the cache in `cache`: the guard and what `-v` said.
+fn mount_cached(cache: &Path, input: &Path, mp: &Path) -> (Mounted, String) {
+    fs::create_dir_all(mp).unwrap();
+    let guard = Mounted::new(mp);
+    let out = ok(ours().env("XDG_CACHE_HOME", cache).args(["mount", "-v", "--daemon"]).arg(input).arg(mp));
+    (guard.with_daemon(daemon_pid(mp)), stderr(&out))
+}
+
+/// The chroot build of `input` and a mount of it, compared; whether the mount came from the
+/// resolved-manifest cache.
+fn cached_view_equals_build(s: &Scratch, input: &Path, round: &str) -> bool {
+    let built = s.path(&format!("out/built-{round}"));
+    ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
+    let (_m, said) = mount_cached(&s.path("cache"), input, &s.path("out/mnt"));
+    assert_same_tree(&built, &s.path("out/mnt"));
+    println!("{round}: {}", said.lines().filter(|l| l.contains("mount:")).collect::<Vec<_>>().join(" / "));
+    said.contains("as resolved before")
+}
+
+/// A second mount of the same appliance takes the manifest from the cache, and equals the
+/// chroot build; any change to the inputs, a host file the resolve looked at, or what a
+/// hostfiles pattern matches is seen, and the view is resolved again; a corrupt entry is a miss.
+#[test]
+fn the_resolved_manifest_cache_is_used_only_while_the_host_is_unchanged() {
+    let s = Scratch::new("mount-cache");
+    let d = prepare_bash(&s);
+    for dir in ["out", "cache"] {
+        fs::create_dir(s.path(dir)).unwrap();
+    }
+    // The host files' parent directories are in the appliance with their mtimes: not under
+    // /var/tmp, where other tests come and go.
+    let host = Scratch(PathBuf::from(format!("/var/lib/supermin-test-mount-cache-{}", std::process::id())));
+    let data = host.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a.conf"), b"a\n").unwrap();
+    fs::write(d.join("hostfiles"), format!("{}/*.conf\n", data.display())).unwrap();
+    assert!(!cached_view_equals_build(&s, &d, "first"), "nothing cached yet");
+    assert!(cached_view_equals_build(&s, &d, "again"), "the second mount did not use the cache");
+
+    fs::set_permissions(data.join("a.conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!cached_view_equals_build(&s, &d, "chmod"), "a changed mode was not seen");
+    fs::write(data.join("a.conf"), b"longer\n").unwrap();
+    assert!(!cached_view_equals_build(&s, &d, "write"), "a changed size was not seen");
+    fs::write(data.join("b.conf"), b"b\n").unwrap();
+    assert!(!cached_view_equals_build(&s, &d, "glob"), "a new hostfiles match was not seen");
+    fs::write(d.join("excludefiles"), b"/usr/share/doc/*\n").unwrap();
+    assert!(!cached_view_equals_build(&s, &d, "inputs"), "a changed input was not seen");
+    assert!(cached_view_equals_build(&s, &d, "settled"));
+
+    for e in fs::read_dir(s.path("cache/supermin-rs")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "manifest") {
+            fs::write(e.path(), b"not a manifest").unwrap();
+        }
+    }
+    assert!(!cached_view_equals_build(&s, &d, "corrupt"), "a corrupt entry was used");
+    assert!(cached_view_equals_build(&s, &d, "rewritten"), "the corrupt entry was not replaced");
+}

@@ -22,6 +22,9 @@ use memmap2::Mmap;
 
 use crate::util::sys;
 
+/// How many bytes of entries the cache keeps ([`ImageCache::trim`]).
+pub const CAPACITY: u64 = 2 << 30;
+
 /// A mapped, read-only cache file.
 pub struct Image(Mmap);
 
@@ -44,6 +47,7 @@ impl AsRef<[u8]> for Image {
 }
 
 /// Where decompressed base images are kept between mounts.
+#[derive(Clone)]
 pub struct ImageCache {
     dir: PathBuf,
 }
@@ -81,6 +85,11 @@ impl ImageCache {
         Ok(ImageCache { dir: dir.to_path_buf() })
     }
 
+    /// The cache's directory (private to the user).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn entry(&self, source: &Path, m: &fs::Metadata) -> PathBuf {
         let mut h = DefaultHasher::new();
         source.as_os_str().as_bytes().hash(&mut h);
@@ -91,7 +100,32 @@ impl ImageCache {
     /// The cached decompressed form of `source` (whose metadata is `m`), if there is one.
     pub fn get(&self, source: &Path, m: &fs::Metadata) -> Option<Image> {
         let file = File::open(self.entry(source, m)).ok()?;
+        touch(&file);
         map(&file).ok()
+    }
+
+    /// Remove the least recently used entries until the cache holds at most [`CAPACITY`]
+    /// bytes (a mount that maps a removed image keeps its mapping).
+    pub fn trim(&self) {
+        let Ok(rd) = fs::read_dir(&self.dir) else { return };
+        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok().filter(|m| m.is_file())?;
+                Some((m.modified().ok()?, m.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= CAPACITY {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                log::debug!("{}: removed from the cache (least recently used)", path.display());
+                total -= len;
+            }
+        }
     }
 
     /// Store `bytes` as the decompressed form of `source` and map it. Written to a temporary
@@ -105,8 +139,14 @@ impl ImageCache {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        self.trim();
         map(&File::open(&dest)?)
     }
+}
+
+/// Mark an entry used now: [`ImageCache::trim`] removes the least recently used first.
+pub fn touch(file: &File) {
+    let _ = file.set_modified(std::time::SystemTime::now());
 }
 
 fn map(file: &File) -> io::Result<Image> {

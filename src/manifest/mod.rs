@@ -16,6 +16,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::inputs::BaseImage;
 use crate::util::pathwalk::{self, components, End, Entry};
 
@@ -30,7 +32,7 @@ pub const S_IFREG: u32 = 0o100000;
 pub const S_IFLNK: u32 = 0o120000;
 
 /// What `stat` would say, minus what the output decides (inode number, link count, blocks).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// Full `st_mode`: type and permission bits.
     pub mode: u32,
@@ -61,7 +63,7 @@ impl Meta {
 }
 
 /// Where a regular file's bytes are.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Content {
     /// A host file, read when the output is written (or the view is read).
     Host(PathBuf),
@@ -71,7 +73,7 @@ pub enum Content {
     Inline(Arc<Vec<u8>>),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Node {
     Dir(BTreeMap<Box<[u8]>, Ino>),
     File(Content),
@@ -80,7 +82,7 @@ pub enum Node {
     Special,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Inode {
     pub meta: Meta,
     pub node: Node,

@@ -11,12 +11,16 @@ use supermin_fuse::ServeError;
 
 use crate::build;
 use crate::error::{Error, Result};
+use crate::host;
 use crate::inputs::cache::ImageCache;
+use crate::inputs::Inputs;
+use crate::manifest::Manifest;
 use crate::packager::Driver;
 use crate::resolve::Settings;
-use crate::util::sys;
+use crate::util::{self, sys};
 use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, XATTR_SYSROOT};
 
+mod cache;
 mod daemon;
 pub mod mountpoint;
 
@@ -129,20 +133,30 @@ fn serve_error(mp: &Path, e: ServeError) -> Error {
     }
 }
 
-/// Resolve the inputs as `--build` does, with base images in the mapped cache.
+/// Resolve the inputs as `--build` does, with base images in the mapped cache, or take the
+/// manifest from the resolved-manifest cache when the host still answers the same.
 fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     let started = std::time::Instant::now();
     let driver = match &opts.packager {
         Some(name) => Driver::from_name(name)?,
         None => Driver::detect(&opts.root)?,
     };
-    let pm = driver.open(&opts.root)?;
-    let cache = ImageCache::open_default();
-    let resolved = build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.settings, cache.as_ref())?;
-    drop(pm);
+    let images = ImageCache::open_default();
+    let read = Inputs::read(&opts.inputs, images.as_ref())?;
+    let settings =
+        format!("{:?} {driver:?} root={} epoch={:?}", opts.settings, opts.root.display(), util::source_date_epoch());
+    let entry =
+        images.as_ref().map(|c| cache::Entry::new(c, &opts.inputs, &driver.database_files(&opts.root), &settings));
+    let manifest = match entry.as_ref().and_then(|e| e.load(&opts.root, &read.base_images)) {
+        Some(manifest) => {
+            log::info!("mount: the appliance as resolved before (cached, host unchanged)");
+            manifest
+        }
+        None => resolve_and_store(opts, driver, &read, entry.as_ref())?,
+    };
     // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
     sys::trim_heap();
-    for image in &resolved.manifest.images {
+    for image in &manifest.images {
         image.tar.release_pages();
     }
     log::info!("mount: resolved the appliance in {} ms", started.elapsed().as_millis());
@@ -150,7 +164,29 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     let inputs = opts.inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
     let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
     let record = Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() };
-    Ok(ManifestView::new(resolved.manifest, &record))
+    Ok(ManifestView::new(manifest, &record))
+}
+
+/// Resolve `read` with the host's answers recorded, and keep the result in `entry`.
+fn resolve_and_store(
+    opts: &MountOptions,
+    driver: Driver,
+    read: &Inputs,
+    entry: Option<&cache::Entry>,
+) -> Result<Manifest> {
+    if opts.inputs.is_empty() {
+        return Err(Error::new("build: no input supermin appliance specified"));
+    }
+    let pm = driver.open(&opts.root)?;
+    let at = util::now();
+    host::journal_start();
+    let resolved = build::resolve_at(pm.as_ref(), read, &opts.root, opts.settings, at);
+    let answers = host::journal_take();
+    let manifest = resolved?.manifest;
+    if let Some(entry) = entry {
+        entry.store(&manifest, at, &answers);
+    }
+    Ok(manifest)
 }
 
 /// `supermin umount MOUNTPOINT`: unmount and wait for the daemon to exit.

@@ -81,16 +81,27 @@ fn walk_into(h: &mut Fnv, path: &Path) {
     }
 }
 
+/// The version, settings, inputs (recursively) and database files, hashed: what an output
+/// and a cached resolve ([`crate::resolve::cache`]) are made from.
+pub fn sources_hash(inputs: &[PathBuf], database: &[PathBuf], settings: &str) -> u64 {
+    sources_into(&mut Fnv::new(), inputs, database, settings).0
+}
+
+fn sources_into<'h>(h: &'h mut Fnv, inputs: &[PathBuf], database: &[PathBuf], settings: &str) -> &'h mut Fnv {
+    h.bytes(env!("CARGO_PKG_VERSION").as_bytes());
+    h.bytes(settings.as_bytes());
+    for p in inputs {
+        walk_into(h, p);
+    }
+    for p in database {
+        stat_into(h, p, true);
+    }
+    h
+}
+
 fn fingerprint(out: &Path, s: &Sources) -> String {
     let mut h = Fnv::new();
-    h.bytes(env!("CARGO_PKG_VERSION").as_bytes());
-    h.bytes(s.settings.as_bytes());
-    for p in s.inputs {
-        walk_into(&mut h, p);
-    }
-    for p in s.database {
-        stat_into(&mut h, p, true);
-    }
+    sources_into(&mut h, s.inputs, s.database, &s.settings);
     for f in s.output_files {
         let p = out.join(f);
         // Identity, not times: inode and size of the file itself (a symlink is not followed).

@@ -1,0 +1,136 @@
+//! The resolved-manifest cache: a mount of an appliance resolved before skips the resolve.
+//!
+//! Resolving libguestfs's appliance (parse the package database, walk the dependencies, read
+//! every file list, match excludefiles, lstat every file, munge) is most of the time a mount
+//! takes. After resolving, `mount` stores the manifest together with every answer the host
+//! gave the resolve ([`host::journal_take`]: each lstat, stat, realpath and hostfiles glob,
+//! hashed). An entry is found by a key over what `--if-newer` looks at (this binary, the
+//! inputs recursively, the package database files, root, package manager and settings), and
+//! used only when the host still gives every recorded answer: asking again is one lstat per
+//! file, on every core, against the dozens of syscalls and the parsing a resolve costs. So an
+//! entry is invalidated by any change to the inputs, the database, the options, or to any
+//! host file, directory or symlink the resolve looked at (its type, permissions, owner, size,
+//! mtime or inode), a new match of a hostfiles pattern, or a path that appeared where the
+//! resolve found none. Then the appliance is resolved and the entry replaced.
+//!
+//! Entries live in the image cache's private directory ([`ImageCache`]) as
+//! `KEY.manifest`, written to a temporary name and renamed; an unreadable or foreign entry
+//! is a miss.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::Answer;
+use crate::inputs::cache::{self, ImageCache};
+use crate::inputs::BaseImage;
+use crate::manifest::{Inode, Manifest, ROOT};
+use crate::output::freshness;
+use crate::util::work;
+
+/// Bumped whenever [`Stored`] or the manifest types change shape.
+const FORMAT: u32 = 1;
+
+/// One cache entry, as read.
+#[derive(Deserialize)]
+struct Stored {
+    format: u32,
+    key: String,
+    /// The time the resolve gave the root (unless a base image set it): replaced by now.
+    resolved_at: i64,
+    inodes: Vec<Inode>,
+    /// The base images' paths, in the order `Content::Tar` numbers them.
+    images: Vec<PathBuf>,
+    answers: Vec<Answer>,
+}
+
+/// One cache entry, as written: [`Stored`] borrowing the manifest.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    format: u32,
+    key: &'a str,
+    resolved_at: i64,
+    inodes: &'a [Inode],
+    images: Vec<&'a Path>,
+    answers: &'a [Answer],
+}
+
+/// Where a resolve of some sources is remembered.
+pub struct Entry {
+    cache: ImageCache,
+    path: PathBuf,
+    key: String,
+}
+
+impl Entry {
+    /// The entry for `inputs` resolved under `root` with `settings` (every option and
+    /// environment variable that changes the result, as text) against `database`.
+    pub fn new(cache: &ImageCache, inputs: &[PathBuf], database: &[PathBuf], settings: &str) -> Entry {
+        let exe = fs::metadata("/proc/self/exe").map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let settings = format!("{settings} exe={exe:?} format={FORMAT}");
+        let key = format!("{:016x}", freshness::sources_hash(inputs, database, &settings));
+        Entry { cache: cache.clone(), path: cache.dir().join(format!("{key}.manifest")), key }
+    }
+
+    /// The cached manifest, if there is one and the host still answers as it did.
+    pub fn load(&self, root: &Path, images: &[BaseImage]) -> Option<Manifest> {
+        let bytes = fs::read(&self.path).ok()?;
+        let stored: Stored = match postcard::from_bytes(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("{}: unreadable cache entry ({e})", self.path.display());
+                return None;
+            }
+        };
+        if stored.format != FORMAT || stored.key != self.key {
+            return None;
+        }
+        if stored.images.len() != images.len() || stored.images.iter().zip(images).any(|(p, i)| *p != i.path) {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let changed = work::map(&stored.answers, work::cores(), |a| a.question.ask(root) != a.hash);
+        log::debug!("mount: {} host answers checked in {} ms", stored.answers.len(), started.elapsed().as_millis());
+        if let Some(i) = changed.iter().position(|&c| c) {
+            log::info!("mount: cached resolve is stale: {:?} changed", stored.answers[i].question);
+            return None;
+        }
+        if let Ok(f) = fs::File::options().append(true).open(&self.path) {
+            cache::touch(&f);
+        }
+        let mut manifest = Manifest { inodes: stored.inodes, images: images.to_vec() };
+        if manifest.inodes[ROOT as usize].meta.mtime == stored.resolved_at {
+            manifest.inodes[ROOT as usize].meta.mtime = crate::util::now();
+        }
+        Some(manifest)
+    }
+
+    /// Remember `manifest`, resolved at `resolved_at` with the host giving `answers`.
+    pub fn store(&self, manifest: &Manifest, resolved_at: i64, answers: &[Answer]) {
+        let stored = StoredRef {
+            format: FORMAT,
+            key: &self.key,
+            resolved_at,
+            inodes: &manifest.inodes,
+            images: manifest.images.iter().map(|i| i.path.as_path()).collect(),
+            answers,
+        };
+        if let Err(e) = postcard::to_stdvec(&stored).map_err(std::io::Error::other).and_then(|b| self.write(&b)) {
+            log::debug!("{}: cannot store the resolved appliance ({e})", self.path.display());
+        }
+        self.cache.trim();
+    }
+
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let written = f.write_all(bytes).and_then(|()| fs::rename(&tmp, &self.path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+}
