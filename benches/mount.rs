@@ -9,34 +9,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{median, ours, Mounted, LIBGUESTFS_APPLIANCE, ORACLE};
-
-fn sh(script: &str) -> Duration {
-    let start = Instant::now();
-    let status = Command::new("sh").arg("-c").arg(script).stdout(Stdio::null()).status().unwrap();
-    let t = start.elapsed();
-    assert!(status.success(), "{script} failed");
-    t
-}
-
-fn drop_caches() {
-    let _ = Command::new("sync").status();
-    fs::write("/proc/sys/vm/drop_caches", "3\n").expect("drop_caches needs root");
-}
-
-fn times(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    median((0..n).map(|_| f()).collect())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+use common::{ours, Mounted, LIBGUESTFS_APPLIANCE, ORACLE};
+use support::{drop_caches, mount_timed, ms, read_cold_warm, sh, times};
 
 /// One result line: `base` is the reference (native or the original), `view` ours;
 /// `ratio` is how the target is phrased (speed-up or slowdown).
@@ -56,21 +37,6 @@ fn row(name: &str, base: Duration, view: Duration, target: &str, met: bool) {
         target,
         if met { "MET" } else { "MISSED" }
     );
-}
-
-/// `supermin mount --daemon` of `input` at `mp`, and the time until the view answered `ls /`.
-fn mount_timed(input: &Path, mp: &Path, args: &[&str]) -> (Mounted, Duration) {
-    fs::create_dir_all(mp).unwrap();
-    let guard = Mounted::new(mp);
-    let start = Instant::now();
-    let status = ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp).status().unwrap();
-    assert!(status.success(), "mount failed");
-    // Ready to use: the mount answered `ls /`.
-    let listed = fs::read_dir(mp).unwrap().count();
-    let t = start.elapsed();
-    assert!(listed > 0);
-    // Dropping the guard unmounts and waits for the daemon, as `supermin umount` does.
-    (guard.with_daemon(common::daemon_pid(mp)), t)
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -174,22 +140,6 @@ fn bench_appliance(name: &str, input: &Path, scratch: &Path, runs: usize) {
     row("  tar, warm, --passthrough", tar_native, tar_pt, "<= 1.2x", ms(tar_pt) <= 1.2 * ms(tar_native));
 }
 
-/// Sequential read of `native` and `view` (the same file), cold then warm: the four medians.
-fn read_cold_warm(native: &Path, view: &Path, runs: usize) -> (Duration, Duration, Duration, Duration) {
-    let read = |p: &Path| format!("dd if={} of=/dev/null bs=1M status=none", p.display());
-    let cold = |p: &Path| {
-        times(runs, || {
-            drop_caches();
-            sh(&read(p))
-        })
-    };
-    let (cold_n, cold_v) = (cold(native), cold(view));
-    sh(&read(native));
-    sh(&read(view));
-    let (warm_n, warm_v) = (times(runs, || sh(&read(native))), times(runs, || sh(&read(view))));
-    (cold_n, cold_v, warm_n, warm_v)
-}
-
 /// A throughput row: MiB/s native and through the view, and their ratio against >= 0.9x.
 fn throughput(label: &str, mib: f64, native: Duration, view: Duration) {
     let (tn, tv) = (mib / native.as_secs_f64(), mib / view.as_secs_f64());
@@ -250,7 +200,7 @@ fn main() {
     let scratch = PathBuf::from("/var/tmp/supermin-mount-bench");
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
     fs::create_dir_all(&scratch).unwrap();
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let runs = support::runs();
     println!("{:<44} {:>13} {:>13} {:>9}  {:<16}", "benchmark (median)", "native/orig", "view", "ratio", "target");
 
     let bash = scratch.join("bash.d");

@@ -1,0 +1,275 @@
+//! How close each path is to its physical limit, and how far ahead of the original, in one
+//! run: `cargo bench --bench limits` (as root; needs scripts/install-deps.sh). Not a test: it
+//! prints one markdown table (between `limits:begin`/`limits:end` markers) that
+//! `scripts/bench-readme.sh` copies into the README, each row marked met or missed against
+//! its target.
+//!
+//! The references: a tmpfs mount for readiness; the same host files read from `/` in the same
+//! order for the view's reads (after the same `drop_caches`); `cp -a` of the finished tree
+//! (and `cp` of the finished image) for builds, in the same memory state: "fresh" writes a
+//! new directory every run, "in place" replaces the previous output, as libguestfs's cache
+//! does; the original supermin 5 for the rest. Each figure is a median of `BENCH_RUNS` (3).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ours, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
+use support::{drop_caches, mount_timed, ms, read_cold_warm, runs, sh, times};
+
+/// One line of the table.
+struct Row {
+    what: String,
+    ours: String,
+    reference: String,
+    /// How the two compare, phrased as the target is.
+    ratio: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+#[derive(Default)]
+struct Table(Vec<Row>);
+
+impl Table {
+    /// `ours` against `reference` as times: the ratio ours/reference (≤ targets) or
+    /// reference/ours (`faster`: ≥ targets, "x sooner").
+    fn times(&mut self, what: &str, ours: Duration, reference: (&str, Duration), target: (&'static str, f64)) {
+        let (name, base) = reference;
+        let faster = target.0.starts_with('≥');
+        let ratio = if faster { ms(base) / ms(ours) } else { ms(ours) / ms(base) };
+        let met = if faster { ratio >= target.1 } else { ratio <= target.1 };
+        self.push(what, fmt_ms(ours), format!("{name} {}", fmt_ms(base)), format!("{ratio:.2}x"), target.0, Some(met));
+    }
+
+    fn push(
+        &mut self,
+        what: &str,
+        ours: String,
+        reference: String,
+        ratio: String,
+        target: &'static str,
+        met: Option<bool>,
+    ) {
+        let row = Row { what: what.into(), ours, reference, ratio, target, met };
+        eprintln!("{} | {} | {} | {} | {}", row.what, row.ours, row.reference, row.ratio, row.target);
+        self.0.push(row);
+    }
+
+    fn print(&self) {
+        println!("<!-- limits:begin -->");
+        println!("{}", machine());
+        println!();
+        println!("| measurement | ours | reference | ratio | target | |");
+        println!("|---|---|---|---|---|---|");
+        for r in &self.0 {
+            let mark = match r.met {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "",
+            };
+            println!("| {} | {} | {} | {} | {} | {mark} |", r.what, r.ours, r.reference, r.ratio, r.target);
+        }
+        println!("<!-- limits:end -->");
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    match ms(d) {
+        t if t < 100.0 => format!("{t:.1} ms"),
+        t => format!("{t:.0} ms"),
+    }
+}
+
+/// The date and the machine, for the table's heading.
+fn machine() -> String {
+    let out = |cmd: &str| {
+        let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    format!(
+        "`cargo bench --bench limits`, {}, {} cores, {} GiB, kernel {}, medians of {} runs.",
+        out("date -u +%F"),
+        out("nproc"),
+        out("awk '/MemTotal/ {printf \"%d\", $2/1048576 + 0.5}' /proc/meminfo"),
+        out("uname -r"),
+        runs()
+    )
+}
+
+/// The time of `mount -t tmpfs` + `ls` + `umount`: what any mount costs.
+fn tmpfs_ready(mp: &Path) -> Duration {
+    fs::create_dir_all(mp).unwrap();
+    let start = Instant::now();
+    assert!(Command::new("mount").args(["-t", "tmpfs", "none"]).arg(mp).status().unwrap().success());
+    fs::read_dir(mp).unwrap().count();
+    assert!(Command::new("umount").arg(mp).status().unwrap().success());
+    start.elapsed()
+}
+
+fn bench_ready(t: &mut Table, name: &str, input: &Path, scratch: &Path, target: (&'static str, f64)) {
+    let mp = scratch.join(format!("{name}-mnt"));
+    // The first mount fills the image and manifest caches; a user's next mounts find them.
+    drop(mount_timed(input, &mp, &[]));
+    let ready = times(runs() * 3, || mount_timed(input, &mp, &[]).1);
+    let tmpfs = times(runs() * 3, || tmpfs_ready(&mp));
+    let met = ms(ready) <= target.1;
+    let ratio = format!("{:.1}x", ms(ready) / ms(tmpfs));
+    let what = format!("{name}: ready (`mount --daemon` + `ls /`)");
+    t.push(&what, fmt_ms(ready), format!("tmpfs mount {}", fmt_ms(tmpfs)), ratio, target.0, Some(met));
+}
+
+/// The view's regular files that are the host's own files at the same path (same size), in
+/// the view's order, relative to `/`.
+fn host_backed_files(built: &Path) -> Vec<String> {
+    let list = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && find . -type f -printf '%P %s\\n'", built.display()))
+        .output()
+        .unwrap();
+    String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(p, size)| {
+            let host = Path::new("/").join(p);
+            fs::symlink_metadata(&host).is_ok_and(|m| m.is_file() && m.len().to_string() == *size)
+        })
+        .map(|(p, _)| p.to_string())
+        .collect()
+}
+
+fn bench_reads(t: &mut Table, built: &Path, scratch: &Path) {
+    let files = host_backed_files(built);
+    let list = scratch.join("files.list");
+    fs::write(&list, files.join("\n") + "\n").unwrap();
+    let mp = scratch.join("read-mnt");
+    let (m, _) = mount_timed(Path::new(LIBGUESTFS_APPLIANCE), &mp, &[]);
+    let tar = |root: &Path| format!("tar cf - -C {} -T {} | cat > /dev/null", root.display(), list.display());
+    let cold = |root: &Path| {
+        times(runs(), || {
+            drop_caches();
+            sh(&tar(root))
+        })
+    };
+    let (native, view) = (cold(Path::new("/")), cold(m.path()));
+    let what = format!("libguestfs: read its {} host files, cold", files.len());
+    t.times(&what, view, ("same files from /", native), ("≤ 1.2x", 1.2));
+
+    // Its largest host file, read through the daemon (passthrough is off for this appliance).
+    let (size, rel) = files.iter().map(|p| (fs::metadata(Path::new("/").join(p)).unwrap().len(), p)).max().unwrap();
+    let (cold_n, cold_v, warm_n, warm_v) = read_cold_warm(&Path::new("/").join(rel), &m.path().join(rel), runs());
+    let mib = size >> 20;
+    let what = format!("libguestfs: its largest host file ({mib} MiB), cold, as throughput");
+    t.times(&what, cold_v, ("native", cold_n), ("≥ 0.9x", 0.9));
+    t.times(&what.replace("cold", "warm"), warm_v, ("native", warm_n), ("≥ 0.9x", 0.9));
+}
+
+/// Median times of `ours` and `reference`, alternating (a slow spell of the shared disk is
+/// charged to both), each given the run number.
+fn alternate(
+    mut ours: impl FnMut(usize) -> Duration,
+    mut reference: impl FnMut(usize) -> Duration,
+) -> (Duration, Duration) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..runs() {
+        a.push(ours(i));
+        b.push(reference(i));
+    }
+    (common::median(a), common::median(b))
+}
+
+fn build(bin: &str, format: &str, extra: &[&str], out: &Path) -> Duration {
+    let start = Instant::now();
+    let status = Command::new(bin)
+        .args(["--build", "-f", format])
+        .args(extra)
+        .arg(LIBGUESTFS_APPLIANCE)
+        .arg("-o")
+        .arg(out)
+        .status();
+    assert!(status.unwrap().success(), "{bin} --build -f {format} failed");
+    start.elapsed()
+}
+
+fn bench_builds(t: &mut Table, built: &Path, scratch: &Path) {
+    let fresh = |tag: &str, i: usize| scratch.join(format!("fresh-{tag}-{i}"));
+    let (b, c) = alternate(
+        |i| build(OURS, "chroot", &[], &fresh("ours", i)),
+        |i| sh(&format!("cp -a {} {}", built.display(), fresh("cp", i).display())),
+    );
+    t.times("libguestfs: `--build -f chroot`, fresh directory", b, ("`cp -a` of the tree", c), ("≤ 1.3x", 1.3));
+    let (place, copy) = (scratch.join("chroot-in-place"), scratch.join("cp-in-place"));
+    build(OURS, "chroot", &[], &place);
+    sh(&format!("cp -a {} {}", built.display(), copy.display()));
+    let (b, c) = alternate(
+        |_| build(OURS, "chroot", &[], &place),
+        |_| sh(&format!("rm -rf {0} && cp -a {1} {0}", copy.display(), built.display())),
+    );
+    t.times("libguestfs: `--build -f chroot`, in place", b, ("`rm -rf` + `cp -a`", c), ("≤ 1.3x", 1.3));
+
+    let (e2, e2orig, img) = (scratch.join("ext2-ours"), scratch.join("ext2-orig"), scratch.join("image-copy"));
+    build(OURS, "ext2", &[], &e2);
+    build(ORACLE, "ext2", &[], &e2orig);
+    let root = e2.join("root");
+    let (b, c) = alternate(
+        |_| build(OURS, "ext2", &[], &e2),
+        |_| sh(&format!("rm -f {0} && cp --sparse=always {1} {0}", img.display(), root.display())),
+    );
+    t.times("libguestfs: `--build -f ext2`, in place", b, ("`cp` of its `root` image", c), ("≤ 1.3x", 1.3));
+    let theirs = times(runs(), || build(ORACLE, "ext2", &[], &e2orig));
+    t.times("libguestfs: `--build -f ext2`, in place", b, ("supermin 5", theirs), ("≥ 5x", 5.0));
+    let theirs = times(runs(), || build(ORACLE, "chroot", &[], &scratch.join("chroot-orig")));
+    t.times("libguestfs: `--build -f chroot`, in place", b_chroot(&place), ("supermin 5", theirs), ("≥ 10x", 10.0));
+}
+
+/// Our in-place chroot build time again (after the original's runs, so both see the same disk).
+fn b_chroot(place: &Path) -> Duration {
+    times(runs(), || build(OURS, "chroot", &[], place))
+}
+
+fn bench_closures(t: &mut Table, scratch: &Path) {
+    let size = |dir: &Path| {
+        let o = Command::new("du").args(["-sb"]).arg(dir).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().parse::<u64>().unwrap() >> 20
+    };
+    let (all, orig) = (scratch.join("deps-all"), scratch.join("deps-supermin"));
+    build(OURS, "chroot", &[], &all);
+    build(OURS, "chroot", &["--deps", "supermin"], &orig);
+    let (a, o) =
+        alternate(|_| build(OURS, "chroot", &[], &all), |_| build(OURS, "chroot", &["--deps", "supermin"], &orig));
+    let what = format!("libguestfs: chroot with `--deps all` ({} MiB) vs `supermin` ({} MiB)", size(&all), size(&orig));
+    t.push(&what, fmt_ms(a), fmt_ms(o), format!("{:.2}x", ms(a) / ms(o)), "(information)", None);
+}
+
+fn main() {
+    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
+    let scratch = PathBuf::from("/var/tmp/supermin-limits-bench");
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+    fs::create_dir_all(&scratch).unwrap();
+    let mut t = Table::default();
+
+    let bash = scratch.join("bash.d");
+    assert!(ours()
+        .args(["--prepare", "--use-installed", "bash", "coreutils", "-o"])
+        .arg(&bash)
+        .status()
+        .unwrap()
+        .success());
+    bench_ready(&mut t, "bash+coreutils", &bash, &scratch, ("≤ 12 ms", 12.0));
+    bench_ready(&mut t, "libguestfs", Path::new(LIBGUESTFS_APPLIANCE), &scratch, ("≤ 30 ms", 30.0));
+
+    let built = scratch.join("built");
+    build(OURS, "chroot", &[], &built);
+    bench_reads(&mut t, &built, &scratch);
+    bench_builds(&mut t, &built, &scratch);
+    bench_closures(&mut t, &scratch);
+
+    t.print();
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+}
