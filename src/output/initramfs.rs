@@ -61,6 +61,9 @@ pub struct Target {
     pub compression: Compression,
     /// The memory the kernel itself occupies while booting (`Kernel::memory`).
     pub kernel_memory: u64,
+    /// Whether the whole modules tree is in (`--modules all`): the warning then says what
+    /// leaving it out would save.
+    pub all_modules: bool,
 }
 
 /// The memory a VM needs to unpack an initramfs of `compressed` bytes holding `unpacked`
@@ -128,12 +131,13 @@ pub fn write(manifest: &Manifest, out: &Path, to: &Target) -> Result<()> {
         file.write_all(&bytes).at(out, "cannot write")?;
         size += bytes.len() as u64;
     }
-    check_memory(manifest, &entries, size, to.kernel_memory);
+    check_memory(manifest, &entries, size, to);
     Ok(())
 }
 
 /// Estimate the memory the VM needs, and warn when it is more than [`WARN_ABOVE`].
-fn check_memory(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], compressed: u64, kernel: u64) {
+fn check_memory(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], compressed: u64, to: &Target) {
+    let kernel = to.kernel_memory;
     const PAGE: u64 = 4096;
     // tmpfs stores each file (and each symlink too long for the inode) in whole pages.
     let unpacked: u64 = entries
@@ -156,9 +160,10 @@ fn check_memory(manifest: &Manifest, entries: &[(Vec<u8>, Ino)], compressed: u64
     if needed > WARN_ABOVE {
         // Rounded up to 64 MiB, as one would pass it to -m.
         let m = mib(needed).div_ceil(64) * 64;
+        let hint = if to.all_modules { " (--modules vm would leave out the hardware drivers)" } else { "" };
         warn!(
             "the initramfs needs a VM of at least {m} MiB (qemu -m {m}): {} MiB of files unpack into a tmpfs \
-             limited to half the RAM, next to the {} MiB archive (--modules vm leaves out hardware drivers)",
+             limited to half the RAM, next to the {} MiB archive{hint}",
             mib(unpacked),
             mib(compressed)
         );

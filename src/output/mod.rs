@@ -89,12 +89,14 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
     };
     let k = boot.kernel;
     let default = if format == Format::Initramfs { Modules::Vm } else { Modules::All };
-    add_modules(&mut manifest, &boot, boot.modules.unwrap_or(default))?;
+    let which = boot.modules.unwrap_or(default);
+    add_modules(&mut manifest, &boot, which)?;
     k.install(&out.join("kernel"), boot.copy_kernel)?;
     if format == Format::Initramfs {
         let config = k.config(boot.root);
         let compression = initramfs::Compression::for_kernel(config.as_deref());
-        let target = initramfs::Target { compression, kernel_memory: k.memory() };
+        let all_modules = which == Modules::All;
+        let target = initramfs::Target { compression, kernel_memory: k.memory(), all_modules };
         return initramfs::write(&manifest, &out.join("initrd"), &target);
     }
     // The initrd is small and independent of the image: make it meanwhile.
