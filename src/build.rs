@@ -7,6 +7,7 @@ use log::info;
 
 use crate::bail;
 use crate::boot::kernel;
+use crate::boot::modules::Modules;
 use crate::error::{Error, Result};
 use crate::inputs::{cache::ImageCache, Inputs};
 use crate::manifest::Meta;
@@ -29,6 +30,8 @@ pub struct Options {
     pub root: PathBuf,
     /// `--force`: replace `out` even when it is not an earlier output.
     pub force: bool,
+    /// `--modules`, if given.
+    pub modules: Option<Modules>,
 }
 
 impl Options {
@@ -39,12 +42,13 @@ impl Options {
             .map(|k| format!("{k}={}", std::env::var(k).unwrap_or_default()))
             .collect();
         format!(
-            "{:?} {:?} copy_kernel={} cpu={} size={:?} root={} {}",
+            "{:?} {:?} copy_kernel={} cpu={} size={:?} modules={:?} root={} {}",
             self.format,
             self.settings,
             self.copy_kernel,
             self.host_cpu,
             self.size,
+            self.modules,
             self.root.display(),
             env.join(" ")
         )
@@ -109,8 +113,13 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     let pm = driver.open(&opts.root)?;
     let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.settings, None)?;
     info!("resolved the appliance in {} ms", started.elapsed().as_millis());
-    let boot =
-        kernel.as_ref().map(|kernel| Boot { kernel, root: &opts.root, copy_kernel: opts.copy_kernel, size: opts.size });
+    let boot = kernel.as_ref().map(|kernel| Boot {
+        kernel,
+        root: &opts.root,
+        copy_kernel: opts.copy_kernel,
+        size: opts.size,
+        modules: opts.modules,
+    });
     output::write(opts.format, resolved.manifest, staging.path(), boot)?;
     info!("wrote the output in {} ms", started.elapsed().as_millis());
     freshness::record(staging.path(), &sources);

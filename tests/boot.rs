@@ -13,6 +13,10 @@ use std::time::Duration;
 use common::*;
 
 const MARKER: &str = "SUPERMIN-BOOT-MARKER";
+/// What libguestfs's `/init` prints (under `guestfs_verbose=1`) as it starts its daemon.
+const GUESTFSD: &str = "+ guestfsd --verbose";
+/// The warning of a build whose initramfs needs a VM of more than 512 MiB.
+const TOO_BIG: &str = "the initramfs needs a VM of at least";
 
 /// A small appliance (bash, coreutils) plus an /init that prints the marker and the kernel
 /// release, then exits (process 1 exiting panics the kernel; with `panic=1 -no-reboot` qemu
@@ -37,11 +41,16 @@ fn add_marker_init(t: &Scratch, d: &Path) {
 /// Boot `out/kernel` with `out/initrd`, the qemu arguments `devices` and the kernel command
 /// line `append`.
 fn boot_output(out: &Path, devices: &[String], append: &str) -> String {
+    boot_output_in(out, devices, append, 2048)
+}
+
+/// [`boot_output`] in a VM of `mib` MiB.
+fn boot_output_in(out: &Path, devices: &[String], append: &str, mib: u32) -> String {
     let mut args = vec!["-kernel".into(), out.join("kernel").display().to_string()];
     args.extend(["-initrd".into(), out.join("initrd").display().to_string()]);
     args.extend(devices.iter().cloned());
     args.extend(["-append".into(), append.to_string()]);
-    boot(args)
+    boot(args, mib)
 }
 
 /// Boot the ext2 appliance in `e` from `/dev/vda`.
@@ -50,26 +59,27 @@ fn boot_vda(e: &Path) -> String {
     boot_output(e, &["-drive".into(), drive], "console=ttyS0 root=/dev/vda panic=1")
 }
 
-fn qemu(accel: &[&str], args: &[String], timeout: Duration) -> String {
+fn qemu(accel: &[&str], args: &[String], mib: u32, timeout: Duration) -> String {
     let mut cmd = Command::new("timeout");
     cmd.arg(timeout.as_secs().to_string())
         .arg("qemu-system-x86_64")
         .args(accel)
-        .args(["-m", "2048", "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"])
+        .args(["-m", &mib.to_string(), "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"])
         .args(args)
         .stdin(Stdio::null());
     let out = run(&mut cmd);
     stdout(&out) + &stderr(&out)
 }
 
-/// Boot, with KVM (`-cpu host`) when it works here, else TCG; returns the console output.
-fn boot(args: Vec<String>) -> String {
+/// Boot in a VM of `mib` MiB, with KVM (`-cpu host`) when it works here, else TCG; returns the
+/// console output.
+fn boot(args: Vec<String>, mib: u32) -> String {
     need("qemu-system-x86_64");
-    let kvm = qemu(&["-accel", "kvm", "-cpu", "host"], &args, Duration::from_secs(120));
-    if kvm.contains(MARKER) {
+    let kvm = qemu(&["-accel", "kvm", "-cpu", "host"], &args, mib, Duration::from_secs(120));
+    if kvm.contains(MARKER) || kvm.contains(GUESTFSD) {
         return kvm;
     }
-    qemu(&["-accel", "tcg"], &args, Duration::from_secs(600))
+    qemu(&["-accel", "tcg"], &args, mib, Duration::from_secs(600))
 }
 
 /// The release of the host's kernel, as its modules directory names it.
@@ -205,10 +215,116 @@ fn initramfs_boots_without_a_disk() {
     fs::write(odd.join("TRAILER!!!"), "not the end\n").unwrap();
     ok(Command::new("tar").arg("-C").arg(&odd).arg("-czf").arg(d.join("odd.tar.gz")).arg("TRAILER!!!"));
     let i = t.path("initramfs");
-    ok(ours().args(["--build", "-f", "initramfs"]).arg(&d).arg("-o").arg(&i));
+    let built = ok(ours().args(["--build", "-f", "initramfs"]).arg(&d).arg("-o").arg(&i));
+    assert!(!stderr(&built).contains(TOO_BIG), "no warning for a small appliance: {}", stderr(&built));
     assert!(!i.join("root").exists());
-    let console = boot_output(&i, &[], "console=ttyS0 panic=1");
+    // 1 GiB: with the host's whole modules tree (gzip'd) this failed to unpack.
+    let console = boot_output_in(&i, &[], "console=ttyS0 panic=1", 1024);
     assert_booted(&console, &i);
+}
+
+/// The whole modules tree makes an initramfs that needs about 1 GiB: the build says how much
+/// (one line), where the default (the VM's modules) says nothing (`initramfs_boots_without_a_disk`).
+#[test]
+fn initramfs_that_needs_more_than_512_mib_is_warned_about() {
+    let t = Scratch::new("initramfs-warn");
+    let d = appliance(&t);
+    let i = t.path("initramfs");
+    let built = ok(ours().args(["--build", "-f", "initramfs", "--modules", "all"]).arg(&d).arg("-o").arg(&i));
+    let err = stderr(&built);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(TOO_BIG)).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let mib: u64 = lines[0].split("qemu -m ").nth(1).and_then(|r| r.split(')').next()).unwrap().parse().unwrap();
+    assert!(mib > 512 && mib.is_multiple_of(64), "{}", lines[0]);
+    // What that appliance unpacks to, at least: its files, counted twice (the tmpfs gets half).
+    let size = fs::metadata(i.join("initrd")).unwrap().len() >> 20;
+    assert!(mib > 2 * size, "-m {mib} for an initrd of {size} MiB");
+}
+
+/// The modules of an initramfs and their metadata agree: kmod's own `modprobe`, pointed at the
+/// unpacked tree, resolves every module kept, its dependencies and the aliases udev and the
+/// kernel use, and says "not found" for a module left out.
+#[test]
+fn initramfs_modules_metadata_names_exactly_the_modules_kept() {
+    need("modprobe");
+    need("zstd");
+    let t = Scratch::new("initramfs-modules");
+    let d = appliance(&t);
+    let i = t.path("initramfs");
+    ok(ours().args(["--build", "-f", "initramfs"]).arg(&d).arg("-o").arg(&i));
+    let root = t.path("unpacked");
+    unpack_modules(&i.join("initrd"), &root);
+    let release = kernel_release(&i);
+    let modules = root.join("lib/modules").join(&release);
+    let kept = ok(Command::new("find").arg(&modules).args(["-name", "*.ko*", "-printf", "%f\n"]));
+    let kept: Vec<String> = stdout(&kept).lines().map(|f| f.split(".ko").next().unwrap().replace('-', "_")).collect();
+    let host = fs::read_to_string(format!("/lib/modules/{release}/modules.dep")).unwrap().lines().count();
+    assert!(kept.len() > 100 && kept.len() * 3 < host, "{} modules kept of {host}", kept.len());
+    let text_lines = fs::read_to_string(modules.join("modules.dep")).unwrap().lines().count();
+    assert_eq!(text_lines, kept.len(), "modules.dep lists the modules kept");
+    let modprobe = |args: &[&str]| run(Command::new("modprobe").arg("-d").arg(&root).args(["-S", &release]).args(args));
+    for name in &kept {
+        let r = modprobe(&["--show-depends", name]);
+        assert!(r.status.success() && stdout(&r).contains(".ko"), "{name}: {}", stderr(&r));
+    }
+    for name in ["ext4", "xfs", "btrfs", "dm_crypt", "raid456", "virtio_scsi", "virtio_net", "sd_mod", "virtio_console"]
+    {
+        assert!(kept.iter().any(|k| k == name), "{name} left out");
+    }
+    // Aliases: the kernel's request for a filesystem, and a virtio device's modalias.
+    let fs = modprobe(&["-R", "fs-ext4"]);
+    assert_eq!(stdout(&fs).trim(), "ext4");
+    let host_has = |name: &str| run(Command::new("modinfo").args(["-k", &release, name])).status.success();
+    for dropped in ["e1000e", "amdgpu", "snd_hda_intel"].into_iter().filter(|n| host_has(n)) {
+        let r = modprobe(&["--show-depends", dropped]);
+        assert!(!r.status.success() && stderr(&r).contains("not found"), "{dropped}: {}", stderr(&r));
+    }
+}
+
+/// The kernel modules directory of an initramfs, unpacked to `dest/lib/modules` (its segments
+/// are zstd frames of newc archives, one after the other, as the kernel reads them).
+fn unpack_modules(initrd: &Path, dest: &Path) {
+    let raw = ok(Command::new("zstd").args(["-dc"]).arg(initrd)).stdout;
+    let field = |at: usize, i: usize| {
+        usize::from_str_radix(std::str::from_utf8(&raw[at + 6 + 8 * i..][..8]).unwrap(), 16).unwrap()
+    };
+    let mut at = 0;
+    while at + 110 <= raw.len() {
+        assert_eq!(&raw[at..at + 6], b"070701", "newc magic at {at}");
+        let (mode, size, namesize) = (field(at, 1), field(at, 6), field(at, 11));
+        let name = std::str::from_utf8(&raw[at + 110..at + 110 + namesize - 1]).unwrap().to_string();
+        let data_at = (at + 110 + namesize).next_multiple_of(4);
+        let data = &raw[data_at..data_at + size];
+        at = (data_at + size).next_multiple_of(4);
+        let Some(rel) = name.strip_prefix("usr/").unwrap_or(&name).strip_prefix("lib/modules/") else { continue };
+        let path = dest.join("lib/modules").join(rel);
+        match mode & 0o170000 {
+            0o040000 => fs::create_dir_all(&path).unwrap(),
+            0o100000 => fs::write(&path, data).unwrap(),
+            _ => {}
+        }
+    }
+}
+
+/// libguestfs's appliance as one initramfs boots in libguestfs's own default memory size
+/// (`guestfish get-memsize`) and its `/init` gets as far as starting the daemon, after udev
+/// and `modprobe dm_mod` (which must have loaded).
+#[test]
+fn libguestfs_appliance_as_initramfs_boots_in_libguestfs_memsize() {
+    need("guestfish");
+    let appliance = Path::new("/usr/lib/x86_64-linux-gnu/guestfs/supermin.d");
+    if !appliance.is_dir() {
+        return eprintln!("{} missing: skipped", appliance.display());
+    }
+    let memsize = stdout(&ok(Command::new("guestfish").arg("get-memsize"))).trim().parse::<u32>().unwrap();
+    let t = Scratch::new("libguestfs-initramfs");
+    let i = t.path("initramfs");
+    ok(ours().args(["--build", "-f", "initramfs"]).arg(appliance).arg("-o").arg(&i));
+    let console = boot_output_in(&i, &[], "console=ttyS0 panic=1 guestfs_verbose=1", memsize);
+    assert!(!console.contains("Initramfs unpacking failed"), "{}", tail(&console));
+    assert!(console.contains(GUESTFSD), "init did not reach guestfsd in {memsize} MiB:\n{}", tail(&console));
+    let lsmod = console.split("+ lsmod").nth(1).unwrap_or("");
+    assert!(lsmod.lines().any(|l| l.starts_with("dm_mod ")), "dm_mod not loaded:\n{}", tail(&console));
 }
 
 #[test]

@@ -53,7 +53,7 @@ _supermin() {
 
     case "${cmd}" in
         supermin)
-            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
+            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --modules --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -91,6 +91,10 @@ _supermin() {
                     COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
                     return 0
                     ;;
+                --modules)
+                    COMPREPLY=($(compgen -W "vm all" -- "${cur}"))
+                    return 0
+                    ;;
                 --sysroot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -111,7 +115,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__build)
-            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --sysroot --packager --names --dtb"
+            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --modules --sysroot --packager --names --dtb"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -147,6 +151,10 @@ _supermin() {
                     ;;
                 --deps)
                     COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
+                --modules)
+                    COMPREPLY=($(compgen -W "vm all" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -231,7 +239,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__materialize)
-            opts="-h -f -o -v -q --help --format --include-packagelist --copy-kernel --force --size --host-cpu --deps --sysroot --packager --verbose --quiet"
+            opts="-h -f -o -v -q --help --format --include-packagelist --copy-kernel --force --size --host-cpu --deps --modules --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -259,6 +267,10 @@ _supermin() {
                     ;;
                 --deps)
                     COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
+                --modules)
+                    COMPREPLY=($(compgen -W "vm all" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -311,7 +323,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__prepare)
-            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --sysroot --packager --names --dtb"
+            opts="-h -o -f -v -q -V --help --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --modules --sysroot --packager --names --dtb"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -347,6 +359,10 @@ _supermin() {
                     ;;
                 --deps)
                     COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
+                --modules)
+                    COMPREPLY=($(compgen -W "vm all" -- "${cur}"))
                     return 0
                     ;;
                 --sysroot)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_supermin_global_optspecs
-    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose q/quiet V/version list-drivers deps= sysroot= packager= names dtb= help
+    string join \n prepare build o= f/format= copy-kernel host-cpu= if-newer force lock= include-packagelist packager-config= use-installed size= v/verbose q/quiet V/version list-drivers deps= modules= sysroot= packager= names dtb= help
 end
 
 function __fish_supermin_needs_command
@@ -32,6 +32,8 @@ complete -c supermin -n "__fish_supermin_needs_command" -l packager-config -d 'S
 complete -c supermin -n "__fish_supermin_needs_command" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
 supermin\t''"
+complete -c supermin -n "__fish_supermin_needs_command" -l modules -d 'Which kernel modules -f ext2 and -f initramfs carry: vm, those an appliance in a virtual machine can need (filesystems, block, md and device-mapper, crypto, virtio, emulated disks, network core; the default for initramfs, which must fit in the VM\'s memory), or all, the whole modules directory (the default for ext2, as the original supermin).' -r -f -a "vm\t''
+all\t''"
 complete -c supermin -n "__fish_supermin_needs_command" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_needs_command" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
@@ -66,6 +68,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager-c
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
 supermin\t''"
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l modules -d 'Which kernel modules -f ext2 and -f initramfs carry: vm, those an appliance in a virtual machine can need (filesystems, block, md and device-mapper, crypto, virtio, emulated disks, network core; the default for initramfs, which must fit in the VM\'s memory), or all, the whole modules directory (the default for ext2, as the original supermin).' -r -f -a "vm\t''
+all\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
@@ -88,6 +92,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager-con
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
 supermin\t''"
+complete -c supermin -n "__fish_supermin_using_subcommand build" -l modules -d 'Which kernel modules -f ext2 and -f initramfs carry: vm, those an appliance in a virtual machine can need (filesystems, block, md and device-mapper, crypto, virtio, emulated disks, network core; the default for initramfs, which must fit in the VM\'s memory), or all, the whole modules directory (the default for ext2, as the original supermin).' -r -f -a "vm\t''
+all\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l dtb -d 'Give an error (this option was removed in supermin 5.1.18).' -r
@@ -127,6 +133,8 @@ complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l size -
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
 supermin\t''"
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l modules -d 'Which kernel modules -f ext2 and -f initramfs carry: vm, those an appliance in a virtual machine can need (filesystems, block, md and device-mapper, crypto, virtio, emulated disks, network core; the default for initramfs, which must fit in the VM\'s memory), or all, the whole modules directory (the default for ext2, as the original supermin).' -r -f -a "vm\t''
+all\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s h -l help -d 'Print this help, with an example.'

@@ -35,6 +35,40 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// The kernel's build configuration: `config-VERSION` next to it (Debian, Fedora), else
+    /// the modules directory's `build/.config` (resolved inside `root`); `None` when neither is
+    /// readable.
+    pub fn config(&self, root: &Path) -> Option<String> {
+        let next_to_it = self.path.parent().map(|dir| dir.join(format!("config-{}", self.version)));
+        let in_build = self.modpath.strip_prefix(root).ok().map(|rel| {
+            let p = format!("/{}/build/.config", rel.display());
+            host::path_follow(root, &p)
+        });
+        let found = [next_to_it, in_build].into_iter().flatten().find_map(|p| fs::read_to_string(&p).ok());
+        if found.is_none() {
+            debug!("no configuration found for kernel {}", self.path.display());
+        }
+        found
+    }
+
+    /// The memory the kernel occupies while it boots: its bzImage header's `init_size` (boot
+    /// protocol 2.10 and later), else four times the file (a decompressed kernel is about that).
+    pub fn memory(&self) -> u64 {
+        let mut header = [0u8; 0x264];
+        let read = fs::File::open(&self.path).and_then(|mut f| f.read_exact(&mut header));
+        let fallback = fs::metadata(&self.path).map_or(64 << 20, |m| 4 * m.len());
+        // "HdrS" at 0x202, the protocol version at 0x206, init_size at 0x260.
+        if read.is_err()
+            || &header[0x202..0x206] != b"HdrS"
+            || u16::from_le_bytes([header[0x206], header[0x207]]) < 0x20a
+        {
+            return fallback;
+        }
+        u64::from(u32::from_le_bytes([header[0x260], header[0x261], header[0x262], header[0x263]]))
+    }
+}
+
 /// The kernel for an appliance built from `root` (`/`, or a `--sysroot`): its `/boot` and
 /// `/lib/modules`, symlinks resolved inside it, never the build host's.
 pub fn find(root: &Path, host_cpu: &str) -> Result<Kernel> {

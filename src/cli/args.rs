@@ -61,6 +61,21 @@ pub fn deps() -> Arg {
     )
 }
 
+/// `--modules vm|all`: which kernel modules a bootable appliance carries.
+pub fn modules() -> Arg {
+    Arg::new("modules").long("modules").value_name("vm|all").value_parser(["vm", "all"]).help(
+        "Which kernel modules -f ext2 and -f initramfs carry: vm, those an appliance in a virtual machine can \
+             need (filesystems, block, md and device-mapper, crypto, virtio, emulated disks, network core; the \
+             default for initramfs, which must fit in the VM's memory), or all, the whole modules directory (the \
+             default for ext2, as the original supermin).",
+    )
+}
+
+/// `--modules`, if given.
+pub fn modules_choice(m: &ArgMatches) -> Option<crate::boot::modules::Modules> {
+    m.get_one::<String>("modules").and_then(|s| crate::boot::modules::Modules::parse(s))
+}
+
 /// `--include-packagelist` (when the command has it) and `--deps`.
 pub fn settings(m: &ArgMatches) -> Settings {
     let include_packagelist = m.try_get_one::<bool>("include-packagelist").ok().flatten().copied().unwrap_or(false);

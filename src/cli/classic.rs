@@ -74,6 +74,7 @@ pub(super) fn command() -> Command {
         )
         .arg(flag("list-drivers", "Display the list of drivers and exit."))
         .arg(args::deps())
+        .arg(args::modules())
         .args(root_args())
         .arg(flag("names", "Give an error (this flag was for supermin 4).").hide(true))
         .arg(value("dtb", "WILDCARD", "Give an error (this option was removed in supermin 5.1.18).").hide(true))
@@ -183,6 +184,7 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
         size,
         root,
         force: m.get_flag("force"),
+        modules: args::modules_choice(m),
     };
     build::build(driver, &opts)
 }

@@ -142,6 +142,7 @@ pub(super) fn materialize_command() -> Command {
                 .help("Set the host CPU architecture (the default is this machine's)."),
         )
         .arg(args::deps())
+        .arg(args::modules())
         .args(root_args())
         .args(verbose())
         .arg(args::sources(
@@ -167,6 +168,7 @@ pub fn materialize(argv: &[String]) -> Result<()> {
         size: args::size(&m)?,
         root,
         force: m.get_flag("force"),
+        modules: args::modules_choice(&m),
     };
     mount::materialize(opts, driver)
 }

@@ -4,9 +4,12 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
+use crate::boot::modules::{self, Modules};
 use crate::boot::{initrd, kernel::Kernel};
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFREG};
 use crate::resolve;
 use staging::Shape;
 
@@ -67,6 +70,9 @@ pub struct Boot<'a> {
     pub copy_kernel: bool,
     /// `--size` of the ext2 image.
     pub size: Option<u64>,
+    /// `--modules`, if given (else: the whole tree for ext2, as the original; the VM's set for
+    /// initramfs, which must fit in the VM's memory).
+    pub modules: Option<Modules>,
 }
 
 /// The original's default `--size`: 4 GiB (sparse).
@@ -82,10 +88,16 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
         (_, None) => return Err(Error::new(format!("{format:?} output needs a kernel"))),
     };
     let k = boot.kernel;
-    resolve::add_host_tree(&mut manifest, boot.root, &k.modpath, &format!("/lib/modules/{}", k.version))?;
+    let default = if format == Format::Initramfs { Modules::Vm } else { Modules::All };
+    let which = boot.modules.unwrap_or(default);
+    add_modules(&mut manifest, &boot, which)?;
     k.install(&out.join("kernel"), boot.copy_kernel)?;
     if format == Format::Initramfs {
-        return initramfs::write(&manifest, &out.join("initrd"));
+        let config = k.config(boot.root);
+        let compression = initramfs::Compression::for_kernel(config.as_deref());
+        let all_modules = which == Modules::All;
+        let target = initramfs::Target { compression, kernel_memory: k.memory(), all_modules };
+        return initramfs::write(&manifest, &out.join("initrd"), &target);
     }
     // The initrd is small and independent of the image: make it meanwhile.
     let initrd = out.join("initrd");
@@ -94,4 +106,26 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
         let image = ext2::write(&manifest, &out.join("root"), boot.size.unwrap_or(DEFAULT_SIZE), ext2::uuid(&manifest));
         image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
     })
+}
+
+/// Add the kernel's modules directory at `/lib/modules/VERSION`: all of it, or the modules
+/// `which` keeps with their metadata rewritten.
+fn add_modules(manifest: &mut Manifest, boot: &Boot, which: Modules) -> Result<()> {
+    let k = boot.kernel;
+    let target = format!("/lib/modules/{}", k.version);
+    if which == Modules::All {
+        return resolve::add_host_tree(manifest, boot.root, &k.modpath, &target, &|_| true);
+    }
+    let selection = modules::select(&k.modpath, modules::VM_MODULES)?;
+    resolve::add_host_tree(manifest, boot.root, &k.modpath, &target, &|rel| selection.keeps(rel))?;
+    for (name, bytes) in selection.files {
+        let path = format!("{target}/{name}");
+        // The host file's owner, mode and time; the new size.
+        let meta = manifest
+            .lookup(path.as_bytes(), false)
+            .map_or(Meta { mode: S_IFREG | 0o644, ..Meta::default() }, |ino| manifest.inode(ino).meta);
+        let meta = Meta { size: bytes.len() as u64, ..meta };
+        manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Inline(Arc::new(bytes))) }, true);
+    }
+    Ok(())
 }

@@ -219,8 +219,15 @@ fn add_packagelist(manifest: &mut Manifest, pm: &dyn PackageManager, packages: &
 
 /// Copy a host directory tree into the manifest at `target` (the kernel modules for `-f ext2`
 /// and `initramfs`): missing parents of `target` are created with their host metadata, and
-/// entries already there are replaced, as the original's ext2 writer does.
-pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, target: &str) -> Result<()> {
+/// entries already there are replaced, as the original's ext2 writer does. Only the files
+/// (non-directories) whose path relative to `host_dir` `keep` accepts are added.
+pub fn add_host_tree(
+    manifest: &mut Manifest,
+    root: &Path,
+    host_dir: &Path,
+    target: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     // Parents first, e.g. /lib/modules, with the metadata of the host's own directory.
     let mut prefix = String::new();
     for comp in target.split('/').filter(|c| !c.is_empty()) {
@@ -243,6 +250,9 @@ pub fn add_host_tree(manifest: &mut Manifest, root: &Path, host_dir: &Path, targ
             let host = e.path();
             let st = fs::symlink_metadata(&host).map_err(|e| Error::io(&host, "cannot stat", e))?;
             let path = format!("{}/{}", at, e.file_name().to_string_lossy());
+            if !st.is_dir() && !keep(&path[target.len() + 1..]) {
+                continue;
+            }
             let meta = Meta::from_host(&st);
             if st.is_dir() {
                 manifest.mkdir(path.as_bytes(), meta);
