@@ -3,7 +3,7 @@
 //! Resolving libguestfs's appliance (parse the package database, walk the dependencies, read
 //! every file list, match excludefiles, lstat every file, munge) is most of the time a mount
 //! takes. After resolving, `mount` stores the manifest together with every answer the host
-//! gave the resolve ([`host::journal_take`]: each lstat, stat, realpath and hostfiles glob,
+//! gave the resolve ([`crate::host::journal_take`]: each lstat, stat, realpath and hostfiles glob,
 //! hashed). An entry is found by a key over what `--if-newer` looks at (this binary, the
 //! inputs recursively, the package database files, root, package manager and settings), and
 //! used only when the host still gives every recorded answer: asking again is one lstat per

@@ -82,7 +82,7 @@ fn walk_into(h: &mut Fnv, path: &Path) {
 }
 
 /// The version, settings, inputs (recursively) and database files, hashed: what an output
-/// and a cached resolve ([`crate::resolve::cache`]) are made from.
+/// and a cached resolve (the mount cache) are made from.
 pub fn sources_hash(inputs: &[PathBuf], database: &[PathBuf], settings: &str) -> u64 {
     sources_into(&mut Fnv::new(), inputs, database, settings).0
 }
