@@ -16,24 +16,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
 
-/// xorshift64*: small, seedable, good enough to shape trees.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 /// Names a base image may carry: spaces, UTF-8, leading dash or dot, glob and shell
 /// characters, and a long one.
 fn image_name(rng: &mut Rng) -> String {

@@ -22,8 +22,6 @@ fn bars_on_a_terminal_only() {
     assert!(shown.contains("ext2: files") && shown.contains("MiB"), "a bar with files and bytes: {shown:?}");
     let shown = on_terminal(&format!("materialize examples/supermin.d -f chroot -o {}", out("b")));
     assert!(shown.contains("chroot: files"), "{shown:?}");
-    let shown = on_terminal("inspect examples/supermin.d");
-    assert!(shown.contains("inspect: packages"), "{shown:?}");
 
     let quiet = on_terminal(&format!("--build -q -f tar examples/supermin.d -o {}", out("c")));
     assert!(quiet.is_empty(), "-q draws nothing: {quiet:?}");

@@ -18,7 +18,6 @@ use crate::manifest::{Content, Ino, Manifest, Node};
 use crate::mount::Source;
 use crate::packager::{PackageManager, Reached};
 use crate::resolve::{Excludes, Resolved};
-use crate::util::progress::Progress;
 
 pub mod svg;
 
@@ -132,7 +131,7 @@ pub fn inspect(opts: &Options) -> Result<()> {
 
 impl Report {
     fn new(pm: &dyn PackageManager, src: &Source, inputs: &Inputs, r: &Resolved, top: usize) -> Result<Report> {
-        let owners = Owners::new(pm, &src.root, inputs, r)?;
+        let owners = Owners::new(&src.root, inputs, r);
         let mut report = Report {
             inputs: src.inputs.clone(),
             total: Counts::default(),
@@ -284,16 +283,14 @@ struct Owners {
 }
 
 impl Owners {
-    fn new(pm: &dyn PackageManager, root: &Path, inputs: &Inputs, r: &Resolved) -> Result<Owners> {
+    fn new(root: &Path, inputs: &Inputs, r: &Resolved) -> Owners {
         let excludes = Excludes::new(&inputs.excludes);
         let lookup = |path: &str| r.manifest.lookup(path.as_bytes(), false);
         let hostfiles = r.hostfiles.iter().filter_map(|p| lookup(p)).collect();
         let mut owners = Owners { by_ino: HashMap::new(), hostfiles, excluded: Vec::new() };
-        let progress = Progress::items("inspect: packages", r.closure.len() as u64);
-        for (i, reached) in r.closure.iter().enumerate() {
-            progress.inc(1);
+        for (i, files) in r.files_by_package.iter().enumerate() {
             let mut excluded = Counts::default();
-            for file in pm.files(&[reached.pkg])?.into_iter().filter(|f| !f.config) {
+            for file in files {
                 if excludes.matches(&file.path) {
                     excluded.entries += 1;
                     let meta = host::lstat(root, file.source_path()).ok();
@@ -304,7 +301,7 @@ impl Owners {
             }
             owners.excluded.push(excluded);
         }
-        Ok(owners)
+        owners
     }
 
     fn group(&self, ino: Ino, node: &Node) -> Group {

@@ -14,7 +14,7 @@ pub(crate) mod dpkg;
 pub(crate) mod pacman;
 pub(crate) mod rpm;
 
-pub use api::{ConfigSource, PackageManager, PkgId, Reached};
+pub use api::{ConfigSource, PackageFile, PackageManager, PkgId, Reached};
 pub use common::config_sources;
 
 /// The package managers we can drive, in the order the original lists its drivers.

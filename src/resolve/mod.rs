@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::host;
 use crate::inputs::Inputs;
 use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_IFREG};
-use crate::packager::{PackageManager, PkgId, Reached};
+use crate::packager::{PackageFile, PackageManager, PkgId, Reached};
 use crate::util::sys;
 
 mod munge;
@@ -66,6 +66,9 @@ pub struct Resolved {
     pub package_files: Vec<String>,
     /// The dependency closure, with why each package is in (for `inspect`).
     pub closure: Vec<Reached>,
+    /// Per package of `closure`, in its order: its files, config files left out, before
+    /// excludefiles (for `inspect`, which counts what each package brings and loses).
+    pub files_by_package: Vec<Vec<PackageFile>>,
     /// The paths the hostfiles patterns matched, in order.
     pub hostfiles: Vec<String>,
 }
@@ -92,7 +95,8 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     packages.sort();
     info!("build: {} packages, including dependencies", packages.len());
 
-    let mut listed = package_files(pm, &ids)?;
+    let files_by_package = closure.iter().map(|r| package_files(pm, r.pkg)).collect::<Result<Vec<_>>>()?;
+    let mut listed = merge(&files_by_package);
     exclude(&mut listed, &inputs.excludes);
     let package_files = listed.iter().map(|f| f.path.clone()).collect();
     let hostfiles: Vec<String> = inputs.hostfiles.iter().flat_map(|p| host::glob(opts.root, p)).collect();
@@ -112,19 +116,25 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
     clamp_to_epoch(&mut manifest);
-    Ok(Resolved { manifest, packages, package_files, closure, hostfiles })
+    Ok(Resolved { manifest, packages, package_files, closure, files_by_package, hostfiles })
 }
 
-/// The packages' files, config files left out (they come from the base image).
-fn package_files(pm: &dyn PackageManager, closure: &[PkgId]) -> Result<Vec<Listed>> {
-    let files = pm.files(closure)?;
-    let listed: Vec<Listed> = files
+/// A package's files, config files left out (they come from the base image).
+fn package_files(pm: &dyn PackageManager, pkg: PkgId) -> Result<Vec<PackageFile>> {
+    Ok(pm.files(&[pkg])?.into_iter().filter(|f| !f.config).collect())
+}
+
+/// Every package's files, sorted by path, each path once (a directory is in many packages).
+fn merge(files_by_package: &[Vec<PackageFile>]) -> Vec<Listed> {
+    let mut listed: Vec<Listed> = files_by_package
         .iter()
-        .filter(|f| !f.config)
+        .flatten()
         .map(|f| Listed { path: f.path.clone(), source: f.source_path().to_string() })
         .collect();
+    listed.sort_unstable();
+    listed.dedup_by(|a, b| a.path == b.path);
     info!("build: {} files", listed.len());
-    Ok(listed)
+    listed
 }
 
 /// The excludefiles patterns, ready to match paths (`fnmatch` without `FNM_PATHNAME`).

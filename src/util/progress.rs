@@ -28,11 +28,6 @@ impl Progress {
         Progress::with(what, files, bytes, style)
     }
 
-    /// `total` items of work (e.g. packages).
-    pub fn items(what: &'static str, total: u64) -> Progress {
-        Progress::with(what, total, total, "{msg} [{wide_bar}]")
-    }
-
     fn with(what: &'static str, total: u64, len: u64, template: &str) -> Progress {
         let bar = ENABLED.load(Ordering::Relaxed).then(|| {
             let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
