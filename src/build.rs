@@ -10,13 +10,11 @@ use crate::boot::kernel;
 use crate::boot::modules::Modules;
 use crate::error::{Error, Result};
 use crate::inputs::{cache::ImageCache, Inputs};
-use crate::manifest::Meta;
 use crate::output::freshness::{self, Sources};
 use crate::output::staging::{Replace, Staging};
 use crate::output::{self, Boot, Format};
 use crate::packager::{Driver, PackageManager};
 use crate::resolve::{self, Resolved, Settings};
-use crate::util::sys;
 
 pub struct Options {
     pub inputs: Vec<PathBuf>,
@@ -72,19 +70,7 @@ pub fn resolve_inputs(
 
 /// [`resolve_inputs`] for inputs already read.
 pub fn resolve_read(pm: &dyn PackageManager, inputs: &Inputs, root: &Path, settings: Settings) -> Result<Resolved> {
-    resolve_at(pm, inputs, root, settings, crate::util::now())
-}
-
-/// [`resolve_read`] with the appliance root's time given (unless a base image sets it).
-pub fn resolve_at(
-    pm: &dyn PackageManager,
-    inputs: &Inputs,
-    root: &Path,
-    settings: Settings,
-    mtime: i64,
-) -> Result<Resolved> {
-    let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
-    resolve::resolve(inputs, pm, &resolve::Options { root, settings, root_meta })
+    resolve::resolve_at(pm, inputs, root, settings, crate::util::now())
 }
 
 pub fn build(driver: Driver, opts: &Options) -> Result<()> {
@@ -110,8 +96,8 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         false => None,
     };
     let started = std::time::Instant::now();
-    let pm = driver.open(&opts.root)?;
-    let resolved = resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, opts.settings, None)?;
+    let read = Inputs::read(&opts.inputs, ImageCache::open_default().as_ref())?;
+    let manifest = resolve::cache::resolve(driver, &opts.inputs, &read, &opts.root, opts.settings)?;
     info!("resolved the appliance in {} ms", started.elapsed().as_millis());
     let boot = kernel.as_ref().map(|kernel| Boot {
         kernel,
@@ -120,7 +106,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         size: opts.size,
         modules: opts.modules,
     });
-    output::write(opts.format, resolved.manifest, staging.path(), boot)?;
+    output::write(opts.format, manifest, staging.path(), boot)?;
     info!("wrote the output in {} ms", started.elapsed().as_millis());
     freshness::record(staging.path(), &sources);
     staging.commit()

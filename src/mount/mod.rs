@@ -11,16 +11,13 @@ use supermin_fuse::ServeError;
 
 use crate::build;
 use crate::error::{Error, Result};
-use crate::host;
 use crate::inputs::cache::ImageCache;
 use crate::inputs::Inputs;
-use crate::manifest::Manifest;
 use crate::packager::Driver;
-use crate::resolve::Settings;
-use crate::util::{self, sys};
+use crate::resolve::{cache, Settings};
+use crate::util::sys;
 use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, XATTR_SYSROOT};
 
-mod cache;
 mod daemon;
 pub mod mountpoint;
 
@@ -141,19 +138,8 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
         Some(name) => Driver::from_name(name)?,
         None => Driver::detect(&opts.root)?,
     };
-    let images = ImageCache::open_default();
-    let read = Inputs::read(&opts.inputs, images.as_ref())?;
-    let settings =
-        format!("{:?} {driver:?} root={} epoch={:?}", opts.settings, opts.root.display(), util::source_date_epoch());
-    let entry =
-        images.as_ref().map(|c| cache::Entry::new(c, &opts.inputs, &driver.database_files(&opts.root), &settings));
-    let manifest = match entry.as_ref().and_then(|e| e.load(&opts.root, &read.base_images)) {
-        Some(manifest) => {
-            log::info!("mount: the appliance as resolved before (cached, host unchanged)");
-            manifest
-        }
-        None => resolve_and_store(opts, driver, &read, entry.as_ref())?,
-    };
+    let read = Inputs::read(&opts.inputs, ImageCache::open_default().as_ref())?;
+    let manifest = cache::resolve(driver, &opts.inputs, &read, &opts.root, opts.settings)?;
     // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
     sys::trim_heap();
     for image in &manifest.images {
@@ -165,28 +151,6 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
     let record = Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() };
     Ok(ManifestView::new(manifest, &record))
-}
-
-/// Resolve `read` with the host's answers recorded, and keep the result in `entry`.
-fn resolve_and_store(
-    opts: &MountOptions,
-    driver: Driver,
-    read: &Inputs,
-    entry: Option<&cache::Entry>,
-) -> Result<Manifest> {
-    if opts.inputs.is_empty() {
-        return Err(Error::new("build: no input supermin appliance specified"));
-    }
-    let pm = driver.open(&opts.root)?;
-    let at = util::now();
-    host::journal_start();
-    let resolved = build::resolve_at(pm.as_ref(), read, &opts.root, opts.settings, at);
-    let answers = host::journal_take();
-    let manifest = resolved?.manifest;
-    if let Some(entry) = entry {
-        entry.store(&manifest, at, &answers);
-    }
-    Ok(manifest)
 }
 
 /// `supermin umount MOUNTPOINT`: unmount and wait for the daemon to exit.

@@ -24,6 +24,7 @@ use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_
 use crate::packager::{PackageFile, PackageManager, PkgId, Reached};
 use crate::util::sys;
 
+pub mod cache;
 mod munge;
 
 use munge::{munge, StatCache};
@@ -78,6 +79,13 @@ pub struct Resolved {
 struct Listed {
     path: String,
     source: String,
+}
+
+/// Resolve `inputs` with an appliance root owned by the caller, of time `mtime` (unless a base
+/// image sets it).
+pub fn resolve_at(pm: &dyn PackageManager, inputs: &Inputs, root: &Path, settings: Settings, mtime: i64) -> Result<Resolved> {
+    let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
+    resolve(inputs, pm, &Options { root, settings, root_meta })
 }
 
 pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Result<Resolved> {

@@ -2,6 +2,7 @@
 
 pub mod cpio;
 pub mod escape;
+pub mod fingerprint;
 pub mod pathwalk;
 pub mod progress;
 pub mod sys;

@@ -1,8 +1,9 @@
-//! The resolved-manifest cache: a mount of an appliance resolved before skips the resolve.
+//! The resolved-manifest cache: a mount or build of an appliance resolved before skips the
+//! resolve.
 //!
 //! Resolving libguestfs's appliance (parse the package database, walk the dependencies, read
 //! every file list, match excludefiles, lstat every file, munge) is most of the time a mount
-//! takes. After resolving, `mount` stores the manifest together with every answer the host
+//! takes. After resolving, `mount` and `--build` store the manifest together with every answer the host
 //! gave the resolve ([`crate::host::journal_take`]: each lstat, stat, realpath and hostfiles glob,
 //! hashed). An entry is found by a key over what `--if-newer` looks at (this binary, the
 //! inputs recursively, the package database files, root, package manager and settings), and
@@ -24,11 +25,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::Answer;
+use crate::host::{self, Answer};
 use crate::inputs::cache::{self, ImageCache};
-use crate::inputs::BaseImage;
+use crate::error::{Error, Result};
+use crate::inputs::{BaseImage, Inputs};
+use crate::packager::Driver;
+use crate::resolve::Settings;
 use crate::manifest::{Inode, Manifest, ROOT};
-use crate::output::freshness;
+use crate::util::fingerprint;
 use crate::util::work;
 
 /// Bumped whenever [`Stored`] or the manifest types change shape.
@@ -71,7 +75,7 @@ impl Entry {
     pub fn new(cache: &ImageCache, inputs: &[PathBuf], database: &[PathBuf], settings: &str) -> Entry {
         let exe = fs::metadata("/proc/self/exe").map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
         let settings = format!("{settings} exe={exe:?} format={FORMAT}");
-        let key = format!("{:016x}", freshness::sources_hash(inputs, database, &settings));
+        let key = format!("{:016x}", fingerprint::sources_hash(inputs, database, &settings));
         Entry { cache: cache.clone(), path: cache.dir().join(format!("{key}.manifest")), key }
     }
 
@@ -93,9 +97,9 @@ impl Entry {
         }
         let started = std::time::Instant::now();
         let changed = work::map(&stored.answers, work::cores(), |a| a.question.ask(root) != a.hash);
-        log::debug!("mount: {} host answers checked in {} ms", stored.answers.len(), started.elapsed().as_millis());
+        log::debug!("{} host answers checked in {} ms", stored.answers.len(), started.elapsed().as_millis());
         if let Some(i) = changed.iter().position(|&c| c) {
-            log::info!("mount: cached resolve is stale: {:?} changed", stored.answers[i].question);
+            log::info!("cached resolve is stale: {:?} changed", stored.answers[i].question);
             return None;
         }
         if let Ok(f) = fs::File::options().append(true).open(&self.path) {
@@ -133,4 +137,29 @@ impl Entry {
         }
         written
     }
+}
+
+/// The manifest of `read` (the inputs at `paths`, already read) under `root`: from the cache
+/// when it has it and the host still answers the same, else resolved and stored.
+pub fn resolve(driver: Driver, paths: &[PathBuf], read: &Inputs, root: &Path, settings: Settings) -> Result<Manifest> {
+    if paths.is_empty() {
+        return Err(Error::new("build: no input supermin appliance specified"));
+    }
+    let images = ImageCache::open_default();
+    let text = format!("{settings:?} {driver:?} root={} epoch={:?}", root.display(), crate::util::source_date_epoch());
+    let entry = images.as_ref().map(|c| Entry::new(c, paths, &driver.database_files(root), &text));
+    if let Some(manifest) = entry.as_ref().and_then(|e| e.load(root, &read.base_images)) {
+        log::info!("the appliance as resolved before (cached, host unchanged)");
+        return Ok(manifest);
+    }
+    let pm = driver.open(root)?;
+    let at = crate::util::now();
+    host::journal_start();
+    let resolved = super::resolve_at(pm.as_ref(), read, root, settings, at);
+    let answers = host::journal_take();
+    let manifest = resolved?.manifest;
+    if let Some(entry) = entry {
+        entry.store(&manifest, at, &answers);
+    }
+    Ok(manifest)
 }
