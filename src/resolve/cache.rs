@@ -25,13 +25,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::host::{self, Answer};
 use crate::inputs::cache::{self, ImageCache};
-use crate::error::{Error, Result};
 use crate::inputs::{BaseImage, Inputs};
+use crate::manifest::{Inode, Manifest, ROOT};
 use crate::packager::Driver;
 use crate::resolve::Settings;
-use crate::manifest::{Inode, Manifest, ROOT};
 use crate::util::fingerprint;
 use crate::util::work;
 

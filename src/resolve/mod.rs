@@ -83,7 +83,13 @@ struct Listed {
 
 /// Resolve `inputs` with an appliance root owned by the caller, of time `mtime` (unless a base
 /// image sets it).
-pub fn resolve_at(pm: &dyn PackageManager, inputs: &Inputs, root: &Path, settings: Settings, mtime: i64) -> Result<Resolved> {
+pub fn resolve_at(
+    pm: &dyn PackageManager,
+    inputs: &Inputs,
+    root: &Path,
+    settings: Settings,
+    mtime: i64,
+) -> Result<Resolved> {
     let root_meta = Meta { mode: 0o755, uid: sys::geteuid(), gid: sys::getegid(), mtime, ..Meta::default() };
     resolve(inputs, pm, &Options { root, settings, root_meta })
 }

@@ -72,4 +72,3 @@ pub fn sources_into<'h>(h: &'h mut Fnv, inputs: &[PathBuf], database: &[PathBuf]
     }
     h
 }
-
