@@ -234,7 +234,7 @@ impl Manifest {
             Content::Tar { image, offset } => {
                 let tar = (*self.images[*image as usize].tar).as_ref();
                 let start = *offset as usize;
-                tar.get(start..start + size as usize)
+                tar.get(start..start.checked_add(size as usize)?)
             }
             Content::Inline(bytes) => Some(&bytes[..]),
             Content::Host(_) => None,

@@ -89,7 +89,7 @@ impl Entry {
                 return None;
             }
         };
-        if stored.format != FORMAT || stored.key != self.key {
+        if stored.format != FORMAT || stored.key != self.key || !consistent(&stored.inodes, images) {
             return None;
         }
         if stored.images.len() != images.len() || stored.images.iter().zip(images).any(|(p, i)| *p != i.path) {
@@ -139,6 +139,24 @@ impl Entry {
     }
 }
 
+/// Whether `inodes` is a tree the writers and the view can walk: a directory at the root, and
+/// every child and base-image member pointing at something that exists (an entry that decodes
+/// but was damaged on disk must be a miss, not a panic).
+fn consistent(inodes: &[Inode], images: &[BaseImage]) -> bool {
+    use crate::manifest::{Content, Node};
+    let n = inodes.len();
+    let member_fits = |image: u32, offset: u64, size: u64| {
+        let len = images.get(image as usize).map_or(0, |i| (*i.tar).as_ref().len() as u64);
+        offset.checked_add(size).is_some_and(|end| end <= len)
+    };
+    matches!(inodes.get(ROOT as usize).map(|i| &i.node), Some(Node::Dir(_)))
+        && inodes.iter().all(|inode| match &inode.node {
+            Node::Dir(children) => children.values().all(|&c| (c as usize) < n && c != ROOT),
+            Node::File(Content::Tar { image, offset }) => member_fits(*image, *offset, inode.meta.size),
+            _ => true,
+        })
+}
+
 /// The manifest of `read` (the inputs at `paths`, already read) under `root`: from the cache
 /// when it has it and the host still answers the same, else resolved and stored.
 pub fn resolve(driver: Driver, paths: &[PathBuf], read: &Inputs, root: &Path, settings: Settings) -> Result<Manifest> {
@@ -162,4 +180,34 @@ pub fn resolve(driver: Driver, paths: &[PathBuf], read: &Inputs, root: &Path, se
         entry.store(&manifest, at, &answers);
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Content, Meta, Node, S_IFDIR, S_IFREG};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn tree(child: u32, member: (u64, u64)) -> Vec<Inode> {
+        let dir = Node::Dir(BTreeMap::from([(Box::from(&b"f"[..]), child)]));
+        let file = Node::File(Content::Tar { image: 0, offset: member.0 });
+        vec![
+            Inode { meta: Meta { mode: S_IFDIR | 0o755, ..Meta::default() }, node: dir },
+            Inode { meta: Meta { mode: S_IFREG | 0o644, size: member.1, ..Meta::default() }, node: file },
+        ]
+    }
+
+    #[test]
+    fn a_damaged_entry_is_refused_not_walked() {
+        let image = BaseImage { path: "base.tar".into(), tar: Arc::new(vec![0u8; 1024]) };
+        let images = [image];
+        assert!(consistent(&tree(1, (512, 512)), &images));
+        assert!(!consistent(&tree(7, (512, 512)), &images), "a child past the end");
+        assert!(!consistent(&tree(0, (512, 512)), &images), "the root as a child");
+        assert!(!consistent(&tree(1, (512, 513)), &images), "a member past the image");
+        assert!(!consistent(&tree(1, (u64::MAX, 2)), &images), "an offset that overflows");
+        assert!(!consistent(&tree(1, (0, 1)), &[]), "a member of a missing image");
+        assert!(!consistent(&tree(1, (0, 1))[1..], &images), "no root directory");
+    }
 }
