@@ -8,7 +8,7 @@ use log::info;
 use crate::bail;
 use crate::boot::kernel;
 use crate::boot::modules::Modules;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::inputs::{cache::ImageCache, Inputs};
 use crate::output::freshness::{self, Sources};
 use crate::output::staging::{Replace, Staging};
@@ -62,9 +62,6 @@ pub fn resolve_inputs(
     settings: Settings,
     cache: Option<&ImageCache>,
 ) -> Result<Resolved> {
-    if inputs.is_empty() {
-        return Err(Error::new("build: no input supermin appliance specified"));
-    }
     resolve_read(pm, &Inputs::read(inputs, cache)?, root, settings)
 }
 
@@ -96,8 +93,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         false => None,
     };
     let started = std::time::Instant::now();
-    let read = Inputs::read(&opts.inputs, ImageCache::open_default().as_ref())?;
-    let manifest = resolve::cache::resolve(driver, &opts.inputs, &read, &opts.root, opts.settings)?;
+    let manifest = resolve::cache::resolve(driver, &opts.inputs, &opts.root, opts.settings)?;
     info!("resolved the appliance in {} ms", started.elapsed().as_millis());
     let boot = kernel.as_ref().map(|kernel| Boot {
         kernel,

@@ -60,15 +60,14 @@ impl Inputs {
     /// a `cache` (a mount), base images are decompressed once into it and mapped from there
     /// (a cached image is not even read again); without, they are kept in memory.
     pub fn read(args: &[PathBuf], cache: Option<&ImageCache>) -> Result<Inputs> {
+        if args.is_empty() {
+            bail!("build: no input supermin appliance specified");
+        }
         let mut inputs = Inputs::default();
         for arg in args {
             inputs.visit(arg, cache, &mut Vec::new())?;
         }
-        if !args.is_empty()
-            && inputs.packages.is_empty()
-            && inputs.hostfiles.is_empty()
-            && inputs.base_images.is_empty()
-        {
+        if inputs.packages.is_empty() && inputs.hostfiles.is_empty() && inputs.base_images.is_empty() {
             // The original builds an empty appliance without a word.
             let shown: Vec<String> = args.iter().map(|a| a.display().to_string()).collect();
             let dir = args.iter().find(|a| a.is_dir()).map_or("supermin.d".into(), |a| a.display().to_string());

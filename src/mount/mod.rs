@@ -11,8 +11,6 @@ use supermin_fuse::ServeError;
 
 use crate::build;
 use crate::error::{Error, Result};
-use crate::inputs::cache::ImageCache;
-use crate::inputs::Inputs;
 use crate::packager::Driver;
 use crate::resolve::{cache, Settings};
 use crate::util::sys;
@@ -138,8 +136,7 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
         Some(name) => Driver::from_name(name)?,
         None => Driver::detect(&opts.root)?,
     };
-    let read = Inputs::read(&opts.inputs, ImageCache::open_default().as_ref())?;
-    let manifest = cache::resolve(driver, &opts.inputs, &read, &opts.root, opts.settings)?;
+    let manifest = cache::resolve(driver, &opts.inputs, &opts.root, opts.settings)?;
     // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
     sys::trim_heap();
     for image in &manifest.images {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::{self, Answer};
 use crate::inputs::cache::{self, ImageCache};
 use crate::inputs::{BaseImage, Inputs};
@@ -157,13 +157,12 @@ fn consistent(inodes: &[Inode], images: &[BaseImage]) -> bool {
         })
 }
 
-/// The manifest of `read` (the inputs at `paths`, already read) under `root`: from the cache
-/// when it has it and the host still answers the same, else resolved and stored.
-pub fn resolve(driver: Driver, paths: &[PathBuf], read: &Inputs, root: &Path, settings: Settings) -> Result<Manifest> {
-    if paths.is_empty() {
-        return Err(Error::new("build: no input supermin appliance specified"));
-    }
+/// The manifest of the inputs at `paths` under `root`, their base images mapped from the image
+/// cache: from the resolved-manifest cache when it has it and the host still answers the
+/// same, else resolved and stored.
+pub fn resolve(driver: Driver, paths: &[PathBuf], root: &Path, settings: Settings) -> Result<Manifest> {
     let images = ImageCache::open_default();
+    let read = Inputs::read(paths, images.as_ref())?;
     let text = format!("{settings:?} {driver:?} root={} epoch={:?}", root.display(), crate::util::source_date_epoch());
     let entry = images.as_ref().map(|c| Entry::new(c, paths, &driver.database_files(root), &text));
     if let Some(manifest) = entry.as_ref().and_then(|e| e.load(root, &read.base_images)) {
@@ -173,7 +172,7 @@ pub fn resolve(driver: Driver, paths: &[PathBuf], read: &Inputs, root: &Path, se
     let pm = driver.open(root)?;
     let at = crate::util::now();
     host::journal_start();
-    let resolved = super::resolve_at(pm.as_ref(), read, root, settings, at);
+    let resolved = super::resolve_at(pm.as_ref(), &read, root, settings, at);
     let answers = host::journal_take();
     let manifest = resolved?.manifest;
     if let Some(entry) = entry {
