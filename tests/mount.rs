@@ -462,9 +462,9 @@ fn base_images_are_served_from_a_decompressed_mapped_cache() {
     let d = prepare_bash(&s);
     let cache = s.path("cache");
     let mp = s.path("mnt");
-    fs::create_dir_all(&mp).unwrap();
-    let _m = Mounted::new(&mp);
-    ok(ours().env("XDG_CACHE_HOME", &cache).arg("mount").arg("--daemon").arg(&d).arg(&mp));
+    let mut cmd = ours();
+    cmd.env("XDG_CACHE_HOME", &cache);
+    let _m = mount_by(cmd, &d, &mp, &[]).0;
     // Oracle: gunzip of the base image, decoded here independently.
     let mut expected = Vec::new();
     std::io::Read::read_to_end(
@@ -548,21 +548,37 @@ fn an_unprivileged_user_mounts_reads_and_unmounts() {
 
 /// `mount -v --daemon INPUT MP` with the cache in `cache`: the guard and what `-v` said.
 fn mount_cached(cache: &Path, input: &Path, mp: &Path) -> (Mounted, String) {
-    fs::create_dir_all(mp).unwrap();
-    let guard = Mounted::new(mp);
-    let out = ok(ours().env("XDG_CACHE_HOME", cache).args(["mount", "-v", "--daemon"]).arg(input).arg(mp));
-    (guard.with_daemon(daemon_pid(mp)), stderr(&out))
+    let mut cmd = ours();
+    cmd.env("XDG_CACHE_HOME", cache);
+    let (guard, out) = mount_by(cmd, input, mp, &["-v"]);
+    (guard, stderr(&out))
 }
 
-/// The chroot build of `input` and a mount of it, compared; whether the mount came from the
-/// resolved-manifest cache.
-fn cached_view_equals_build(s: &Scratch, input: &Path, round: &str) -> bool {
+/// How a mount found its manifest: from the cache, or resolved (and why, when the cache had
+/// an entry the host no longer agrees with).
+#[derive(Debug, PartialEq)]
+enum Found {
+    Cached,
+    /// No usable entry (none for this key, or unreadable).
+    Resolved,
+    /// The entry was stale: the changed question, as `-v` names it.
+    Stale(String),
+}
+
+/// The chroot build of `input` and a mount of it, compared; how the mount found its manifest.
+fn cached_view_equals_build(s: &Scratch, input: &Path, round: &str) -> Found {
     let built = s.path(&format!("out/built-{round}"));
     ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
     let (_m, said) = mount_cached(&s.path("cache"), input, &s.path("out/mnt"));
     assert_same_tree(&built, &s.path("out/mnt"));
-    println!("{round}: {}", said.lines().filter(|l| l.contains("mount:")).collect::<Vec<_>>().join(" / "));
-    said.contains("as resolved before")
+    println!("{round}: {}", said.lines().filter(|l| l.contains("resolve")).collect::<Vec<_>>().join(" / "));
+    if said.contains("as resolved before") {
+        return Found::Cached;
+    }
+    match said.split_once("cached resolve is stale: ") {
+        Some((_, rest)) => Found::Stale(rest.lines().next().unwrap_or_default().to_string()),
+        None => Found::Resolved,
+    }
 }
 
 /// A second mount of the same appliance takes the manifest from the cache, and equals the
@@ -575,31 +591,34 @@ fn the_resolved_manifest_cache_is_used_only_while_the_host_is_unchanged() {
     for dir in ["out", "cache"] {
         fs::create_dir(s.path(dir)).unwrap();
     }
-    // The host files' parent directories are in the appliance with their mtimes: not under
-    // /var/tmp, where other tests come and go.
+    // Every directory of the appliance is there with its mtime: keep out /var/tmp, where
+    // other tests come and go, and put the host files under /var/lib.
+    fs::write(d.join("excludefiles"), b"-/var/tmp\n").unwrap();
     let host = Scratch(PathBuf::from(format!("/var/lib/supermin-test-mount-cache-{}", std::process::id())));
     let data = host.path("data");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("a.conf"), b"a\n").unwrap();
     fs::write(d.join("hostfiles"), format!("{}/*.conf\n", data.display())).unwrap();
-    assert!(!cached_view_equals_build(&s, &d, "first"), "nothing cached yet");
-    assert!(cached_view_equals_build(&s, &d, "again"), "the second mount did not use the cache");
+    let a_changed = Found::Stale(format!("Lstat({:?}) changed", data.join("a.conf").display().to_string()));
+    assert_eq!(cached_view_equals_build(&s, &d, "first"), Found::Resolved, "nothing cached yet");
+    assert_eq!(cached_view_equals_build(&s, &d, "again"), Found::Cached, "the second mount did not use the cache");
 
     fs::set_permissions(data.join("a.conf"), fs::Permissions::from_mode(0o600)).unwrap();
-    assert!(!cached_view_equals_build(&s, &d, "chmod"), "a changed mode was not seen");
+    assert_eq!(cached_view_equals_build(&s, &d, "chmod"), a_changed, "a changed mode was not seen");
     fs::write(data.join("a.conf"), b"longer\n").unwrap();
-    assert!(!cached_view_equals_build(&s, &d, "write"), "a changed size was not seen");
+    assert_eq!(cached_view_equals_build(&s, &d, "write"), a_changed, "a changed size was not seen");
     fs::write(data.join("b.conf"), b"b\n").unwrap();
-    assert!(!cached_view_equals_build(&s, &d, "glob"), "a new hostfiles match was not seen");
-    fs::write(d.join("excludefiles"), b"/usr/share/doc/*\n").unwrap();
-    assert!(!cached_view_equals_build(&s, &d, "inputs"), "a changed input was not seen");
-    assert!(cached_view_equals_build(&s, &d, "settled"));
+    let glob = Found::Stale(format!("Glob(\"{}/*.conf\") changed", data.display()));
+    assert_eq!(cached_view_equals_build(&s, &d, "glob"), glob, "a new hostfiles match was not seen");
+    fs::write(d.join("excludefiles"), b"-/var/tmp\n-/usr/share/doc/*\n").unwrap();
+    assert_eq!(cached_view_equals_build(&s, &d, "inputs"), Found::Resolved, "a changed input was not seen");
+    assert_eq!(cached_view_equals_build(&s, &d, "settled"), Found::Cached);
 
     for e in fs::read_dir(s.path("cache/supermin-rs")).unwrap().flatten() {
         if e.path().extension().is_some_and(|x| x == "manifest") {
             fs::write(e.path(), b"not a manifest").unwrap();
         }
     }
-    assert!(!cached_view_equals_build(&s, &d, "corrupt"), "a corrupt entry was used");
-    assert!(cached_view_equals_build(&s, &d, "rewritten"), "the corrupt entry was not replaced");
+    assert_eq!(cached_view_equals_build(&s, &d, "corrupt"), Found::Resolved, "a corrupt entry was used");
+    assert_eq!(cached_view_equals_build(&s, &d, "rewritten"), Found::Cached, "the corrupt entry was not replaced");
 }

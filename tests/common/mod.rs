@@ -542,11 +542,16 @@ pub fn daemon_pid(mp: &Path) -> i32 {
 /// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready, with a guard
 /// that unmounts it and waits for its daemon.
 pub fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
+    mount_by(ours(), input, mp, args).0
+}
+
+/// [`mount`] run as `cmd` (our binary with its environment set), with what it printed.
+pub fn mount_by(mut cmd: Command, input: &Path, mp: &Path, args: &[&str]) -> (Mounted, Output) {
     fs::create_dir_all(mp).unwrap();
     let guard = Mounted::new(mp);
-    ok(ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
+    let out = ok(cmd.arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
     assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
-    guard.with_daemon(daemon_pid(mp))
+    (guard.with_daemon(daemon_pid(mp)), out)
 }
 
 /// A filesystem image mounted read-only through a loop device at `mp` (made if need be).
