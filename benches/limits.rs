@@ -15,12 +15,12 @@ mod common;
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ours, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
-use support::{drop_caches, mount_timed, ms, read_cold_warm, runs, sh, times};
+use common::{LIBGUESTFS_APPLIANCE, ORACLE, OURS};
+use support::{alternate, drop_caches, mount_timed, ms, read_cold_warm, runs, sh, times};
 
 /// One line of the table.
 struct Row {
@@ -170,28 +170,6 @@ fn bench_reads(t: &mut Table, built: &Path, scratch: &Path) {
     t.times(&what.replace("cold", "warm"), warm_v, ("native", warm_n), ("≥ 0.9x", 0.9));
 }
 
-/// Median times of `ours` and `reference`, alternating (a slow spell of the shared disk is
-/// charged to both), each given the run number.
-fn alternate(
-    mut ours: impl FnMut(usize) -> Duration,
-    mut reference: impl FnMut(usize) -> Duration,
-) -> (Duration, Duration) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for i in 0..runs() {
-        a.push(ours(i));
-        settle();
-        b.push(reference(i));
-        settle();
-    }
-    (common::median(a), common::median(b))
-}
-
-/// Write back what the last run wrote before the next starts (see benches/vs_supermin.rs).
-fn settle() {
-    let _ = Command::new("sync").status();
-    std::thread::sleep(Duration::from_millis(1000));
-}
-
 fn build(bin: &str, format: &str, extra: &[&str], out: &Path) -> Duration {
     let start = Instant::now();
     let status = Command::new(bin)
@@ -208,6 +186,7 @@ fn build(bin: &str, format: &str, extra: &[&str], out: &Path) -> Duration {
 fn bench_builds(t: &mut Table, built: &Path, scratch: &Path) {
     let fresh = |tag: &str, i: usize| scratch.join(format!("fresh-{tag}-{i}"));
     let (b, c) = alternate(
+        runs(),
         |i| build(OURS, "chroot", &[], &fresh("ours", i)),
         |i| sh(&format!("cp -a {} {}", built.display(), fresh("cp", i).display())),
     );
@@ -216,6 +195,7 @@ fn bench_builds(t: &mut Table, built: &Path, scratch: &Path) {
     build(OURS, "chroot", &[], &place);
     sh(&format!("cp -a {} {}", built.display(), copy.display()));
     let (b, c) = alternate(
+        runs(),
         |_| build(OURS, "chroot", &[], &place),
         |_| sh(&format!("rm -rf {0} && cp -a {1} {0}", copy.display(), built.display())),
     );
@@ -226,15 +206,17 @@ fn bench_builds(t: &mut Table, built: &Path, scratch: &Path) {
     build(ORACLE, "ext2", &[], &e2orig);
     let root = e2.join("root");
     let (b, c) = alternate(
+        runs(),
         |_| build(OURS, "ext2", &[], &e2),
         |_| sh(&format!("rm -f {0} && cp --sparse=always {1} {0}", img.display(), root.display())),
     );
     t.times("libguestfs: `--build -f ext2`, in place", b, ("`cp` of its `root` image", c), ("≤ 1.3x", 1.3));
-    let (b, theirs) = alternate(|_| build(OURS, "ext2", &[], &e2), |_| build(ORACLE, "ext2", &[], &e2orig));
+    let (b, theirs) = alternate(runs(), |_| build(OURS, "ext2", &[], &e2), |_| build(ORACLE, "ext2", &[], &e2orig));
     t.times("libguestfs: `--build -f ext2`, in place", b, ("supermin 5", theirs), ("≥ 5x", 5.0));
     let orig = scratch.join("chroot-orig");
     build(ORACLE, "chroot", &[], &orig);
-    let (b, theirs) = alternate(|_| build(OURS, "chroot", &[], &place), |_| build(ORACLE, "chroot", &[], &orig));
+    let (b, theirs) =
+        alternate(runs(), |_| build(OURS, "chroot", &[], &place), |_| build(ORACLE, "chroot", &[], &orig));
     let ratio = format!("{:.2}x", ms(theirs) / ms(b));
     t.push(
         "libguestfs: `--build -f chroot`, in place",
@@ -254,26 +236,19 @@ fn bench_closures(t: &mut Table, scratch: &Path) {
     let (all, orig) = (scratch.join("deps-all"), scratch.join("deps-supermin"));
     build(OURS, "chroot", &[], &all);
     build(OURS, "chroot", &["--deps", "supermin"], &orig);
-    let (a, o) =
-        alternate(|_| build(OURS, "chroot", &[], &all), |_| build(OURS, "chroot", &["--deps", "supermin"], &orig));
+    let (a, o) = alternate(
+        runs(),
+        |_| build(OURS, "chroot", &[], &all),
+        |_| build(OURS, "chroot", &["--deps", "supermin"], &orig),
+    );
     let what = format!("libguestfs: chroot with `--deps all` ({} MiB) vs `supermin` ({} MiB)", size(&all), size(&orig));
     t.push(&what, fmt_ms(a), fmt_ms(o), format!("{:.2}x", ms(a) / ms(o)), "(information)", None);
 }
 
 fn main() {
-    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
-    let scratch = PathBuf::from("/var/tmp/supermin-limits-bench");
-    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
-    fs::create_dir_all(&scratch).unwrap();
+    let scratch = support::scratch("supermin-limits-bench");
     let mut t = Table::default();
-
-    let bash = scratch.join("bash.d");
-    assert!(ours()
-        .args(["--prepare", "--use-installed", "bash", "coreutils", "-o"])
-        .arg(&bash)
-        .status()
-        .unwrap()
-        .success());
+    let bash = support::prepare_bash(&scratch);
     bench_ready(&mut t, "bash+coreutils", &bash, &scratch, ("≤ 12 ms", 12.0));
     bench_ready(&mut t, "libguestfs", Path::new(LIBGUESTFS_APPLIANCE), &scratch, ("≤ 30 ms", 30.0));
 

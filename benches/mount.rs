@@ -196,20 +196,10 @@ fn many_files(scratch: &Path) -> PathBuf {
 }
 
 fn main() {
-    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
-    let scratch = PathBuf::from("/var/tmp/supermin-mount-bench");
-    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
-    fs::create_dir_all(&scratch).unwrap();
+    let scratch = support::scratch("supermin-mount-bench");
     let runs = support::runs();
     println!("{:<44} {:>13} {:>13} {:>9}  {:<16}", "benchmark (median)", "native/orig", "view", "ratio", "target");
-
-    let bash = scratch.join("bash.d");
-    assert!(ours()
-        .args(["--prepare", "--use-installed", "bash", "coreutils", "-o"])
-        .arg(&bash)
-        .status()
-        .unwrap()
-        .success());
+    let bash = support::prepare_bash(&scratch);
     bench_appliance("bash+coreutils", &bash, &scratch, runs);
     bench_appliance("libguestfs", Path::new(LIBGUESTFS_APPLIANCE), &scratch, runs);
     bench_appliance("100k-small-files", &many_files(&scratch), &scratch, runs);

@@ -3,31 +3,20 @@
 //! scripts/install-deps.sh). Not a test: nothing here passes or fails.
 //!
 //! Each measurement is the median of several runs, each writing a fresh output directory,
-//! with a `sync` between runs.
+//! with a `sync` between runs (`support::settle`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{median, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
+use common::{LIBGUESTFS_APPLIANCE, ORACLE, OURS};
 
-/// Flush what the last run wrote before the next starts. Outputs are only deleted at the end:
-/// deleting a large tree on a filesystem mounted with `discard` slows the next writer down
-/// for seconds, and would be charged to whichever tool runs next. Deletions also make ext4
-/// skip the inodes freed in the last 60-300 s when it allocates new ones (`recently_deleted`
-/// in a profile): start the bench on a filesystem that has not just deleted large trees
-/// (the test suite does), or every file creation is slower for both tools.
-fn settle() {
-    let _ = Command::new("sync").status();
-    std::thread::sleep(Duration::from_millis(1000));
-}
-
-/// Median wall times of `runs` runs each of `theirs(out)` and `mine(out)`, each into a fresh
-/// output path. The two alternate, so that a slow spell of this shared machine's disk is
-/// charged to both rather than to whichever happened to run then.
+/// Median wall times of `runs` runs each of `theirs(out)` and `mine(out)`, alternating, each
+/// into a fresh output path.
 fn compare(
     runs: usize,
     scratch: &Path,
@@ -41,15 +30,9 @@ fn compare(
         let status = c.status().unwrap();
         let elapsed = start.elapsed();
         assert!(status.success(), "{c:?} failed");
-        settle();
         elapsed
     };
-    let (mut t, mut m) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        t.push(once(&mut theirs));
-        m.push(once(&mut mine));
-    }
-    (median(t), median(m))
+    support::alternate(runs, |_| once(&mut theirs), |_| once(&mut mine))
 }
 
 fn row(name: &str, theirs: Duration, mine: Duration) {
@@ -63,12 +46,9 @@ fn row(name: &str, theirs: Duration, mine: Duration) {
 }
 
 fn main() {
-    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
     let me = PathBuf::from(OURS);
-    let scratch = PathBuf::from("/var/tmp/supermin-bench");
-    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
-    std::fs::create_dir_all(&scratch).unwrap();
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let scratch = support::scratch("supermin-bench");
+    let runs = support::runs();
 
     println!("{:<48} {:>13} {:>13} {:>9}", "benchmark (median)", "supermin 5", "supermin-rs", "speed-up");
 
@@ -101,7 +81,7 @@ fn main() {
         .args(["--build", "-f", "chroot", LIBGUESTFS_APPLIANCE, "-o"])
         .arg(scratch.join("warm"))
         .status();
-    settle();
+    support::settle();
     let (theirs, mine) =
         compare(runs, &scratch, build(ORACLE.into(), LIBGUESTFS_APPLIANCE), build(me.clone(), LIBGUESTFS_APPLIANCE));
     row("build -f chroot libguestfs appliance", theirs, mine);

@@ -4,11 +4,11 @@
 #![allow(dead_code)] // each bench uses its own part
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{daemon_pid, median, ours, Mounted};
+use crate::common::{daemon_pid, median, ours, Mounted, ORACLE};
 
 /// Run `script` with `sh -c` (output discarded) and return how long it took; panics if it fails.
 pub fn sh(script: &str) -> Duration {
@@ -68,4 +68,50 @@ pub fn read_cold_warm(native: &Path, view: &Path, runs: usize) -> (Duration, Dur
     sh(&read(view));
     let (warm_n, warm_v) = (times(runs, || sh(&read(native))), times(runs, || sh(&read(view))));
     (cold_n, cold_v, warm_n, warm_v)
+}
+
+/// Flush what the last run wrote before the next starts. Outputs are only deleted at the end:
+/// deleting a large tree on a filesystem mounted with `discard` slows the next writer down
+/// for seconds, and would be charged to whichever tool runs next. Deletions also make ext4
+/// skip the inodes freed in the last 60-300 s when it allocates new ones (`recently_deleted`
+/// in a profile): start a bench on a filesystem that has not just deleted large trees (the
+/// test suite does), or every file creation is slower for both tools.
+pub fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(1000));
+}
+
+/// Median times of `runs` runs each of `ours` and `reference`, alternating, with [`settle`]
+/// after each (a slow spell of the shared disk is charged to both), each given the run number.
+pub fn alternate(
+    runs: usize,
+    mut ours: impl FnMut(usize) -> Duration,
+    mut reference: impl FnMut(usize) -> Duration,
+) -> (Duration, Duration) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        a.push(ours(i));
+        settle();
+        b.push(reference(i));
+        settle();
+    }
+    (median(a), median(b))
+}
+
+/// A bench's scratch directory, `/var/tmp/NAME`, emptied; checks first that the original
+/// supermin the benches compare with is installed.
+pub fn scratch(name: &str) -> PathBuf {
+    assert!(Path::new(ORACLE).exists(), "{ORACLE} missing: run scripts/install-deps.sh");
+    let scratch = PathBuf::from("/var/tmp").join(name);
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+    fs::create_dir_all(&scratch).unwrap();
+    scratch
+}
+
+/// bash+coreutils prepared by us into `scratch/bash.d`.
+pub fn prepare_bash(scratch: &Path) -> PathBuf {
+    let bash = scratch.join("bash.d");
+    let status = ours().args(["--prepare", "--use-installed", "bash", "coreutils", "-o"]).arg(&bash).status();
+    assert!(status.unwrap().success(), "--prepare bash coreutils failed");
+    bash
 }
