@@ -171,10 +171,17 @@ fn differential(seed: u64) {
         compare(&built, &mp).assert_same_but(&format!("seed {seed}, the view against our build"), nothing);
     }
 
-    // The tar archive lists what GNU tar makes of our build, and unpacks to it.
-    let t = s.path("tar");
-    ok(ours().args(["--build", "-f", "tar"]).arg(&d).arg("-o").arg(&t));
-    assert_tar_is_tree(&t.join("appliance.tar"), &built, &s.0, &format!("seed {seed}, our tar archive"));
+    // The tar archive lists what GNU tar makes of a chroot build, and unpacks to it. Both
+    // builds pin SOURCE_DATE_EPOCH: the host part's parents (this scratch directory,
+    // /var/tmp) change between two builds as this and parallel tests come and go, and the
+    // listing shows directory times.
+    let (t, pinned_tree) = (s.path("tar"), s.path("tar-tree"));
+    let pinned = |format: &str, out: &Path| {
+        ok(ours().env("SOURCE_DATE_EPOCH", pinned_epoch()).args(["--build", "-f", format]).arg(&d).arg("-o").arg(out));
+    };
+    pinned("chroot", &pinned_tree);
+    pinned("tar", &t);
+    assert_tar_is_tree(&t.join("appliance.tar"), &pinned_tree, &s.0, &format!("seed {seed}, our tar archive"));
 
     // The ext2 image holds the same tree, plus lost+found and the kernel's modules.
     let e = s.path("ext2");
