@@ -9,8 +9,13 @@ use common::{ok, ours, stderr, stdout, Scratch, OURS};
 
 /// Run `args` on a pseudo-terminal; what the terminal showed.
 fn on_terminal(args: &str) -> String {
+    on_terminal_with("", args)
+}
+
+/// As [`on_terminal`], with `env` (`NAME=VALUE`, or empty) in the command's environment.
+fn on_terminal_with(env: &str, args: &str) -> String {
     common::need("script");
-    let out = ok(Command::new("script").args(["-qefc", &format!("{OURS} {args}"), "/dev/null"]));
+    let out = ok(Command::new("script").args(["-qefc", &format!("env {env} {OURS} {args}"), "/dev/null"]));
     stdout(&out)
 }
 
@@ -27,6 +32,11 @@ fn bars_on_a_terminal_only() {
     assert!(quiet.is_empty(), "-q draws nothing: {quiet:?}");
     let piped = ok(ours().args(["--build", "-f", "ext2", "examples/supermin.d", "-o"]).arg(t.path("d")));
     assert!(stderr(&piped).is_empty() && stdout(&piped).is_empty(), "no bar into a pipe: {}", stderr(&piped));
+    // inspect's work is the resolve (reading each package's file list): a fresh cache makes
+    // it resolve instead of reading a cached manifest.
+    let fresh = format!("XDG_CACHE_HOME={}", out("cache"));
+    let shown = on_terminal_with(&fresh, "inspect examples/supermin.d");
+    assert!(shown.contains("resolve: packages") && shown.contains("PACKAGE"), "{shown:?}");
     let conflict = common::run(ours().args(["inspect", "-q", "-v", "examples/supermin.d"]));
     assert_eq!(conflict.status.code(), Some(2), "-q and -v together are a usage mistake");
 }

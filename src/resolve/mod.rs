@@ -22,6 +22,7 @@ use crate::host;
 use crate::inputs::Inputs;
 use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::packager::{PackageFile, PackageManager, PkgId, Reached};
+use crate::util::progress::Progress;
 use crate::util::sys;
 
 pub mod cache;
@@ -109,7 +110,9 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     packages.sort();
     info!("build: {} packages, including dependencies", packages.len());
 
-    let files_by_package = closure.iter().map(|r| package_files(pm, r.pkg)).collect::<Result<Vec<_>>>()?;
+    let progress = Progress::items("resolve: packages", closure.len() as u64);
+    let files_by_package = closure.iter().map(|r| package_files(pm, r.pkg, &progress)).collect::<Result<Vec<_>>>()?;
+    drop(progress);
     let mut listed = merge(&files_by_package);
     exclude(&mut listed, &inputs.excludes);
     let package_files = listed.iter().map(|f| f.path.clone()).collect();
@@ -134,8 +137,10 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
 }
 
 /// A package's files, config files left out (they come from the base image).
-fn package_files(pm: &dyn PackageManager, pkg: PkgId) -> Result<Vec<PackageFile>> {
-    Ok(pm.files(&[pkg])?.into_iter().filter(|f| !f.config).collect())
+fn package_files(pm: &dyn PackageManager, pkg: PkgId, progress: &Progress) -> Result<Vec<PackageFile>> {
+    let files = pm.files(&[pkg])?.into_iter().filter(|f| !f.config).collect();
+    progress.inc(1);
+    Ok(files)
 }
 
 /// Every package's files, sorted by path, each path once (a directory is in many packages).

@@ -28,6 +28,11 @@ impl Progress {
         Progress::with(what, files, bytes, style)
     }
 
+    /// Working through `total` items (packages, paths): shows how many are done.
+    pub fn items(what: &'static str, total: u64) -> Progress {
+        Progress::with(what, total, total, "{msg} [{wide_bar}]")
+    }
+
     fn with(what: &'static str, total: u64, len: u64, template: &str) -> Progress {
         let bar = ENABLED.load(Ordering::Relaxed).then(|| {
             let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
