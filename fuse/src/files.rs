@@ -117,6 +117,8 @@ impl Files {
         if buf.len() < size {
             buf.resize(size, 0);
         }
+        // The view's length bounds the read: no second pread to find the end of the file.
+        let size = size.min(len.saturating_sub(offset) as usize);
         let mut done = 0;
         while done < size {
             match file.read_at(&mut buf[done..size], offset + done as u64) {
