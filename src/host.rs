@@ -54,18 +54,46 @@ pub enum Question {
 pub struct Answer {
     pub question: Question,
     pub hash: u64,
+    /// For a (l)stat that found a directory: the hash of what stays when entries come and go
+    /// inside it (which directory, its type, permissions and owner; not its time or size).
+    pub dir: Option<u64>,
 }
 
-impl Question {
-    /// Ask again: the hash of the host's answer now.
-    pub fn ask(&self, root: &Path) -> u64 {
+/// How the host answers a recorded question now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recheck {
+    Same,
+    /// The same directory, but entries came or went inside it: only its modification time
+    /// (seconds, nanoseconds) and size differ.
+    DirTime(i64, u32),
+    Changed,
+}
+
+impl Answer {
+    /// Ask the question again and compare.
+    pub fn recheck(&self, root: &Path) -> Recheck {
         let _quiet = Pause::new();
-        match self {
-            Question::Lstat(p) => identity(&lstat(root, p)),
-            Question::Stat(p) => identity(&stat(root, p)),
-            Question::Realpath(p) => hash(&realpath(root, p)),
-            Question::Glob(p) => hash(&glob(root, p)),
+        let m = match &self.question {
+            Question::Lstat(p) => lstat(root, p),
+            Question::Stat(p) => stat(root, p),
+            Question::Realpath(p) => return same_if(hash(&realpath(root, p)) == self.hash),
+            Question::Glob(p) => return same_if(hash(&glob(root, p)) == self.hash),
+        };
+        match &m {
+            _ if identity(&m) == self.hash => Recheck::Same,
+            Ok(st) if self.dir.is_some() && dir_identity(&m) == self.dir => {
+                Recheck::DirTime(st.mtime(), st.mtime_nsec() as u32)
+            }
+            _ => Recheck::Changed,
         }
+    }
+}
+
+fn same_if(same: bool) -> Recheck {
+    if same {
+        Recheck::Same
+    } else {
+        Recheck::Changed
     }
 }
 
@@ -81,6 +109,14 @@ fn identity(m: &io::Result<fs::Metadata>) -> u64 {
     match m {
         Ok(m) => hash(&(m.dev(), m.ino(), m.mode(), m.uid(), m.gid(), m.size(), m.rdev(), m.mtime(), m.mtime_nsec())),
         Err(e) => hash(&e.raw_os_error()),
+    }
+}
+
+/// [`identity`] of a directory without what changes as entries come and go inside it.
+fn dir_identity(m: &io::Result<fs::Metadata>) -> Option<u64> {
+    match m {
+        Ok(m) if m.is_dir() => Some(hash(&(m.dev(), m.ino(), m.mode(), m.uid(), m.gid()))),
+        _ => None,
     }
 }
 
@@ -104,7 +140,15 @@ pub fn journal_take() -> Vec<Answer> {
 fn record(question: impl FnOnce() -> Question, hash: impl FnOnce() -> u64) {
     let mut journal = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(j) = journal.as_mut() {
-        j.push(Answer { question: question(), hash: hash() });
+        j.push(Answer { question: question(), hash: hash(), dir: None });
+    }
+}
+
+/// [`record`] for a (l)stat: its answer, and what of it must stay for a directory.
+fn record_stat(question: impl FnOnce() -> Question, m: &io::Result<fs::Metadata>) {
+    let mut journal = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(j) = journal.as_mut() {
+        j.push(Answer { question: question(), hash: identity(m), dir: dir_identity(m) });
     }
 }
 
@@ -174,7 +218,7 @@ pub fn realpath(root: &Path, p: &str) -> String {
 pub fn lstat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
     let m = fs::symlink_metadata(path(root, p));
     if recording() {
-        record(|| Question::Lstat(p.to_string()), || identity(&m));
+        record_stat(|| Question::Lstat(p.to_string()), &m);
     }
     m
 }
@@ -182,7 +226,7 @@ pub fn lstat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
 pub fn stat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
     let m = fs::metadata(path_follow(root, p));
     if recording() {
-        record(|| Question::Stat(p.to_string()), || identity(&m));
+        record_stat(|| Question::Stat(p.to_string()), &m);
     }
     m
 }
@@ -241,7 +285,7 @@ impl pathwalk::Tree for Sysroot<'_> {
         let host = self.0.join(&path[1..]);
         let m = fs::symlink_metadata(&host);
         if recording() {
-            record(|| Question::Lstat(path.clone()), || identity(&m));
+            record_stat(|| Question::Lstat(path.clone()), &m);
         }
         match m {
             Err(_) => Entry::Missing,

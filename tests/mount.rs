@@ -559,6 +559,8 @@ fn mount_cached(cache: &Path, input: &Path, mp: &Path) -> (Mounted, String) {
 #[derive(Debug, PartialEq)]
 enum Found {
     Cached,
+    /// From the cache, with the times of host directories whose entries changed refreshed.
+    Refreshed,
     /// No usable entry (none for this key, or unreadable).
     Resolved,
     /// The entry was stale: the changed question, as `-v` names it.
@@ -568,17 +570,29 @@ enum Found {
 /// The chroot build of `input` and a mount of it, compared; how the mount found its manifest.
 fn cached_view_equals_build(s: &Scratch, input: &Path, round: &str) -> Found {
     let built = s.path(&format!("out/built-{round}"));
-    ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
+    // The oracle resolves afresh: a cache of its own, empty.
+    let fresh_cache = s.path(&format!("out/no-cache-{round}"));
+    ok(ours().env("XDG_CACHE_HOME", &fresh_cache).args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
     let (_m, said) = mount_cached(&s.path("cache"), input, &s.path("out/mnt"));
     assert_same_tree(&built, &s.path("out/mnt"));
+    assert_eq!(dir_times(&built), dir_times(&s.path("out/mnt")), "{round}: directory times");
     println!("{round}: {}", said.lines().filter(|l| l.contains("resolve")).collect::<Vec<_>>().join(" / "));
     if said.contains("as resolved before") {
-        return Found::Cached;
+        return if said.contains("changed only in time") { Found::Refreshed } else { Found::Cached };
     }
     match said.split_once("cached resolve is stale: ") {
         Some((_, rest)) => Found::Stale(rest.lines().next().unwrap_or_default().to_string()),
         None => Found::Resolved,
     }
+}
+
+/// Every directory under `root` but `root` itself, and its modification time.
+fn dir_times(root: &Path) -> Vec<(String, String)> {
+    let out = ok(Command::new("find").arg(root).args(["-mindepth", "1", "-type", "d", "-printf", "%P %T@\\n"]));
+    let mut times: Vec<(String, String)> =
+        stdout(&out).lines().filter_map(|l| l.rsplit_once(' ')).map(|(p, t)| (p.to_string(), t.to_string())).collect();
+    times.sort();
+    times
 }
 
 /// A second mount of the same appliance takes the manifest from the cache, and equals the
@@ -607,6 +621,18 @@ fn the_resolved_manifest_cache_is_used_only_while_the_host_is_unchanged() {
     assert_eq!(cached_view_equals_build(&s, &d, "chmod"), a_changed, "a changed mode was not seen");
     fs::write(data.join("a.conf"), b"longer\n").unwrap();
     assert_eq!(cached_view_equals_build(&s, &d, "write"), a_changed, "a changed size was not seen");
+    // Entries coming and going in a directory of the appliance (as in /tmp) change only its
+    // time: the cached tree is used with that time refreshed.
+    let old_time = fs::metadata(&data).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(data.join("notes.txt"), b"not a hostfile\n").unwrap();
+    assert_ne!(fs::metadata(&data).unwrap().modified().unwrap(), old_time);
+    assert_eq!(cached_view_equals_build(&s, &d, "entries"), Found::Refreshed, "a directory's new time");
+    let view_time = |s: &Scratch| {
+        let (_m, _) = mount_cached(&s.path("cache"), &d, &s.path("out/mnt"));
+        fs::metadata(s.path("out/mnt").join(data.strip_prefix("/").unwrap())).unwrap().modified().unwrap()
+    };
+    assert_eq!(view_time(&s), fs::metadata(&data).unwrap().modified().unwrap(), "the view shows the host's time");
     fs::write(data.join("b.conf"), b"b\n").unwrap();
     let glob = Found::Stale(format!("Glob(\"{}/*.conf\") changed", data.display()));
     assert_eq!(cached_view_equals_build(&s, &d, "glob"), glob, "a new hostfiles match was not seen");

@@ -12,7 +12,9 @@
 //! entry is invalidated by any change to the inputs, the database, the options, or to any
 //! host file, directory or symlink the resolve looked at (its type, permissions, owner, size,
 //! mtime or inode), a new match of a hostfiles pattern, or a path that appeared where the
-//! resolve found none. Then the appliance is resolved and the entry replaced.
+//! resolve found none. Then the appliance is resolved and the entry replaced. A directory
+//! that differs only in time and size (entries came and went inside it, as in `/tmp`) is no
+//! miss: the tree's directories that took its metadata take its new time.
 //!
 //! Entries live in the image cache's private directory ([`ImageCache`]) as
 //! `KEY.manifest`, written to a temporary name and renamed; an unreadable or foreign entry
@@ -26,17 +28,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::host::{self, Answer};
+use crate::host::{self, Answer, Recheck};
 use crate::inputs::cache::{self, ImageCache};
 use crate::inputs::{BaseImage, Inputs};
-use crate::manifest::{Inode, Manifest, ROOT};
+use crate::manifest::{Ino, Inode, Manifest, ROOT};
 use crate::packager::Driver;
 use crate::resolve::Settings;
 use crate::util::fingerprint;
 use crate::util::work;
 
 /// Bumped whenever [`Stored`] or the manifest types change shape.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// One cache entry, as read.
 #[derive(Deserialize)]
@@ -49,6 +51,7 @@ struct Stored {
     /// The base images' paths, in the order `Content::Tar` numbers them.
     images: Vec<PathBuf>,
     answers: Vec<Answer>,
+    host_dirs: Vec<(Ino, String)>,
 }
 
 /// One cache entry, as written: [`Stored`] borrowing the manifest.
@@ -60,6 +63,7 @@ struct StoredRef<'a> {
     inodes: &'a [Inode],
     images: Vec<&'a Path>,
     answers: &'a [Answer],
+    host_dirs: &'a [(Ino, String)],
 }
 
 /// Where a resolve of some sources is remembered.
@@ -96,9 +100,9 @@ impl Entry {
             return None;
         }
         let started = std::time::Instant::now();
-        let changed = work::map(&stored.answers, work::cores(), |a| a.question.ask(root) != a.hash);
+        let now = work::map(&stored.answers, work::cores(), |a| a.recheck(root));
         log::debug!("{} host answers checked in {} ms", stored.answers.len(), started.elapsed().as_millis());
-        if let Some(i) = changed.iter().position(|&c| c) {
+        if let Some(i) = now.iter().position(|&r| r == Recheck::Changed) {
             log::info!("cached resolve is stale: {:?} changed", stored.answers[i].question);
             return None;
         }
@@ -109,11 +113,13 @@ impl Entry {
         if manifest.inodes[ROOT as usize].meta.mtime == stored.resolved_at {
             manifest.inodes[ROOT as usize].meta.mtime = crate::util::now();
         }
+        refresh_dir_times(&mut manifest, &stored.answers, &now, &stored.host_dirs);
         Some(manifest)
     }
 
-    /// Remember `manifest`, resolved at `resolved_at` with the host giving `answers`.
-    pub fn store(&self, manifest: &Manifest, resolved_at: i64, answers: &[Answer]) {
+    /// Remember `manifest`, resolved at `resolved_at` with the host giving `answers`, its
+    /// directories `host_dirs` having their host directory's metadata.
+    pub fn store(&self, manifest: &Manifest, resolved_at: i64, answers: &[Answer], host_dirs: &[(Ino, String)]) {
         let stored = StoredRef {
             format: FORMAT,
             key: &self.key,
@@ -121,6 +127,7 @@ impl Entry {
             inodes: &manifest.inodes,
             images: manifest.images.iter().map(|i| i.path.as_path()).collect(),
             answers,
+            host_dirs,
         };
         if let Err(e) = postcard::to_stdvec(&stored).map_err(std::io::Error::other).and_then(|b| self.write(&b)) {
             log::debug!("{}: cannot store the resolved appliance ({e})", self.path.display());
@@ -137,6 +144,34 @@ impl Entry {
         }
         written
     }
+}
+
+/// Entries came or went in some host directories since the resolve (`/tmp`, `/var/tmp`): the
+/// directories of the tree that took their metadata from them get their new time, as a
+/// resolve now would give them (clamped to `SOURCE_DATE_EPOCH`). Nothing else of the tree
+/// depends on a directory's time: what its entries are is asked separately (a hostfiles
+/// glob, each listed path's own lstat).
+fn refresh_dir_times(manifest: &mut Manifest, answers: &[Answer], now: &[Recheck], host_dirs: &[(Ino, String)]) {
+    let mut times = std::collections::HashMap::new();
+    for (a, r) in answers.iter().zip(now) {
+        if let (host::Question::Lstat(p), Recheck::DirTime(s, ns)) = (&a.question, r) {
+            times.insert(p.as_str(), (*s, *ns));
+        }
+    }
+    if times.is_empty() {
+        return;
+    }
+    let mut refreshed = 0;
+    for (ino, source) in host_dirs {
+        if let (Some(&(s, ns)), Some(inode)) = (times.get(source.as_str()), manifest.inodes.get_mut(*ino as usize)) {
+            (inode.meta.mtime, inode.meta.mtime_nsec) = (s, ns);
+            refreshed += 1;
+        }
+    }
+    if let Some(epoch) = crate::util::source_date_epoch() {
+        manifest.clamp_mtimes(epoch);
+    }
+    log::info!("cached resolve: {} host directories changed only in time, {refreshed} refreshed", times.len());
 }
 
 /// Whether `inodes` is a tree the writers and the view can walk: a directory at the root, and
@@ -166,7 +201,7 @@ pub fn resolve(driver: Driver, paths: &[PathBuf], root: &Path, settings: Setting
     let text = format!("{settings:?} {driver:?} root={} epoch={:?}", root.display(), crate::util::source_date_epoch());
     let entry = images.as_ref().map(|c| Entry::new(c, paths, &driver.database_files(root), &text));
     if let Some(manifest) = entry.as_ref().and_then(|e| e.load(root, &read.base_images)) {
-        log::info!("the appliance as resolved before (cached, host unchanged)");
+        log::info!("the appliance as resolved before (cached)");
         return Ok(manifest);
     }
     let pm = driver.open(root)?;
@@ -174,11 +209,11 @@ pub fn resolve(driver: Driver, paths: &[PathBuf], root: &Path, settings: Setting
     host::journal_start();
     let resolved = super::resolve_at(pm.as_ref(), &read, root, settings, at);
     let answers = host::journal_take();
-    let manifest = resolved?.manifest;
+    let resolved = resolved?;
     if let Some(entry) = entry {
-        entry.store(&manifest, at, &answers);
+        entry.store(&resolved.manifest, at, &answers, &resolved.host_dirs);
     }
-    Ok(manifest)
+    Ok(resolved.manifest)
 }
 
 #[cfg(test)]

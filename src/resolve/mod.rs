@@ -20,7 +20,7 @@ use log::{debug, info};
 use crate::error::{Error, Result};
 use crate::host;
 use crate::inputs::Inputs;
-use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::manifest::{Content, Ino, Inode, Manifest, Meta, Node, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::packager::{PackageFile, PackageManager, PkgId, Reached};
 use crate::util::progress::Progress;
 use crate::util::sys;
@@ -73,6 +73,9 @@ pub struct Resolved {
     pub files_by_package: Vec<Vec<PackageFile>>,
     /// The paths the hostfiles patterns matched, in order.
     pub hostfiles: Vec<String>,
+    /// Each directory that took its metadata from a host directory, with that directory's
+    /// path, in the order they were placed (a later one overrides an earlier one).
+    pub host_dirs: Vec<(Ino, String)>,
 }
 
 /// One entry of the host file list: where it goes and where to read it.
@@ -124,16 +127,19 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     info!("build: {} files, after removing unreadable files", listed.len());
     let listed = munge(listed, &mut stats);
     info!("build: {} files, after munging", listed.len());
+    let mut host_dirs = Vec::new();
     for f in &listed {
         if let Some(st) = stats.lstat(&f.source).cloned() {
-            place(&mut manifest, opts.root, f, &st);
+            if let Some(dir) = place(&mut manifest, opts.root, f, &st) {
+                host_dirs.push((dir, f.source.clone()));
+            }
         }
     }
     if opts.settings.include_packagelist {
         add_packagelist(&mut manifest, pm, &packages, &opts.root_meta);
     }
     clamp_to_epoch(&mut manifest);
-    Ok(Resolved { manifest, packages, package_files, closure, files_by_package, hostfiles })
+    Ok(Resolved { manifest, packages, package_files, closure, files_by_package, hostfiles, host_dirs })
 }
 
 /// A package's files, config files left out (they come from the base image).
@@ -201,15 +207,20 @@ fn exclude(listed: &mut Vec<Listed>, patterns: &[String]) {
 }
 
 /// Put host file `f` (whose lstat is `st`) into the tree, as the original's writer creates it
-/// in its output directory.
-fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) {
+/// in its output directory. Returns the directory given `st`'s metadata, if `f` is one.
+fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) -> Option<Ino> {
     let meta = Meta::from_host(st);
     let path = f.path.as_bytes();
     let ft = st.file_type();
-    let placed = if ft.is_dir() {
-        manifest.mkdir(path, meta)
-    } else if ft.is_symlink() {
-        let Ok(target) = fs::read_link(host::path(root, &f.source)) else { return };
+    if ft.is_dir() {
+        let placed = manifest.mkdir(path, meta).then(|| manifest.lookup(path, true)).flatten();
+        if placed.is_none() {
+            debug!("build: {}: not placed (not a directory, or no parent directory)", f.path);
+        }
+        return placed;
+    }
+    let placed = if ft.is_symlink() {
+        let Ok(target) = fs::read_link(host::path(root, &f.source)) else { return None };
         let target = chroot_link_target(&f.source, target.as_os_str().as_bytes());
         let meta = Meta { size: target.len() as u64, mode: S_IFLNK | 0o777, ..meta };
         manifest.create(path, Inode { meta, node: Node::Symlink(target.into()) }, false).is_some()
@@ -222,6 +233,7 @@ fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) {
     if !placed {
         debug!("build: {}: not placed (already there, or no parent directory)", f.path);
     }
+    None
 }
 
 /// `/packagelist` (`--include-packagelist`): every package of the closure, one per line.
