@@ -35,7 +35,7 @@ thread_local! {
 
 /// While on ([`journal_start`]), the answer to every question below the root was asked: what
 /// a resolve learnt from the host, so that a cached resolve can check the host still answers
-/// the same ([`Question::ask`]) instead of resolving again.
+/// the same ([`Answer::recheck`]) instead of resolving again.
 static JOURNAL: Mutex<Option<Vec<Answer>>> = Mutex::new(None);
 /// Whether [`JOURNAL`] is on, read without taking its lock.
 static JOURNAL_ON: AtomicBool = AtomicBool::new(false);
