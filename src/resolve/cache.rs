@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::host::{self, Answer, Recheck};
 use crate::inputs::cache::{self, ImageCache};
 use crate::inputs::{BaseImage, Inputs};
-use crate::manifest::{Ino, Inode, Manifest, ROOT};
+use crate::manifest::{Ino, Inode, Manifest, Node, ROOT};
 use crate::packager::Driver;
 use crate::resolve::Settings;
 use crate::util::fingerprint;
@@ -161,9 +161,12 @@ fn refresh_dir_times(manifest: &mut Manifest, answers: &[Answer], now: &[Recheck
     if times.is_empty() {
         return;
     }
+    // A directory placed twice has the metadata of the last placement: only its source counts.
+    let last: std::collections::HashMap<Ino, &str> = host_dirs.iter().map(|(i, s)| (*i, s.as_str())).collect();
     let mut refreshed = 0;
-    for (ino, source) in host_dirs {
-        if let (Some(&(s, ns)), Some(inode)) = (times.get(source.as_str()), manifest.inodes.get_mut(*ino as usize)) {
+    for (ino, source) in last {
+        let inode = manifest.inodes.get_mut(ino as usize).filter(|i| matches!(i.node, Node::Dir(_)));
+        if let (Some(&(s, ns)), Some(inode)) = (times.get(source), inode) {
             (inode.meta.mtime, inode.meta.mtime_nsec) = (s, ns);
             refreshed += 1;
         }
@@ -230,6 +233,34 @@ mod tests {
             Inode { meta: Meta { mode: S_IFDIR | 0o755, ..Meta::default() }, node: dir },
             Inode { meta: Meta { mode: S_IFREG | 0o644, size: member.1, ..Meta::default() }, node: file },
         ]
+    }
+
+    /// The root holding directory 1 (mtime 5) and file 2 (mtime 5), with the host's answers
+    /// for `/x` (a directory whose entries changed: time 100), `/y` and `/z` (unchanged).
+    fn refreshed(host_dirs: &[(Ino, &str)]) -> (i64, i64) {
+        let meta = |mode| Meta { mode, mtime: 5, ..Meta::default() };
+        let root = Node::Dir(BTreeMap::from([(Box::from(&b"d"[..]), 1), (Box::from(&b"f"[..]), 2)]));
+        let inodes = vec![
+            Inode { meta: meta(S_IFDIR | 0o755), node: root },
+            Inode { meta: meta(S_IFDIR | 0o755), node: Node::Dir(BTreeMap::new()) },
+            Inode { meta: meta(S_IFREG | 0o644), node: Node::File(Content::Host("/f".into())) },
+        ];
+        let mut m = Manifest { inodes, images: vec![] };
+        let lstat = |p: &str| Answer { question: host::Question::Lstat(p.into()), hash: 0, dir: Some(0) };
+        let answers = [lstat("/x"), lstat("/y"), lstat("/z")];
+        let now = [Recheck::DirTime(100, 0), Recheck::Same, Recheck::Same];
+        let dirs: Vec<(Ino, String)> = host_dirs.iter().map(|(i, p)| (*i, p.to_string())).collect();
+        refresh_dir_times(&mut m, &answers, &now, &dirs);
+        (m.inodes[1].meta.mtime, m.inodes[2].meta.mtime)
+    }
+
+    #[test]
+    fn a_directory_takes_the_new_time_of_its_last_source_only() {
+        assert_eq!(refreshed(&[(1, "/x")]), (100, 5));
+        assert_eq!(refreshed(&[(1, "/y"), (1, "/x")]), (100, 5), "placed from /x last");
+        assert_eq!(refreshed(&[(1, "/x"), (1, "/y")]), (5, 5), "placed from /y last, unchanged");
+        assert_eq!(refreshed(&[(2, "/x")]), (5, 5), "a damaged entry naming a file");
+        assert_eq!(refreshed(&[(9, "/x")]), (5, 5), "a damaged entry naming no inode");
     }
 
     #[test]
