@@ -138,17 +138,18 @@ pub fn journal_take() -> Vec<Answer> {
 }
 
 fn record(question: impl FnOnce() -> Question, hash: impl FnOnce() -> u64) {
-    let mut journal = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(j) = journal.as_mut() {
-        j.push(Answer { question: question(), hash: hash(), dir: None });
-    }
+    record_answer(|| Answer { question: question(), hash: hash(), dir: None });
 }
 
 /// [`record`] for a (l)stat: its answer, and what of it must stay for a directory.
 fn record_stat(question: impl FnOnce() -> Question, m: &io::Result<fs::Metadata>) {
+    record_answer(|| Answer { question: question(), hash: identity(m), dir: dir_identity(m) });
+}
+
+fn record_answer(answer: impl FnOnce() -> Answer) {
     let mut journal = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(j) = journal.as_mut() {
-        j.push(Answer { question: question(), hash: identity(m), dir: dir_identity(m) });
+        j.push(answer());
     }
 }
 
