@@ -118,10 +118,7 @@ fn bench_ready(t: &mut Table, name: &str, input: &Path, scratch: &Path, target: 
     drop(mount_timed(input, &mp, &[]));
     let ready = times(runs() * 3, || mount_timed(input, &mp, &[]).1);
     let tmpfs = times(runs() * 3, || tmpfs_ready(&mp));
-    let met = ms(ready) <= target.1;
-    let ratio = format!("{:.1}x", ms(ready) / ms(tmpfs));
-    let what = format!("{name}: ready (`mount --daemon` + `ls /`)");
-    t.push(&what, fmt_ms(ready), format!("tmpfs mount {}", fmt_ms(tmpfs)), ratio, target.0, Some(met));
+    ready_row(t, &format!("{name}: ready (`mount --daemon` + `ls /`)"), ready, tmpfs, target);
 
     // On a running system something always came or went in /tmp since the last mount.
     let churned = times(runs() * 3, || {
@@ -130,10 +127,14 @@ fn bench_ready(t: &mut Table, name: &str, input: &Path, scratch: &Path, target: 
         let _ = fs::remove_file(f);
         d
     });
-    let met = ms(churned) <= target.1;
-    let ratio = format!("{:.1}x", ms(churned) / ms(tmpfs));
-    let what = format!("{name}: ready, a file created in /tmp since the last mount");
-    t.push(&what, fmt_ms(churned), format!("tmpfs mount {}", fmt_ms(tmpfs)), ratio, target.0, Some(met));
+    ready_row(t, &format!("{name}: ready, a file created in /tmp since the last mount"), churned, tmpfs, target);
+}
+
+/// A readiness row: the time against a tmpfs mount's, and its target in milliseconds.
+fn ready_row(t: &mut Table, what: &str, ready: Duration, tmpfs: Duration, target: (&'static str, f64)) {
+    let ratio = format!("{:.1}x", ms(ready) / ms(tmpfs));
+    let met = ms(ready) <= target.1;
+    t.push(what, fmt_ms(ready), format!("tmpfs mount {}", fmt_ms(tmpfs)), ratio, target.0, Some(met));
 }
 
 /// A new file directly in /tmp (a directory of both appliances): its time changes.
