@@ -36,8 +36,10 @@ mod view;
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `supermin run`'s namespace init is process 1 too, but is told so by its arguments.
+    // Its first argument is the log level of the `supermin run` that started it.
     if args.first().map(String::as_str) == Some(run::init::COMMAND) {
-        run::init::main(&args[1..]);
+        cli::logger::install(args.get(1).and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Warn));
+        run::init::main(args.get(2..).unwrap_or_default());
     }
     if std::process::id() == 1 {
         boot::init::main();

@@ -149,3 +149,24 @@ fn terminal_ctrl_c_and_interactive_shell() {
     assert!(stdout(&out).contains("inside-42"), "{}", stdout(&out));
     assert_eq!(out.status.code(), Some(5));
 }
+
+/// An appliance without `/dev` (and the view read-only) still runs a command: `/dev` is
+/// left out with a warning, as `/proc` and the others are, instead of failing to make its
+/// devices in a directory that is not there.
+#[test]
+fn an_appliance_without_dev_runs_with_a_warning() {
+    let tmp = Scratch::new("run-no-dev");
+    let d = tmp.path("no-dev.d");
+    fs::create_dir(&d).unwrap();
+    for f in ["base.tar.gz", "hostfiles", "packages"] {
+        fs::copy(Path::new(EXAMPLE).join(f), d.join(f)).unwrap();
+    }
+    let excludes = fs::read_to_string(Path::new(EXAMPLE).join("excludefiles")).unwrap();
+    fs::write(d.join("excludefiles"), excludes + "-/dev\n-/dev/*\n").unwrap();
+    let work = Scratch::new("run-no-dev-tmp");
+    let out = run(ours_run(&work).arg(&d).args(["--", "/bin/bash", "-c", "test ! -e /dev && echo ran"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n");
+    assert!(stderr(&out).contains("/dev: not in the appliance"), "{}", stderr(&out));
+    assert!(left_nothing(&work));
+}

@@ -43,6 +43,12 @@ pub fn init(m: &clap::ArgMatches) {
         2 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
+    install(level);
+}
+
+/// Log up to `level` on stderr from now on (also in `run`'s namespace init, given the level
+/// of the `supermin run` that started it).
+pub fn install(level: LevelFilter) {
     if log::set_logger(&Stderr).is_ok() {
         log::set_max_level(level);
     }

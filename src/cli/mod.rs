@@ -8,7 +8,7 @@ mod args;
 mod classic;
 mod docs;
 mod inspect;
-mod logger;
+pub mod logger;
 mod run;
 mod view;
 

@@ -1,5 +1,5 @@
 //! The init of `supermin run`'s PID namespace (this binary, started as `supermin __run-init
-//! ROOT [--bind HOST GUEST]... -- CMD...`). In a mount namespace of its own, which ends with
+//! LOG-LEVEL ROOT [--bind HOST GUEST]... -- CMD...`; the crate's `main` takes the level). In a mount namespace of its own, which ends with
 //! it, it chroots into ROOT, mounts `/proc`, `/sys`, a minimal `/dev`, `/tmp`, `/run` and the
 //! binds there, runs CMD, reaps orphans, passes SIGTERM and SIGHUP on, and exits with CMD's
 //! status. Paths inside the appliance are resolved after the chroot, so a symlink in it
@@ -48,12 +48,12 @@ fn start(args: &[String]) -> Result<i32> {
     SigSet::empty().thread_set_mask().map_err(|e| Error::new(format!("cannot unblock signals: {e}")))?;
     let (root, binds, command) = parse(args)?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::new(format!("cannot unshare mounts: {e}")))?;
-    let mut binds = binds.iter().map(|(h, g)| open_bind(h, g)).collect::<Result<Vec<_>>>()?;
-    binds.insert(0, open_bind(Path::new("/dev/pts"), Path::new("/dev/pts"))?);
+    let binds = binds.iter().map(|(h, g)| open_bind(h, g)).collect::<Result<Vec<_>>>()?;
+    let pts = open_bind(Path::new("/dev/pts"), Path::new("/dev/pts"))?;
     nix::unistd::chroot(&root).map_err(|e| Error::new(format!("{}: cannot chroot: {e}", root.display())))?;
     std::env::set_current_dir("/").map_err(|e| Error::new(format!("cannot enter the appliance: {e}")))?;
-    populate(&binds)?;
-    drop(binds);
+    populate(&pts, &binds)?;
+    drop((pts, binds));
     run(&command)
 }
 
@@ -83,33 +83,38 @@ fn open_bind(host: &Path, guest: &Path) -> Result<Bind> {
     Ok(Bind { source, is_dir: meta.is_dir(), guest: guest.to_path_buf() })
 }
 
-/// The mounts a command expects, inside the (already chrooted) appliance.
-fn populate(binds: &[Bind]) -> Result<()> {
+/// The mounts a command expects, inside the (already chrooted) appliance: `/dev` with the
+/// host's `pts` (the terminal), then the user's binds.
+fn populate(pts: &Bind, binds: &[Bind]) -> Result<()> {
     let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     fs_mount("proc", "/proc", "proc", quiet, None)?;
     fs_mount("sysfs", "/sys", "sysfs", quiet | MsFlags::MS_RDONLY, None)?;
-    fs_mount("tmpfs", "/dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=1m"))?;
-    make_devices()?;
+    if fs_mount("tmpfs", "/dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=1m"))? {
+        make_devices()?;
+        bind_mount(pts)?;
+    }
     fs_mount("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
     fs_mount("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
-    for bind in binds {
-        let source = format!("/proc/self/fd/{}", bind.source.as_raw_fd());
-        ensure(&bind.guest, bind.is_dir)?;
-        mount(Some(source.as_str()), &bind.guest, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| Error::new(format!("--bind {}: cannot mount: {e}", bind.guest.display())))?;
-    }
-    Ok(())
+    binds.iter().try_for_each(bind_mount)
+}
+
+fn bind_mount(bind: &Bind) -> Result<()> {
+    let source = format!("/proc/self/fd/{}", bind.source.as_raw_fd());
+    ensure(&bind.guest, bind.is_dir)?;
+    mount(Some(source.as_str()), &bind.guest, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| Error::new(format!("--bind {}: cannot mount: {e}", bind.guest.display())))
 }
 
 /// Mount a filesystem at `target`, made if missing; a read-only appliance without it gets a
-/// warning (the command may not need it).
-fn fs_mount(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+/// warning (the command may not need it). Returns whether it was mounted.
+fn fs_mount(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<bool> {
     if let Err(e) = ensure(Path::new(target), true) {
         log::warn!("{e}: not mounted");
-        return Ok(());
+        return Ok(false);
     }
     mount(Some(source), target, Some(fstype), flags, data)
-        .map_err(|e| Error::new(format!("cannot mount {fstype} on {target}: {e}")))
+        .map_err(|e| Error::new(format!("cannot mount {fstype} on {target}: {e}")))?;
+    Ok(true)
 }
 
 /// Make `path` exist as a directory (or a file), if it does not.

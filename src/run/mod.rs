@@ -95,13 +95,13 @@ fn run_signals() -> SigSet {
     set
 }
 
-/// Start the namespace's init (this binary, `__run-init`) and wait for it; SIGTERM and
+/// Start the namespace's init (this binary, `__run-init LEVEL`) and wait for it; SIGTERM and
 /// SIGHUP sent to this process are passed on (a terminal's SIGINT and SIGQUIT reach the
 /// command directly, being in the same process group).
 fn run_init(root: &Path, opts: &Options, signals: SigSet) -> Result<i32> {
     let exe = std::env::current_exe().map_err(|e| Error::new(format!("run: cannot find this program: {e}")))?;
     let mut cmd = Command::new(exe);
-    cmd.arg(init::COMMAND).arg(root);
+    cmd.arg(init::COMMAND).arg(log::max_level().as_str()).arg(root);
     for (host, guest) in &opts.binds {
         cmd.arg("--bind").arg(host).arg(guest);
     }
