@@ -654,3 +654,48 @@ fn the_resolved_manifest_cache_is_used_only_while_the_host_is_unchanged() {
     assert_eq!(cached_view_equals_build(&s, &d, "corrupt"), Found::Resolved, "a corrupt entry was used");
     assert_eq!(cached_view_equals_build(&s, &d, "rewritten"), Found::Cached, "the corrupt entry was not replaced");
 }
+
+/// The daemon's threads serving io_uring queues (one per possible CPU).
+fn uring_threads(pid: i32) -> usize {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks.filter(|t| fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap().starts_with("uring-")).count()
+}
+
+fn possible_cpus() -> usize {
+    let text = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim().rsplit('-').next().unwrap().parse::<usize>().unwrap() + 1
+}
+
+/// With FUSE over io_uring on, every request is answered from the ring queues (a thread per
+/// CPU), and the views still equal their chroot builds: host files with attributes from
+/// listings (bash), base images from memory and the passthrough-free path (libguestfs),
+/// listings without attributes (a traced mount), xattrs (the daemon's pid) and `df`.
+#[test]
+fn over_io_uring_views_equal_the_chroot_build() {
+    let (major, minor) = kernel_version();
+    assert!((major, minor) >= (6, 14), "FUSE over io_uring needs Linux 6.14 or later; this kernel is {major}.{minor}");
+    let _on = KernelUring::set(true);
+    let s = Scratch::new("mount-uring");
+    let (bash, bash_built) = prepare_and_build_bash(&s);
+    let guestfs = Path::new(LIBGUESTFS_APPLIANCE);
+    let guestfs_built = s.path("guestfs-built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(guestfs).arg("-o").arg(&guestfs_built));
+    let trace = s.path("trace.list");
+    let trace_arg = trace.to_str().unwrap();
+    let cases: [(&Path, &Path, &[&str]); 3] = [
+        (&bash, &bash_built, &[]),
+        (guestfs, &guestfs_built, &["--no-passthrough"]),
+        (&bash, &bash_built, &["--trace", trace_arg]),
+    ];
+    for (i, (input, built, args)) in cases.into_iter().enumerate() {
+        let mp = s.path(&format!("mnt-{i}"));
+        let m = mount(input, &mp, args);
+        assert_eq!(uring_threads(daemon_pid(&mp)), possible_cpus(), "{args:?}: not served over io_uring");
+        assert_same_tree(built, &mp);
+        let out = ok(Command::new("stat").args(["-f", "-c", "%S %b %c"]).arg(&mp));
+        let (inodes, blocks) = tree_usage(built);
+        assert_eq!(stdout(&out).trim(), format!("4096 {blocks} {inodes}"), "{args:?}: df");
+        drop(m);
+    }
+    assert!(fs::read_to_string(&trace).unwrap().lines().count() > 100, "the traced mount recorded its paths");
+}

@@ -102,23 +102,12 @@ impl Files {
         Ok(file)
     }
 
-    /// Read up to `size` bytes at `offset` into the start of `buf`, which grows as needed;
-    /// returns how many were read (fewer only at end of file). `len` is the file's size in
-    /// the view.
-    pub(crate) fn read(
-        &self,
-        ino: Ino,
-        (path, len): (&Path, u64),
-        offset: u64,
-        size: usize,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<usize> {
+    /// Read up to `buf.len()` bytes at `offset` into `buf`; returns how many were read (fewer
+    /// only at end of file). `len` is the file's size in the view.
+    pub(crate) fn read(&self, ino: Ino, (path, len): (&Path, u64), offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let file = self.get(ino, path, len)?;
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
         // The view's length bounds the read: no second pread to find the end of the file.
-        let size = size.min(len.saturating_sub(offset) as usize);
+        let size = buf.len().min(len.saturating_sub(offset) as usize);
         let mut done = 0;
         while done < size {
             match file.read_at(&mut buf[done..size], offset + done as u64) {

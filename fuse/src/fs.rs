@@ -1,14 +1,15 @@
-//! The request handlers: a [`fuser::Filesystem`] over a [`View`].
+//! The fuser adapter: a [`fuser::Filesystem`] whose handlers ask [`Core`] and reply.
 //!
-//! Every handler computes its answer inside [`guarded`], which turns a panic into `EIO` for
-//! that one request: a panic escaping a handler would end its event-loop thread and take the
-//! whole mount down.
+//! It negotiates the connection (`init`) and serves `/dev/fuse`; when the kernel offers FUSE
+//! over io_uring, `init` also prepares the rings that `uring` then serves (see there), and
+//! from then on only forgets and interrupts come this way.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -16,8 +17,10 @@ use fuser::{
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
+use parking_lot::Mutex;
 
-use crate::files::Files;
+use crate::core::{errno, guarded, kernel_ino, view_ino, xattr_reply, Core, ReadOut, XattrReply, TTL};
+use crate::uring::Rings;
 use crate::{Attr, Data, Ino, View, BLOCK_SIZE};
 
 /// Host files at least this large are handed to the kernel (passthrough); smaller ones are
@@ -27,56 +30,19 @@ use crate::{Attr, Data, Ino, View, BLOCK_SIZE};
 /// because every passthrough open registers and unregisters a backing file.
 pub const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 
-/// The tree never changes while mounted, so the kernel may keep what it learns for as long
-/// as it likes; a year is "forever" without risking overflow in the kernel's conversion.
-const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-
 pub(crate) struct ViewFs<V: View> {
-    view: V,
-    files: Files,
-    /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT: answering opendir with ENOSYS makes it
-    /// stop sending opendir/releasedir (two round trips per directory per `find`), and it
-    /// then caches listings (CACHE_DIR, KEEP_CACHE) by default.
-    no_opendir: bool,
-    /// The same for files (FUSE_NO_OPEN_SUPPORT), used whenever passthrough is off: an open
-    /// then has nothing to set up, and skipping its round trip is what makes opening
-    /// thousands of small files (tar, a program start) cost what it costs natively. Also
-    /// when the kernel refuses passthrough at the first large file (a host file on a stacked
-    /// filesystem): the next open answers ENOSYS and the connection stops sending opens.
-    no_open: bool,
-    /// Every entry is looked up by name before use (no attributes with listings), so that
-    /// the view sees each path the first time it is used (see [`crate::Options::every_lookup`]).
-    every_lookup: bool,
+    pub(crate) core: Arc<Core<V>>,
+    /// Try FUSE over io_uring (the kernel must offer it, and passthrough be off).
+    uring: bool,
+    /// The rings prepared at `init` when the kernel took FUSE over io_uring: the session
+    /// must serve them (`uring::serve`), or requests wait forever.
+    pub(crate) rings: Arc<Mutex<Option<Rings>>>,
 }
 
 thread_local! {
     /// One read buffer per event-loop thread, reused for every read (and never cleared: zeroing
     /// a megabyte per request would cost as much as the copy itself).
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Run `f`, turning a panic into EIO.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => {
-            log::error!("{what}: internal error (panic); answered EIO");
-            Err(Errno::EIO)
-        }
-    }
-}
-
-fn errno(e: &io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-/// View inode ↔ kernel inode: the kernel's root is 1 and 0 means "no inode".
-fn view_ino(ino: INodeNo) -> Result<Ino, Errno> {
-    ino.0.checked_sub(1).ok_or(Errno::ENOENT)
-}
-
-fn kernel_ino(ino: Ino) -> INodeNo {
-    INodeNo(ino + 1)
 }
 
 fn file_type(mode: u32) -> FileType {
@@ -102,7 +68,7 @@ fn time(secs: i64, nsec: u32) -> SystemTime {
 fn file_attr(ino: Ino, a: &Attr) -> FileAttr {
     let t = time(a.mtime, a.mtime_nsec);
     FileAttr {
-        ino: kernel_ino(ino),
+        ino: INodeNo(kernel_ino(ino)),
         size: a.size,
         blocks: a.size.div_ceil(512),
         atime: t,
@@ -127,50 +93,45 @@ fn negative() -> FileAttr {
 }
 
 impl<V: View> ViewFs<V> {
-    pub(crate) fn new(view: V, passthrough: bool, every_lookup: bool) -> Self {
-        ViewFs { view, files: Files::new(passthrough), no_opendir: false, no_open: false, every_lookup }
+    pub(crate) fn new(core: Arc<Core<V>>, uring: bool) -> Self {
+        ViewFs { core, uring, rings: Arc::new(Mutex::new(None)) }
     }
 
-    fn attr(&self, ino: Ino) -> Result<Attr, Errno> {
-        self.view.attr(ino).ok_or(Errno::ENOENT)
+    /// Ask for FUSE over io_uring when the kernel offers it, with the rings made first: once
+    /// the kernel took it, no request is sent until every queue has a ring entry.
+    fn negotiate_uring(&mut self, config: &mut KernelConfig) {
+        if !self.uring || self.core.files.passthrough() || !crate::uring::kernel_offers() {
+            return;
+        }
+        // The kernel sizes each entry's payload buffer from max_write, which fuser sets to
+        // 16 MiB; reads need 1 MiB at most (256 pages), and the view takes no writes.
+        let payload = crate::uring::PAYLOAD;
+        if config.set_max_write(payload as u32).is_err() {
+            return;
+        }
+        match Rings::prepare(payload) {
+            Ok(rings) if config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok() => {
+                *self.rings.lock() = Some(rings);
+            }
+            Ok(_) => log::debug!("kernel does not offer FUSE over io_uring"),
+            Err(e) => log::info!("FUSE over io_uring unavailable ({e}); serving /dev/fuse"),
+        }
     }
+}
 
-    fn is_dir(&self, ino: Ino) -> Result<Attr, Errno> {
-        let a = self.attr(ino)?;
-        if a.mode & libc::S_IFMT != libc::S_IFDIR {
-            return Err(Errno::ENOTDIR);
-        }
-        Ok(a)
+fn entry_reply(r: Result<Option<(Ino, Attr)>, Errno>, reply: ReplyEntry) {
+    match r {
+        Ok(Some((ino, a))) => reply.entry(&TTL, &file_attr(ino, &a), Generation(0)),
+        Ok(None) => reply.entry(&TTL, &negative(), Generation(0)),
+        Err(e) => reply.error(e),
     }
+}
 
-    /// Entries of a directory from cookie `offset`: `.` is 1, `..` is 2, children 3.., each
-    /// entry's cookie being the one to resume *after* it. `add` returns true when full.
-    fn entries(&self, dir: Ino, offset: u64, add: &mut dyn FnMut(u64, &[u8], Ino) -> bool) -> Result<(), Errno> {
-        self.is_dir(dir)?;
-        if offset < 1 && add(1, b".", dir) {
-            return Ok(());
-        }
-        if offset < 2 && add(2, b"..", self.view.parent(dir)) {
-            return Ok(());
-        }
-        let skip = offset.saturating_sub(2) as usize;
-        let mut cookie = offset.max(2);
-        self.view
-            .children(dir, skip, &mut |name, ino| {
-                cookie += 1;
-                !add(cookie, name, ino)
-            })
-            .ok_or(Errno::ENOTDIR)
-    }
-
-    fn xattr_reply(value: Vec<u8>, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(value.len() as u32);
-        } else if value.len() > size as usize {
-            reply.error(Errno::ERANGE);
-        } else {
-            reply.data(&value);
-        }
+fn xattr_send(r: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+    match r.and_then(|v| xattr_reply(v, size)) {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(v)) => reply.data(&v),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -178,58 +139,44 @@ impl<V: View> Filesystem for ViewFs<V> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Attributes come with directory listings: `find`/`ls -l` need no lookup per entry
         // (unless every first use must be seen).
-        let plus = (!self.every_lookup).then_some(InitFlags::FUSE_DO_READDIRPLUS);
+        let plus = (!self.core.every_lookup).then_some(InitFlags::FUSE_DO_READDIRPLUS);
         // Each is asked for separately: an older kernel lacking one still gets the others.
         for flag in plus.into_iter().chain([InitFlags::FUSE_CACHE_SYMLINKS, InitFlags::FUSE_PARALLEL_DIROPS]) {
             if config.add_capabilities(flag).is_err() {
                 log::debug!("kernel does not offer {flag:?}");
             }
         }
-        self.no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
-        if self.files.passthrough() {
+        let no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        self.core.no_opendir.store(no_opendir, Ordering::Relaxed);
+        let files = &self.core.files;
+        if files.passthrough() {
             let ok =
                 config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok();
             if !ok {
-                self.files.disable_passthrough(&io::Error::other("kernel does not offer FUSE_PASSTHROUGH"));
+                files.disable_passthrough(&io::Error::other("kernel does not offer FUSE_PASSTHROUGH"));
             }
         }
         // Only announces that an open may be answered ENOSYS; see `open`.
-        self.no_open = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok();
+        let no_open = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok();
+        self.core.no_open.store(no_open, Ordering::Relaxed);
+        self.negotiate_uring(config);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = guarded("lookup", || {
-            let parent = view_ino(parent)?;
-            self.is_dir(parent)?;
-            match self.view.lookup(parent, name.as_bytes()) {
-                Some(ino) => Ok(Some((ino, self.attr(ino)?))),
-                None => Ok(None),
-            }
-        });
-        match r {
-            Ok(Some((ino, a))) => reply.entry(&TTL, &file_attr(ino, &a), Generation(0)),
-            Ok(None) => reply.entry(&TTL, &negative(), Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        entry_reply(self.core.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match guarded("getattr", || {
-            let ino = view_ino(ino)?;
-            Ok((ino, self.attr(ino)?))
-        }) {
+        match self.core.getattr(ino.0) {
             Ok((ino, a)) => reply.attr(&TTL, &file_attr(ino, &a)),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match guarded("readlink", || {
-            let ino = view_ino(ino)?;
-            self.view.readlink(ino).map(<[u8]>::to_vec).ok_or(Errno::EINVAL)
-        }) {
-            Ok(target) => reply.data(&target),
+        match self.core.readlink(ino.0) {
+            Ok(target) => reply.data(target),
             Err(e) => reply.error(e),
         }
     }
@@ -238,46 +185,39 @@ impl<V: View> Filesystem for ViewFs<V> {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        if self.no_open && !self.files.passthrough() {
+        if self.core.no_open() {
             return reply.error(Errno::ENOSYS);
         }
         // The kernel keeps pages across opens: nothing can change underneath.
         let keep = FopenFlags::FOPEN_KEEP_CACHE;
+        let files = &self.core.files;
         let r = guarded("open", || {
-            let ino = view_ino(ino)?;
-            match self.view.data(ino) {
-                Some(Data::Host(path)) if self.files.passthrough() && self.attr(ino)?.size >= PASSTHROUGH_MIN_SIZE => {
-                    let file = self.files.get(ino, path, self.attr(ino)?.size).map_err(|e| {
+            let vino = view_ino(ino.0)?;
+            let size = self.core.attr(vino)?.size;
+            match self.core.view.data(vino) {
+                Some(Data::Host(path)) if files.passthrough() && size >= PASSTHROUGH_MIN_SIZE => {
+                    let file = files.get(vino, path, size).map_err(|e| {
                         log::debug!("{}: {e}", path.display());
                         errno(&e)
                     })?;
-                    Ok(Some(file))
+                    Ok(Some((vino, file)))
                 }
                 // Read through the daemon: the host file is opened at the first read that
                 // misses the page cache, so a warm open costs no syscall (a vanished host
                 // file then fails that read with ENOENT).
-                Some(Data::Host(_)) => Ok(None),
-                Some(Data::Bytes(_)) => Ok(None),
-                None => Err(if self.attr(ino)?.mode & libc::S_IFMT == libc::S_IFDIR {
-                    Errno::EISDIR
-                } else {
-                    Errno::EINVAL
-                }),
+                _ => self.core.check_open(ino.0).map(|()| None),
             }
         });
         match r {
             // The kernel refuses KEEP_CACHE with passthrough (the backing file's page cache is
             // used instead), and a refused open is EIO for the caller.
-            Ok(Some(file)) => match view_ino(ino) {
-                Ok(vino) => {
-                    if let Err((reply, e)) = self.files.open_passthrough(vino, file, reply) {
-                        self.files.disable_passthrough(&e);
-                        reply.opened(FileHandle(0), keep);
-                    }
+            Ok(Some((vino, file))) => {
+                if let Err((reply, e)) = files.open_passthrough(vino, file, reply) {
+                    files.disable_passthrough(&e);
+                    reply.opened(FileHandle(0), keep);
                 }
-                Err(e) => reply.error(e),
-            },
-            Ok(_) => reply.opened(FileHandle(0), keep),
+            }
+            Ok(None) => reply.opened(FileHandle(0), keep),
             Err(e) => reply.error(e),
         }
     }
@@ -295,28 +235,13 @@ impl<V: View> Filesystem for ViewFs<V> {
     ) {
         READ_BUF.with(|b| {
             let mut buf = b.borrow_mut();
-            let r = guarded("read", || {
-                let ino = view_ino(ino)?;
-                match self.view.data(ino) {
-                    // Straight from the mapping or memory: no copy before the kernel's.
-                    Some(Data::Bytes(bytes)) => {
-                        let start = (offset.min(bytes.len() as u64)) as usize;
-                        let end = start.saturating_add(size as usize).min(bytes.len());
-                        Ok(&bytes[start..end])
-                    }
-                    Some(Data::Host(path)) => {
-                        let len = self.attr(ino)?.size;
-                        let n = self.files.read(ino, (path, len), offset, size as usize, &mut buf).map_err(|e| {
-                            log::debug!("{}: {e}", path.display());
-                            errno(&e)
-                        })?;
-                        Ok(&buf[..n])
-                    }
-                    None => Err(Errno::EINVAL),
-                }
-            });
-            match r {
-                Ok(data) => reply.data(data),
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self.core.read(ino.0, offset, size as usize, &mut buf) {
+                // Straight from the mapping or memory: no copy before the kernel's.
+                Ok(ReadOut::Bytes(data)) => reply.data(data),
+                Ok(ReadOut::InBuf(n)) => reply.data(&buf[..n]),
                 Err(e) => reply.error(e),
             }
         })
@@ -333,15 +258,15 @@ impl<V: View> Filesystem for ViewFs<V> {
         reply: ReplyEmpty,
     ) {
         let _ = guarded("release", || {
-            self.files.release(fh.0);
+            self.core.files.release(fh.0);
             Ok(())
         });
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match guarded("opendir", || self.is_dir(view_ino(ino)?)) {
-            Ok(_) if self.no_opendir => reply.error(Errno::ENOSYS),
+        match guarded("opendir", || self.core.is_dir(view_ino(ino.0)?)) {
+            Ok(_) if self.core.no_opendir() => reply.error(Errno::ENOSYS),
             // Listings stay in the kernel's cache across opens.
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
@@ -349,12 +274,8 @@ impl<V: View> Filesystem for ViewFs<V> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = guarded("readdir", || {
-            let dir = view_ino(ino)?;
-            self.entries(dir, offset, &mut |cookie, name, child| {
-                let kind = self.view.attr(child).map(|a| file_type(a.mode)).unwrap_or(FileType::RegularFile);
-                reply.add(kernel_ino(child), cookie, kind, OsStr::from_bytes(name))
-            })
+        let r = self.core.entries(ino.0, offset, &mut |cookie, name, child, a| {
+            reply.add(INodeNo(kernel_ino(child)), cookie, file_type(a.mode), OsStr::from_bytes(name))
         });
         match r {
             Ok(()) => reply.ok(),
@@ -363,19 +284,9 @@ impl<V: View> Filesystem for ViewFs<V> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = guarded("readdirplus", || {
-            let dir = view_ino(ino)?;
-            self.entries(dir, offset, &mut |cookie, name, child| {
-                let a = self.view.attr(child).unwrap_or_default();
-                reply.add(
-                    kernel_ino(child),
-                    cookie,
-                    OsStr::from_bytes(name),
-                    &TTL,
-                    &file_attr(child, &a),
-                    Generation(0),
-                )
-            })
+        let r = self.core.entries(ino.0, offset, &mut |cookie, name, child, a| {
+            let attr = file_attr(child, a);
+            reply.add(INodeNo(kernel_ino(child)), cookie, OsStr::from_bytes(name), &TTL, &attr, Generation(0))
         });
         match r {
             Ok(()) => reply.ok(),
@@ -386,37 +297,21 @@ impl<V: View> Filesystem for ViewFs<V> {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // Read-only: everything used, nothing free, so `df` tells how big the appliance
         // would be if built.
-        let u = self.view.usage();
+        let u = self.core.view.usage();
         reply.statfs(u.blocks, 0, 0, u.inodes, 0, BLOCK_SIZE as u32, 255, BLOCK_SIZE as u32);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match guarded("getxattr", || self.view.xattr(view_ino(ino)?, name.as_bytes()).ok_or(Errno::ENODATA)) {
-            Ok(value) => Self::xattr_reply(value, size, reply),
-            Err(e) => reply.error(e),
-        }
+        xattr_send(self.core.xattr(ino.0, name.as_bytes()), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match guarded("listxattr", || {
-            let mut out = Vec::new();
-            for name in self.view.xattr_names(view_ino(ino)?) {
-                out.extend_from_slice(&name);
-                out.push(0);
-            }
-            Ok(out)
-        }) {
-            Ok(list) => Self::xattr_reply(list, size, reply),
-            Err(e) => reply.error(e),
-        }
+        xattr_send(self.core.xattr_list(ino.0), size, reply);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        // Without default_permissions only the mounting user can reach us at all (the kernel
-        // refuses everyone else), and that user may read everything; nothing is writable.
-        match guarded("access", || self.attr(view_ino(ino)?)) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
-            Ok(_) => reply.ok(),
+        match self.core.access(ino.0, mask.contains(AccessFlags::W_OK)) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -427,17 +322,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_panicking_handler_answers_eio() {
-        let r: Result<(), Errno> = guarded("test", || panic!("bug"));
-        assert_eq!(r, Err(Errno::EIO));
-        assert_eq!(guarded("test", || Ok(7)), Ok(7));
-    }
-
-    #[test]
-    fn kernel_and_view_inode_numbers() {
-        assert_eq!(view_ino(INodeNo(1)), Ok(0));
-        assert_eq!(view_ino(INodeNo(0)), Err(Errno::ENOENT));
-        assert_eq!(kernel_ino(0), INodeNo(1));
+    fn kernel_attributes() {
         let a =
             Attr { mode: libc::S_IFCHR | 0o620, rdev: libc::makedev(4, 1), nlink: 1, size: 1000, ..Attr::default() };
         let f = file_attr(5, &a);

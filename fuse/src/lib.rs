@@ -8,16 +8,20 @@
 //! (FUSE_NO_OPEN) or, when the owner asks for passthrough ([`Options::passthrough`]), hand
 //! large host files to the kernel: so most work never reaches this process.
 //!
-//! Modules: `fs` (the request handlers), `files` (opened host files: a bounded cache and
-//! passthrough handles), `session` (mount options, readiness, stop signals). Checking a
-//! mountpoint, running in the background and unmounting are the application's business.
-//! No `unsafe` here: syscalls go through `nix`.
+//! Modules: `core` (each request's answer), `fs` (fuser's handlers over `/dev/fuse`),
+//! `uring` (the same answers over FUSE io_uring queues, one per CPU), `files` (opened host
+//! files: a bounded cache and passthrough handles), `session` (mount options, readiness, stop
+//! signals). Checking a mountpoint, running in the background and unmounting are the
+//! application's business. Syscalls go through `nix`; the only `unsafe` is queueing io_uring
+//! commands (`uring/sys.rs`).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+mod core;
 mod files;
 mod fs;
 mod session;
+mod uring;
 
 use std::path::Path;
 

@@ -6,11 +6,14 @@
 //! Checking the mountpoint beforehand and detaching into the background are the caller's.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::core::Core;
 use crate::fs::ViewFs;
 use crate::View;
 
@@ -27,6 +30,9 @@ pub struct Options {
     pub passthrough: bool,
     /// Event-loop threads; 0 means one per core.
     pub threads: usize,
+    /// Serve requests over io_uring when the kernel offers it (`enable_uring` is Y) and
+    /// passthrough is off: each request stays on its caller's CPU (see `uring`).
+    pub io_uring: bool,
     /// Shown as the mount's source in /proc/mounts.
     pub fsname: String,
     /// The filesystem type is `fuse.SUBTYPE` in /proc/mounts.
@@ -111,8 +117,14 @@ fn mount<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<(Session
     if opts.passthrough && !passthrough {
         log::info!("FUSE passthrough needs root; reading host files through the daemon");
     }
-    let fs = ViewFs::new(view, passthrough, opts.every_lookup);
+    let core = Arc::new(Core::new(view, passthrough, opts.every_lookup));
+    let fs = ViewFs::new(core.clone(), opts.io_uring);
+    let rings = fs.rings.clone();
     let session = Session::new(fs, mountpoint, &config(opts, threads)).map_err(ServeError::Mount)?;
+    // The kernel took io_uring at the handshake: until every queue is served it sends nothing.
+    if let Some(rings) = rings.lock().take() {
+        crate::uring::serve(rings, core, session.as_fd()).map_err(ServeError::Mount)?;
+    }
     Ok((session, threads))
 }
 

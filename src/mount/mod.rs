@@ -112,6 +112,7 @@ fn fuse_options(opts: &MountOptions, view: &ManifestView) -> supermin_fuse::Opti
         fsname: "supermin".into(),
         subtype: "supermin".into(),
         every_lookup: opts.trace.is_some(),
+        io_uring: true,
     }
 }
 

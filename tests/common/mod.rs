@@ -648,3 +648,23 @@ impl Rng {
         &v[self.below(v.len() as u64) as usize]
     }
 }
+
+/// The kernel's offer of FUSE over io_uring to new mounts (`enable_uring`), set for a test or
+/// a bench row and put back as it was when dropped.
+pub struct KernelUring(String);
+
+pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+impl KernelUring {
+    pub fn set(on: bool) -> KernelUring {
+        let old = fs::read_to_string(ENABLE_URING).unwrap_or_else(|e| panic!("{ENABLE_URING}: {e}"));
+        fs::write(ENABLE_URING, if on { "Y" } else { "N" }).unwrap();
+        KernelUring(old)
+    }
+}
+
+impl Drop for KernelUring {
+    fn drop(&mut self) {
+        let _ = fs::write(ENABLE_URING, self.0.trim());
+    }
+}

@@ -1,0 +1,241 @@
+//! FUSE over io_uring (Linux ≥ 6.14, when `/sys/module/fuse/parameters/enable_uring` is Y).
+//!
+//! Over `/dev/fuse`, every request wakes a daemon thread that sleeps on whichever CPU it
+//! last ran, and its reply wakes the caller back: two cross-CPU wake-ups per request, which
+//! on a virtual machine cost more than the work (measured: reading 6,443 small files
+//! through the view took 1.1 s from a fresh mount, 0.45 s with caller and daemon pinned to
+//! one CPU). With io_uring the kernel keeps one queue per CPU and hands a request to the
+//! queue of the CPU its caller runs on; each queue here is served by a thread pinned to that
+//! CPU, so a request and its reply never leave the caller's CPU.
+//!
+//! Life cycle: `fs::ViewFs::init` makes the rings ([`Rings::prepare`]) before it accepts the
+//! kernel's offer, because once accepted the kernel sends nothing until every queue has an
+//! entry; [`serve`] then starts one thread per queue, which registers its entries and
+//! answers requests until the connection ends (its commands then fail with ENOTCONN).
+//! Forgets and interrupts still come through `/dev/fuse`, to fuser's loop.
+//!
+//! Passthrough needs an open per file and fuser's backing-file replies, so a mount with
+//! passthrough stays on `/dev/fuse`.
+
+mod abi;
+mod sys;
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use fuser::Errno;
+use io_uring::squeue::Entry128;
+use io_uring::IoUring;
+
+use crate::core::{view_ino, xattr_reply, Core, ReadOut, XattrReply};
+use crate::View;
+use abi::{op, OpIn, Out, Request, FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE};
+use sys::Buffers;
+
+/// Each entry's payload buffer: the largest read the kernel sends (256 pages).
+pub(crate) const PAYLOAD: usize = 1 << 20;
+/// Entries per queue: a caller's request plus the readahead the kernel sends meanwhile.
+const ENTRIES: usize = 2;
+/// Machines with more possible CPUs stay on `/dev/fuse` (a queue is a thread and 2 MiB).
+const MAX_QUEUES: usize = 256;
+
+/// Whether the kernel offers FUSE over io_uring to new connections.
+pub(crate) fn kernel_offers() -> bool {
+    std::fs::read("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.starts_with(b"Y"))
+}
+
+/// One io_uring per possible CPU (the kernel's queue count), not yet enabled, with its
+/// entries' buffers.
+pub(crate) struct Rings {
+    queues: Vec<Queue>,
+}
+
+struct Queue {
+    // Dropped before the buffers: closing the ring ends the commands that name them.
+    ring: IoUring<Entry128>,
+    entries: Vec<Buffers>,
+}
+
+impl Rings {
+    pub(crate) fn prepare(payload: usize) -> io::Result<Rings> {
+        let n = possible_cpus()?;
+        if n > MAX_QUEUES {
+            return Err(io::Error::other(format!("{n} possible CPUs")));
+        }
+        let queue = || -> io::Result<Queue> {
+            // Enabled by its serving thread, which then is the only one to submit (and the
+            // one the kernel runs completions on).
+            let ring = IoUring::builder()
+                .setup_r_disabled()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .build(2 * ENTRIES as u32)?;
+            let entries = (0..ENTRIES).map(|_| Buffers::new(abi::HEADER_SIZE, payload)).collect();
+            Ok(Queue { ring, entries })
+        };
+        Ok(Rings { queues: (0..n).map(|_| queue()).collect::<io::Result<_>>()? })
+    }
+}
+
+/// The kernel's queue count, `num_possible_cpus()`, from `/sys/devices/system/cpu/possible`
+/// ("0-N"); queue ids are CPU numbers, so anything but 0..N is refused.
+fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let last = match text.trim().split_once('-') {
+        Some(("0", last)) => last.parse::<usize>().ok(),
+        None if text.trim() == "0" => Some(0),
+        _ => None,
+    };
+    last.map(|l| l + 1).ok_or_else(|| io::Error::other(format!("possible CPUs {:?}", text.trim())))
+}
+
+/// Serve `rings` for the connection on `dev`: a thread per queue, pinned to its CPU.
+pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) -> io::Result<()> {
+    for (qid, queue) in rings.queues.into_iter().enumerate() {
+        let (dev, core) = (dev.try_clone_to_owned()?, core.clone());
+        std::thread::Builder::new().name(format!("uring-{qid}")).spawn(move || {
+            if let Err(e) = run_queue(qid as u16, queue, &dev, &core) {
+                // Requests on this CPU would wait forever: end the connection instead.
+                log::error!("FUSE io_uring queue {qid}: {e}; stopping the daemon");
+                std::process::exit(1);
+            }
+        })?;
+    }
+    log::debug!("FUSE over io_uring: serving its queues");
+    Ok(())
+}
+
+/// Register the queue's entries, then answer and commit each request until the connection
+/// ends. A failed registration is no error: the kernel then falls back to `/dev/fuse`.
+fn run_queue<V: View>(qid: u16, mut q: Queue, dev: &OwnedFd, core: &Core<V>) -> io::Result<()> {
+    pin_to_cpu(qid as usize);
+    q.ring.submitter().register_enable_rings()?;
+    let dev = dev.as_raw_fd();
+    for (i, bufs) in q.entries.iter().enumerate() {
+        sys::queue(&mut q.ring, dev, (sys::REGISTER, qid, 0), bufs, i)?;
+    }
+    let mut done = Vec::with_capacity(ENTRIES);
+    loop {
+        match q.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => continue,
+            Err(e) => return Err(e),
+        }
+        done.clear();
+        done.extend(q.ring.completion().map(|c| (c.user_data() as usize, c.result())));
+        for &(i, res) in &done {
+            if res < 0 {
+                log::debug!("FUSE io_uring queue {qid}: {}", io::Error::from_raw_os_error(-res));
+                return Ok(());
+            }
+            let bufs = &mut q.entries[i];
+            let commit_id = answer(core, bufs);
+            sys::queue(&mut q.ring, dev, (sys::COMMIT_AND_FETCH, qid, commit_id), bufs, i)?;
+        }
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if let Err(e) = set.set(cpu).and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)) {
+        log::debug!("FUSE io_uring queue {cpu}: not pinned to its CPU ({e})");
+    }
+}
+
+/// Answer the request in `bufs` in place; returns its commit id.
+fn answer<V: View>(core: &Core<V>, bufs: &mut Buffers) -> u64 {
+    let req = Request::parse(&bufs.header);
+    let op_in: [u8; 128] = OpIn::of(&bufs.header).0.try_into().expect("128 bytes");
+    // Names come in the payload that the reply overwrites.
+    let name = abi::name(&bufs.payload[..req.payload.min(bufs.payload.len())]).to_vec();
+    let r = catch_unwind(AssertUnwindSafe(|| dispatch(core, &req, &OpIn(&op_in), &name, &mut bufs.payload)));
+    let (error, len) = match r {
+        Ok(Ok(len)) => (0, len),
+        Ok(Err(e)) => (-e.code(), 0),
+        Err(_) => {
+            log::error!("FUSE request {}: internal error (panic); answered EIO", req.opcode);
+            (-libc::EIO, 0)
+        }
+    };
+    abi::set_reply(&mut bufs.header, req.unique, error, len);
+    req.commit_id
+}
+
+/// The reply to one request, written at the start of `out`: its length.
+fn dispatch<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, name: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+    let node = req.nodeid;
+    let mut w = Out::new(out);
+    match req.opcode {
+        op::LOOKUP => w.entry(core.lookup(node, name)?.as_ref().map(|(ino, a)| (*ino, a))),
+        op::GETATTR => {
+            let (ino, a) = core.getattr(node)?;
+            w.attr_out(ino, &a)
+        }
+        op::READLINK => w.bytes(core.readlink(node)?),
+        op::OPEN => open(core, node, op_in.first_u32(), &mut w)?,
+        op::READ => return read(core, node, op_in, out),
+        op::STATFS => w.statfs(core.view.usage()),
+        op::RELEASE => {
+            core.files.release(op_in.fh());
+            &mut w
+        }
+        op::RELEASEDIR | op::DESTROY => &mut w,
+        op::GETXATTR => xattr(core.xattr(node, name), op_in.first_u32(), &mut w)?,
+        op::LISTXATTR => xattr(core.xattr_list(node), op_in.first_u32(), &mut w)?,
+        op::OPENDIR => {
+            core.is_dir(view_ino(node)?)?;
+            if core.no_opendir() {
+                return Err(Errno::ENOSYS);
+            }
+            w.open(FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE)
+        }
+        op::READDIR | op::READDIRPLUS => return readdir(core, req, op_in, out),
+        op::ACCESS => {
+            core.access(node, op_in.first_u32() & libc::W_OK as u32 != 0)?;
+            &mut w
+        }
+        _ => return Err(Errno::ENOSYS),
+    };
+    Ok(w.len)
+}
+
+fn open<'o, 'b, V: View>(core: &Core<V>, node: u64, flags: u32, w: &'o mut Out<'b>) -> Result<&'o mut Out<'b>, Errno> {
+    if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
+        return Err(Errno::EROFS);
+    }
+    if core.no_open() {
+        return Err(Errno::ENOSYS);
+    }
+    core.check_open(node)?;
+    Ok(w.open(FOPEN_KEEP_CACHE))
+}
+
+fn read<V: View>(core: &Core<V>, node: u64, op_in: &OpIn, out: &mut [u8]) -> Result<usize, Errno> {
+    let (offset, size) = op_in.read();
+    let size = size.min(out.len());
+    match core.read(node, offset, size, out)? {
+        ReadOut::InBuf(n) => Ok(n),
+        ReadOut::Bytes(bytes) => {
+            out[..bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len())
+        }
+    }
+}
+
+fn xattr<'o, 'b>(r: Result<Vec<u8>, Errno>, size: u32, w: &'o mut Out<'b>) -> Result<&'o mut Out<'b>, Errno> {
+    Ok(match xattr_reply(r?, size)? {
+        XattrReply::Size(n) => w.xattr_size(n),
+        XattrReply::Data(v) => w.bytes(&v),
+    })
+}
+
+fn readdir<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, out: &mut [u8]) -> Result<usize, Errno> {
+    let (offset, size) = op_in.read();
+    let plus = req.opcode == op::READDIRPLUS;
+    let limit = size.min(out.len());
+    let mut w = Out::new(&mut out[..limit]);
+    core.entries(req.nodeid, offset, &mut |cookie, name, ino, a| !w.dirent(plus, cookie, name, ino, a))?;
+    Ok(w.len)
+}
