@@ -146,6 +146,8 @@ fn requests_for_a_second_read(mp: &Path) -> u64 {
 /// sends the daemon nothing. Forcing passthrough costs a round trip per open.
 #[test]
 fn reading_an_appliance_again_never_reaches_the_daemon() {
+    // Requests are counted as the daemon's reads of /dev/fuse.
+    let _dev_fuse = KernelUring::set(false);
     let s = Scratch::new("mount-quiet");
     let (d, mp, _m) = mounted_bash(&s);
     let found = ok(Command::new("find").arg(&mp).args(["-type", "f"]));
@@ -170,7 +172,7 @@ fn kernel_version() -> (u32, u32) {
 
 /// An appliance whose bytes are in one large host file is mounted with passthrough: the
 /// kernel reads the host file itself and the daemon reads none of its bytes. With
-/// `--no-passthrough` the daemon reads all of them.
+/// `--no-passthrough` the daemon reads all of them. Both over `/dev/fuse` and io_uring.
 #[test]
 fn a_large_host_file_is_read_by_the_kernel_not_the_daemon() {
     let (major, minor) = kernel_version();
@@ -191,9 +193,12 @@ fn a_large_host_file_is_read_by_the_kernel_not_the_daemon() {
     fs::write(d.join("hostfiles"), format!("{}\n", big.display())).unwrap();
     let mp = s.path("mnt");
     let inside = mp.join(big.strip_prefix("/").unwrap());
-    for (args, daemon_reads_it) in [(&[][..], false), (&["--no-passthrough"][..], true)] {
+    let cases = [(&[][..], false), (&["--no-passthrough"][..], true)];
+    for ((args, daemon_reads_it), uring) in cases.iter().flat_map(|c| [(*c, false), (*c, true)]) {
+        let _transport = KernelUring::set(uring);
         let _m = mount(&d, &mp, args);
         let pid = daemon_pid(&mp);
+        assert_eq!(uring_threads(pid) > 0, uring, "{args:?}: io_uring {uring}");
         let (_, before) = daemon_io(pid);
         assert!(fs::read(&inside).unwrap() == bytes, "{args:?}: the view's bytes differ from the host file");
         let (_, after) = daemon_io(pid);
@@ -668,7 +673,7 @@ fn possible_cpus() -> usize {
 
 /// With FUSE over io_uring on, every request is answered from the ring queues (a thread per
 /// CPU), and the views still equal their chroot builds: host files with attributes from
-/// listings (bash), base images from memory and the passthrough-free path (libguestfs),
+/// listings (bash), base images from memory, with and without passthrough (libguestfs),
 /// listings without attributes (a traced mount), xattrs (the daemon's pid) and `df`.
 #[test]
 fn over_io_uring_views_equal_the_chroot_build() {
@@ -682,9 +687,10 @@ fn over_io_uring_views_equal_the_chroot_build() {
     ok(ours().args(["--build", "-f", "chroot"]).arg(guestfs).arg("-o").arg(&guestfs_built));
     let trace = s.path("trace.list");
     let trace_arg = trace.to_str().unwrap();
-    let cases: [(&Path, &Path, &[&str]); 3] = [
+    let cases: [(&Path, &Path, &[&str]); 4] = [
         (&bash, &bash_built, &[]),
         (guestfs, &guestfs_built, &["--no-passthrough"]),
+        (guestfs, &guestfs_built, &["--passthrough"]),
         (&bash, &bash_built, &["--trace", trace_arg]),
     ];
     for (i, (input, built, args)) in cases.into_iter().enumerate() {

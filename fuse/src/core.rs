@@ -5,15 +5,24 @@
 //! Every answer is computed inside [`guarded`], which turns a panic into `EIO` for that one
 //! request: a panic escaping a handler would end its thread and take the whole mount down.
 
+use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::Errno;
 
 use crate::files::Files;
 use crate::{Attr, Data, Ino, View};
+
+/// Host files at least this large are handed to the kernel (passthrough); smaller ones are
+/// read through the daemon once and then kept in the page cache (KEEP_CACHE, which the kernel
+/// refuses with passthrough). Measured on libguestfs's appliance (mostly small files): `tar`
+/// of every file, warm, took 0.4 s through the daemon and 0.7-1.0 s with passthrough for all,
+/// because every passthrough open registers and unregisters a backing file.
+pub const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 
 /// The tree never changes while mounted, so the kernel may keep what it learns for as long
 /// as it likes; a year is "forever" without risking overflow in the kernel's conversion.
@@ -126,6 +135,25 @@ impl<V: View> Core<V> {
 
     pub(crate) fn readlink(&self, kernel: u64) -> Result<&[u8], Errno> {
         guarded("readlink", || self.view.readlink(view_ino(kernel)?).ok_or(Errno::EINVAL))
+    }
+
+    /// The host file an open of kernel inode `kernel` hands to the kernel (passthrough on, a
+    /// host file of at least [`PASSTHROUGH_MIN_SIZE`]), opened; None for a plain open.
+    pub(crate) fn passthrough_file(&self, kernel: u64) -> Result<Option<(Ino, Arc<File>)>, Errno> {
+        guarded("open", || {
+            let ino = view_ino(kernel)?;
+            let size = self.attr(ino)?.size;
+            match self.view.data(ino) {
+                Some(Data::Host(path)) if self.files.passthrough() && size >= PASSTHROUGH_MIN_SIZE => {
+                    let file = self.files.get(ino, path, size).map_err(|e| {
+                        log::debug!("{}: {e}", path.display());
+                        errno(&e)
+                    })?;
+                    Ok(Some((ino, file)))
+                }
+                _ => Ok(None),
+            }
+        })
     }
 
     /// A plain open (read through the daemon) of a file with data; directories are EISDIR.

@@ -64,10 +64,29 @@ impl Stamp {
 
 /// A backing id registered with the kernel, the file it names, and how many opens use it.
 struct Backing {
-    id: BackingId,
+    id: BackingRef,
     /// Held so the kernel's backing file stays the one registered.
     _file: Arc<File>,
     opens: usize,
+}
+
+/// How a backing id was registered: through a fuser reply (`/dev/fuse`), or by the io_uring
+/// transport, which closes it itself.
+enum BackingRef {
+    Fuser(BackingId),
+    Raw(RawBacking),
+}
+
+/// A backing id registered without a fuser reply; `close` ends it when dropped.
+pub(crate) struct RawBacking {
+    pub(crate) id: u32,
+    pub(crate) close: Box<dyn Fn(u32) + Send + Sync>,
+}
+
+impl Drop for RawBacking {
+    fn drop(&mut self) {
+        (self.close)(self.id)
+    }
 }
 
 impl Files {
@@ -150,16 +169,40 @@ impl Files {
         let entry = match table.entry(ino) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => match reply.open_backing(&*file) {
-                Ok(id) => v.insert(Backing { id, _file: file, opens: 0 }),
+                Ok(id) => v.insert(Backing { id: BackingRef::Fuser(id), _file: file, opens: 0 }),
                 Err(e) => return Err((reply, e)),
             },
         };
+        let BackingRef::Fuser(id) = &entry.id else {
+            return Err((reply, io::Error::other("backing file registered over io_uring")));
+        };
         entry.opens += 1;
-        reply.opened_passthrough(FileHandle(ino + 1), FopenFlags::FOPEN_NOFLUSH, &entry.id);
+        reply.opened_passthrough(FileHandle(ino + 1), FopenFlags::FOPEN_NOFLUSH, id);
         Ok(())
     }
 
-    /// A file handle from [`Files::open_passthrough`] (non-zero) was released.
+    /// [`Files::open_passthrough`] for the io_uring transport: the backing id to answer with
+    /// (its file handle is `ino + 1`), registered by `register` at the inode's first open.
+    pub(crate) fn open_passthrough_raw(
+        &self,
+        ino: Ino,
+        file: Arc<File>,
+        register: impl FnOnce(&File) -> io::Result<RawBacking>,
+    ) -> io::Result<u32> {
+        let mut table = self.backing.lock();
+        let entry = match table.entry(ino) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => v.insert(Backing { id: BackingRef::Raw(register(&file)?), _file: file, opens: 0 }),
+        };
+        let BackingRef::Raw(raw) = &entry.id else {
+            return Err(io::Error::other("backing file registered over /dev/fuse"));
+        };
+        entry.opens += 1;
+        Ok(raw.id)
+    }
+
+    /// A file handle from [`Files::open_passthrough`] or [`Files::open_passthrough_raw`]
+    /// (non-zero) was released.
     pub(crate) fn release(&self, fh: u64) {
         let Some(ino) = fh.checked_sub(1) else { return };
         let mut table = self.backing.lock();

@@ -19,16 +19,9 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::core::{errno, guarded, kernel_ino, view_ino, xattr_reply, Core, ReadOut, XattrReply, TTL};
+use crate::core::{guarded, kernel_ino, view_ino, xattr_reply, Core, ReadOut, XattrReply, TTL};
 use crate::uring::Rings;
-use crate::{Attr, Data, Ino, View, BLOCK_SIZE};
-
-/// Host files at least this large are handed to the kernel (passthrough); smaller ones are
-/// read through the daemon once and then kept in the page cache (KEEP_CACHE, which the kernel
-/// refuses with passthrough). Measured on libguestfs's appliance (mostly small files): `tar`
-/// of every file, warm, took 0.4 s through the daemon and 0.7-1.0 s with passthrough for all,
-/// because every passthrough open registers and unregisters a backing file.
-pub const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+use crate::{Attr, Ino, View, BLOCK_SIZE};
 
 pub(crate) struct ViewFs<V: View> {
     pub(crate) core: Arc<Core<V>>,
@@ -100,7 +93,7 @@ impl<V: View> ViewFs<V> {
     /// Ask for FUSE over io_uring when the kernel offers it, with the rings made first: once
     /// the kernel took it, no request is sent until every queue has a ring entry.
     fn negotiate_uring(&mut self, config: &mut KernelConfig) {
-        if !self.uring || self.core.files.passthrough() || !crate::uring::kernel_offers() {
+        if !self.uring || !crate::uring::kernel_offers() {
             return;
         }
         // The kernel sizes each entry's payload buffer from max_write, which fuser sets to
@@ -191,22 +184,12 @@ impl<V: View> Filesystem for ViewFs<V> {
         // The kernel keeps pages across opens: nothing can change underneath.
         let keep = FopenFlags::FOPEN_KEEP_CACHE;
         let files = &self.core.files;
-        let r = guarded("open", || {
-            let vino = view_ino(ino.0)?;
-            let size = self.core.attr(vino)?.size;
-            match self.core.view.data(vino) {
-                Some(Data::Host(path)) if files.passthrough() && size >= PASSTHROUGH_MIN_SIZE => {
-                    let file = files.get(vino, path, size).map_err(|e| {
-                        log::debug!("{}: {e}", path.display());
-                        errno(&e)
-                    })?;
-                    Ok(Some((vino, file)))
-                }
-                // Read through the daemon: the host file is opened at the first read that
-                // misses the page cache, so a warm open costs no syscall (a vanished host
-                // file then fails that read with ENOENT).
-                _ => self.core.check_open(ino.0).map(|()| None),
-            }
+        // Otherwise read through the daemon: the host file is opened at the first read that
+        // misses the page cache, so a warm open costs no syscall (a vanished host file then
+        // fails that read with ENOENT).
+        let r = self.core.passthrough_file(ino.0).and_then(|f| match f {
+            Some(f) => Ok(Some(f)),
+            None => self.core.check_open(ino.0).map(|()| None),
         });
         match r {
             // The kernel refuses KEEP_CACHE with passthrough (the backing file's page cache is

@@ -25,7 +25,7 @@ mod uring;
 
 use std::path::Path;
 
-pub use fs::PASSTHROUGH_MIN_SIZE;
+pub use core::PASSTHROUGH_MIN_SIZE;
 pub use session::{serve, spawn, Background, Options, ServeError};
 
 /// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these

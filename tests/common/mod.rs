@@ -650,21 +650,26 @@ impl Rng {
 }
 
 /// The kernel's offer of FUSE over io_uring to new mounts (`enable_uring`), set for a test or
-/// a bench row and put back as it was when dropped.
-pub struct KernelUring(String);
+/// a bench row and put back as it was when dropped. Tests that set it run one at a time.
+pub struct KernelUring {
+    old: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
 
 pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 
 impl KernelUring {
     pub fn set(on: bool) -> KernelUring {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         let old = fs::read_to_string(ENABLE_URING).unwrap_or_else(|e| panic!("{ENABLE_URING}: {e}"));
         fs::write(ENABLE_URING, if on { "Y" } else { "N" }).unwrap();
-        KernelUring(old)
+        KernelUring { old, _turn: turn }
     }
 }
 
 impl Drop for KernelUring {
     fn drop(&mut self) {
-        let _ = fs::write(ENABLE_URING, self.0.trim());
+        let _ = fs::write(ENABLE_URING, self.old.trim());
     }
 }

@@ -14,6 +14,8 @@ const ENT_IN_OUT: usize = 256;
 
 pub(crate) const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 pub(crate) const FOPEN_CACHE_DIR: u32 = 1 << 3;
+const FOPEN_NOFLUSH: u32 = 1 << 5;
+const FOPEN_PASSTHROUGH: u32 = 1 << 7;
 
 /// The opcodes the view answers; every other one is ENOSYS.
 pub(crate) mod op {
@@ -152,6 +154,11 @@ impl<'a> Out<'a> {
     /// `struct fuse_open_out` with file handle 0.
     pub(crate) fn open(&mut self, flags: u32) -> &mut Self {
         self.u64(0).u32(flags).u32(0)
+    }
+
+    /// `struct fuse_open_out` handing the file to the kernel (passthrough) with `backing_id`.
+    pub(crate) fn open_passthrough(&mut self, fh: u64, backing_id: u32) -> &mut Self {
+        self.u64(fh).u32(FOPEN_PASSTHROUGH | FOPEN_NOFLUSH).u32(backing_id)
     }
 
     /// `struct fuse_statfs_out`: read-only, everything used, nothing free.

@@ -14,14 +14,15 @@
 //! answers requests until the connection ends (its commands then fail with ENOTCONN).
 //! Forgets and interrupts still come through `/dev/fuse`, to fuser's loop.
 //!
-//! Passthrough needs an open per file and fuser's backing-file replies, so a mount with
-//! passthrough stays on `/dev/fuse`.
+//! Passthrough works the same way: large host files are registered as backing files (and
+//! closed at their last release) by this transport itself.
 
 mod abi;
 mod sys;
 
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use io_uring::squeue::Entry128;
 use io_uring::IoUring;
 
 use crate::core::{view_ino, xattr_reply, Core, ReadOut, XattrReply};
+use crate::files::RawBacking;
 use crate::View;
 use abi::{op, OpIn, Out, Request, FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE};
 use sys::Buffers;
@@ -94,9 +96,9 @@ fn possible_cpus() -> io::Result<usize> {
 /// Serve `rings` for the connection on `dev`: a thread per queue, pinned to its CPU.
 pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) -> io::Result<()> {
     for (qid, queue) in rings.queues.into_iter().enumerate() {
-        let (dev, core) = (dev.try_clone_to_owned()?, core.clone());
+        let (dev, core) = (Arc::new(dev.try_clone_to_owned()?), core.clone());
         std::thread::Builder::new().name(format!("uring-{qid}")).spawn(move || {
-            if let Err(e) = run_queue(qid as u16, queue, &dev, &core) {
+            if let Err(e) = run_queue(qid as u16, queue, dev, &core) {
                 // Requests on this CPU would wait forever: end the connection instead.
                 log::error!("FUSE io_uring queue {qid}: {e}; stopping the daemon");
                 std::process::exit(1);
@@ -109,10 +111,10 @@ pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) 
 
 /// Register the queue's entries, then answer and commit each request until the connection
 /// ends. A failed registration is no error: the kernel then falls back to `/dev/fuse`.
-fn run_queue<V: View>(qid: u16, mut q: Queue, dev: &OwnedFd, core: &Core<V>) -> io::Result<()> {
+fn run_queue<V: View>(qid: u16, mut q: Queue, dev_fd: Arc<OwnedFd>, core: &Core<V>) -> io::Result<()> {
     pin_to_cpu(qid as usize);
     q.ring.submitter().register_enable_rings()?;
-    let dev = dev.as_raw_fd();
+    let dev = dev_fd.as_raw_fd();
     for (i, bufs) in q.entries.iter().enumerate() {
         sys::queue(&mut q.ring, dev, (sys::REGISTER, qid, 0), bufs, i)?;
     }
@@ -131,7 +133,7 @@ fn run_queue<V: View>(qid: u16, mut q: Queue, dev: &OwnedFd, core: &Core<V>) -> 
                 return Ok(());
             }
             let bufs = &mut q.entries[i];
-            let commit_id = answer(core, bufs);
+            let commit_id = answer(core, &dev_fd, bufs);
             sys::queue(&mut q.ring, dev, (sys::COMMIT_AND_FETCH, qid, commit_id), bufs, i)?;
         }
     }
@@ -145,12 +147,12 @@ fn pin_to_cpu(cpu: usize) {
 }
 
 /// Answer the request in `bufs` in place; returns its commit id.
-fn answer<V: View>(core: &Core<V>, bufs: &mut Buffers) -> u64 {
+fn answer<V: View>(core: &Core<V>, dev: &Arc<OwnedFd>, bufs: &mut Buffers) -> u64 {
     let req = Request::parse(&bufs.header);
     let op_in: [u8; 128] = OpIn::of(&bufs.header).0.try_into().expect("128 bytes");
     // Names come in the payload that the reply overwrites.
     let name = abi::name(&bufs.payload[..req.payload.min(bufs.payload.len())]).to_vec();
-    let r = catch_unwind(AssertUnwindSafe(|| dispatch(core, &req, &OpIn(&op_in), &name, &mut bufs.payload)));
+    let r = catch_unwind(AssertUnwindSafe(|| dispatch((core, dev), &req, &OpIn(&op_in), &name, &mut bufs.payload)));
     let (error, len) = match r {
         Ok(Ok(len)) => (0, len),
         Ok(Err(e)) => (-e.code(), 0),
@@ -164,7 +166,13 @@ fn answer<V: View>(core: &Core<V>, bufs: &mut Buffers) -> u64 {
 }
 
 /// The reply to one request, written at the start of `out`: its length.
-fn dispatch<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, name: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+fn dispatch<V: View>(
+    (core, dev): (&Core<V>, &Arc<OwnedFd>),
+    req: &Request,
+    op_in: &OpIn,
+    name: &[u8],
+    out: &mut [u8],
+) -> Result<usize, Errno> {
     let node = req.nodeid;
     let mut w = Out::new(out);
     match req.opcode {
@@ -174,7 +182,7 @@ fn dispatch<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, name: &[u8], o
             w.attr_out(ino, &a)
         }
         op::READLINK => w.bytes(core.readlink(node)?),
-        op::OPEN => open(core, node, op_in.first_u32(), &mut w)?,
+        op::OPEN => open((core, dev), node, op_in.first_u32(), &mut w)?,
         op::READ => return read(core, node, op_in, out),
         op::STATFS => w.statfs(core.view.usage()),
         op::RELEASE => {
@@ -201,15 +209,36 @@ fn dispatch<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, name: &[u8], o
     Ok(w.len)
 }
 
-fn open<'o, 'b, V: View>(core: &Core<V>, node: u64, flags: u32, w: &'o mut Out<'b>) -> Result<&'o mut Out<'b>, Errno> {
+fn open<'o, 'b, V: View>(
+    (core, dev): (&Core<V>, &Arc<OwnedFd>),
+    node: u64,
+    flags: u32,
+    w: &'o mut Out<'b>,
+) -> Result<&'o mut Out<'b>, Errno> {
     if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
         return Err(Errno::EROFS);
     }
     if core.no_open() {
         return Err(Errno::ENOSYS);
     }
-    core.check_open(node)?;
-    Ok(w.open(FOPEN_KEEP_CACHE))
+    let Some((ino, file)) = core.passthrough_file(node)? else {
+        core.check_open(node)?;
+        return Ok(w.open(FOPEN_KEEP_CACHE));
+    };
+    let register = |f: &File| {
+        let id = fuser::BackingId::create_raw(dev.as_fd(), f)?;
+        let dev = dev.clone();
+        Ok(RawBacking { id, close: Box::new(move |id| sys::close_backing(dev.as_raw_fd(), id)) })
+    };
+    match core.files.open_passthrough_raw(ino, file, register) {
+        Ok(id) => Ok(w.open_passthrough(ino + 1, id)),
+        // Refused (a stacked host filesystem): this open reads through the daemon, and the
+        // next ones are not sent at all (see `Core::no_open`).
+        Err(e) => {
+            core.files.disable_passthrough(&e);
+            Ok(w.open(FOPEN_KEEP_CACHE))
+        }
+    }
 }
 
 fn read<V: View>(core: &Core<V>, node: u64, op_in: &OpIn, out: &mut [u8]) -> Result<usize, Errno> {

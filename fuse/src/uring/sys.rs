@@ -1,5 +1,5 @@
 //! The one place of this crate where `unsafe` is allowed: queueing io_uring commands whose
-//! buffers the kernel writes into later.
+//! buffers the kernel writes into later, and closing a passthrough backing id (an ioctl).
 
 #![allow(unsafe_code)]
 
@@ -57,4 +57,16 @@ pub(crate) fn queue(
     unsafe { (&mut entry as *mut Entry128).cast::<u8>().add(24).cast::<u32>().write_unaligned(2) };
     // SAFETY: the iovecs and the buffers they name outlive the command (see above).
     unsafe { ring.submission().push(&entry) }.map_err(|_| io::Error::other("io_uring submission queue full"))
+}
+
+// `FUSE_DEV_IOC_BACKING_CLOSE`: _IOW(229, 2, uint32_t).
+nix::ioctl_write_ptr!(fuse_backing_close, 229, 2, u32);
+
+/// Close backing id `id` of the connection on `dev` (the kernel drops its file reference
+/// once no open file uses it).
+pub(crate) fn close_backing(dev: RawFd, id: u32) {
+    // SAFETY: the ioctl reads one u32 from the pointer, which is valid for the call.
+    if let Err(e) = unsafe { fuse_backing_close(dev, &id) } {
+        log::warn!("cannot close FUSE backing file {id}: {e}");
+    }
 }
