@@ -109,7 +109,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand build" -s V -l version
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l list-drivers -d 'Display the list of drivers and exit.'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l names -d 'Give an error (this flag was for supermin 4).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l trace -d 'Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).' -r -F
-complete -c supermin -n "__fish_supermin_using_subcommand mount" -l threads -d 'Serve requests with N threads (the default is one per core).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l threads -d 'Serve requests with N threads (the default is one per core). Over FUSE io_uring, when the kernel offers it, there is one thread per CPU instead.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
 supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F

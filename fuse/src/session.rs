@@ -28,7 +28,7 @@ pub struct Options {
     /// falls back by itself). The price is a round trip for every file open, because the
     /// kernel then asks the daemon about each one; without it opens never reach the daemon.
     pub passthrough: bool,
-    /// Event-loop threads; 0 means one per core.
+    /// Threads reading `/dev/fuse`; 0 means one per core (io_uring has its own, one per CPU).
     pub threads: usize,
     /// Serve requests over io_uring when the kernel offers it (`enable_uring` is Y) and
     /// passthrough is off: each request stays on its caller's CPU (see `uring`).
@@ -69,7 +69,7 @@ pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl Fn
     // for them and unmounts, which ends the session loops.
     let signals = stop_signals();
     signals.thread_block().map_err(|e| ServeError::Mount(e.into()))?;
-    let (mut session, threads) = mount(view, mountpoint, opts)?;
+    let (mut session, transport) = mount(view, mountpoint, opts)?;
     let mut unmounter = session.unmount_callable();
     let path = mountpoint.to_path_buf();
     let waiter = move || {
@@ -82,7 +82,7 @@ pub fn serve<V: View>(view: V, mountpoint: &Path, opts: &Options, ready: impl Fn
     };
     std::thread::Builder::new().name("signals".into()).spawn(waiter).map_err(ServeError::Serve)?;
     ready();
-    log::info!("serving {} with {threads} threads", mountpoint.display());
+    log::info!("serving {} {transport}", mountpoint.display());
     session.run().map_err(ServeError::Serve)
 }
 
@@ -105,8 +105,8 @@ pub fn spawn<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<Back
     session.spawn().map(Background).map_err(ServeError::Serve)
 }
 
-/// The mounted session, not yet served, and its thread count.
-fn mount<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<(Session<ViewFs<V>>, usize), ServeError> {
+/// The mounted session, not yet served, and how it is served (for the log).
+fn mount<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<(Session<ViewFs<V>>, String), ServeError> {
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 8),
         n => n,
@@ -122,10 +122,14 @@ fn mount<V: View>(view: V, mountpoint: &Path, opts: &Options) -> Result<(Session
     let rings = fs.rings.clone();
     let session = Session::new(fs, mountpoint, &config(opts, threads)).map_err(ServeError::Mount)?;
     // The kernel took io_uring at the handshake: until every queue is served it sends nothing.
-    if let Some(rings) = rings.lock().take() {
-        crate::uring::serve(rings, core, session.as_fd()).map_err(ServeError::Mount)?;
-    }
-    Ok((session, threads))
+    let transport = match rings.lock().take() {
+        Some(rings) => {
+            let queues = crate::uring::serve(rings, core, session.as_fd()).map_err(ServeError::Mount)?;
+            format!("over io_uring ({queues} queues, a thread pinned to each CPU)")
+        }
+        None => format!("over /dev/fuse with {threads} threads"),
+    };
+    Ok((session, transport))
 }
 
 fn config(opts: &Options, threads: usize) -> Config {

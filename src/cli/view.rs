@@ -42,13 +42,10 @@ pub(super) fn mount_command() -> Command {
         .arg(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
             "Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).",
         ))
-        .arg(
-            Arg::new("threads")
-                .long("threads")
-                .value_name("N")
-                .value_parser(clap::value_parser!(usize))
-                .help("Serve requests with N threads (the default is one per core)."),
-        )
+        .arg(Arg::new("threads").long("threads").value_name("N").value_parser(clap::value_parser!(usize)).help(
+            "Serve requests with N threads (the default is one per core). Over FUSE io_uring, when the \
+                     kernel offers it, there is one thread per CPU instead.",
+        ))
         .arg(args::deps())
         .args(root_args())
         .args(verbose())

@@ -81,20 +81,26 @@ impl Rings {
     }
 }
 
-/// The kernel's queue count, `num_possible_cpus()`, from `/sys/devices/system/cpu/possible`
-/// ("0-N"); queue ids are CPU numbers, so anything but 0..N is refused.
+/// The kernel's queue count, `num_possible_cpus()`, from `/sys/devices/system/cpu/possible`.
 fn possible_cpus() -> io::Result<usize> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
-    let last = match text.trim().split_once('-') {
-        Some(("0", last)) => last.parse::<usize>().ok(),
-        None if text.trim() == "0" => Some(0),
-        _ => None,
-    };
-    last.map(|l| l + 1).ok_or_else(|| io::Error::other(format!("possible CPUs {:?}", text.trim())))
+    cpu_count(&text).ok_or_else(|| io::Error::other(format!("possible CPUs {:?}", text.trim())))
 }
 
-/// Serve `rings` for the connection on `dev`: a thread per queue, pinned to its CPU.
-pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) -> io::Result<()> {
+/// The CPUs in a kernel CPU list that must be "0-N" or "0": queue ids are CPU numbers, so a
+/// list with holes is refused.
+fn cpu_count(list: &str) -> Option<usize> {
+    match list.trim().split_once('-') {
+        Some(("0", last)) => last.parse::<usize>().ok().map(|l| l + 1),
+        None if list.trim() == "0" => Some(1),
+        _ => None,
+    }
+}
+
+/// Serve `rings` for the connection on `dev`: a thread per queue, pinned to its CPU. Returns
+/// the number of queues.
+pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) -> io::Result<usize> {
+    let queues = rings.queues.len();
     for (qid, queue) in rings.queues.into_iter().enumerate() {
         let (dev, core) = (Arc::new(dev.try_clone_to_owned()?), core.clone());
         std::thread::Builder::new().name(format!("uring-{qid}")).spawn(move || {
@@ -105,8 +111,7 @@ pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) 
             }
         })?;
     }
-    log::debug!("FUSE over io_uring: serving its queues");
-    Ok(())
+    Ok(queues)
 }
 
 /// Register the queue's entries, then answer and commit each request until the connection
@@ -267,4 +272,18 @@ fn readdir<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, out: &mut [u8])
     let mut w = Out::new(&mut out[..limit]);
     core.entries(req.nodeid, offset, &mut |cookie, name, ino, a| !w.dirent(plus, cookie, name, ino, a))?;
     Ok(w.len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_without_holes_are_counted() {
+        assert_eq!(cpu_count("0-1\n"), Some(2));
+        assert_eq!(cpu_count("0\n"), Some(1));
+        assert_eq!(cpu_count("0-3,5-7\n"), None);
+        assert_eq!(cpu_count("1-3"), None);
+        assert_eq!(cpu_count(""), None);
+    }
 }
