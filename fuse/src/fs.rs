@@ -93,8 +93,10 @@ impl<V: View> ViewFs<V> {
     /// Ask for FUSE over io_uring when the kernel offers it, with the rings made first: once
     /// the kernel took it, no request is sent until every queue has a ring entry.
     fn negotiate_uring(&mut self, config: &mut KernelConfig) {
-        if !self.uring || !crate::uring::kernel_offers() {
-            return;
+        match crate::uring::kernel_switch() {
+            Some(true) if self.uring => {}
+            Some(false) if self.uring => return log::info!("{}", crate::uring::switch_hint()),
+            _ => return,
         }
         // The kernel sizes each entry's payload buffer from max_write, which fuser sets to
         // 16 MiB; reads need 1 MiB at most (256 pages), and the view takes no writes.

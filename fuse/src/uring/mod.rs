@@ -43,9 +43,17 @@ const ENTRIES: usize = 2;
 /// Machines with more possible CPUs stay on `/dev/fuse` (a queue is a thread and 2 MiB).
 const MAX_QUEUES: usize = 256;
 
-/// Whether the kernel offers FUSE over io_uring to new connections.
-pub(crate) fn kernel_offers() -> bool {
-    std::fs::read("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.starts_with(b"Y"))
+/// Where the kernel says whether it offers FUSE over io_uring to new connections.
+const SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// The kernel's switch for FUSE over io_uring: None when this kernel has no such thing.
+pub(crate) fn kernel_switch() -> Option<bool> {
+    std::fs::read(SWITCH).ok().map(|v| v.starts_with(b"Y"))
+}
+
+/// The `-v` hint when the kernel could serve the view over io_uring but is not set to.
+pub(crate) fn switch_hint() -> String {
+    format!("FUSE over io_uring is off; `echo Y > {SWITCH}` (as root) makes reads through the view faster")
 }
 
 /// One io_uring per possible CPU (the kernel's queue count), not yet enabled, with its
