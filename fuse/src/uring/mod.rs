@@ -164,7 +164,10 @@ fn answer<V: View>(core: &Core<V>, dev: &Arc<OwnedFd>, bufs: &mut Buffers) -> u6
     let req = Request::parse(&bufs.header);
     let op_in: [u8; 128] = OpIn::of(&bufs.header).0.try_into().expect("128 bytes");
     // Names come in the payload that the reply overwrites.
-    let name = abi::name(&bufs.payload[..req.payload.min(bufs.payload.len())]).to_vec();
+    let name = match req.opcode {
+        op::LOOKUP | op::GETXATTR => abi::name(&bufs.payload[..req.payload.min(bufs.payload.len())]).to_vec(),
+        _ => Vec::new(),
+    };
     let r = catch_unwind(AssertUnwindSafe(|| dispatch((core, dev), &req, &OpIn(&op_in), &name, &mut bufs.payload)));
     let (error, len) = match r {
         Ok(Ok(len)) => (0, len),
