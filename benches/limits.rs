@@ -166,24 +166,31 @@ fn host_backed_files(built: &Path) -> Vec<String> {
 }
 
 /// The view's reads against the same host files', over `/dev/fuse` and (when this kernel
-/// has it) over FUSE io_uring, which the kernel offers only when `enable_uring` is set.
+/// has it) over FUSE io_uring, which the kernel offers only when `enable_uring` is set:
+/// without passthrough (this appliance's default) and with it.
 fn bench_reads(t: &mut Table, built: &Path, scratch: &Path) {
     let files = host_backed_files(built);
     let list = scratch.join("files.list");
     fs::write(&list, files.join("\n") + "\n").unwrap();
-    // Its largest host file, read through the daemon (passthrough is off for this appliance).
+    // Its largest host file.
     let (_, large) = files.iter().map(|p| (fs::metadata(Path::new("/").join(p)).unwrap().len(), p)).max().unwrap();
-    let transports: &[(bool, &str)] = if Path::new(ENABLE_URING).exists() {
-        &[(false, "/dev/fuse"), (true, "io_uring")]
+    // Passthrough is off for this appliance by default; the last mount forces it on.
+    let transports: &[(bool, &str, &[&str])] = if Path::new(ENABLE_URING).exists() {
+        &[
+            (false, "/dev/fuse", &[]),
+            (true, "io_uring", &[]),
+            (true, "io_uring with `--passthrough`", &["--passthrough"]),
+        ]
     } else {
-        &[(false, "/dev/fuse")]
+        &[(false, "/dev/fuse", &[])]
     };
     // One mount per transport (the kernel's setting counts when a mount is made).
     let mounts: Vec<_> = transports
         .iter()
-        .map(|&(uring, name)| {
+        .enumerate()
+        .map(|(i, &(uring, name, args))| {
             let _setting = KernelUring::set(uring);
-            (mount_timed(Path::new(LIBGUESTFS_APPLIANCE), &scratch.join(format!("read-{uring}")), &[]).0, name)
+            (mount_timed(Path::new(LIBGUESTFS_APPLIANCE), &scratch.join(format!("read-{i}")), args).0, name)
         })
         .collect();
     let cold = |root: &Path| {

@@ -19,7 +19,9 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::core::{guarded, kernel_ino, view_ino, xattr_reply, Core, ReadOut, XattrReply, TTL};
+use crate::core::{
+    guarded, kernel_ino, view_ino, xattr_reply, Core, ReadOut, XattrReply, PASSTHROUGH_MIN_SIZE_URING, TTL,
+};
 use crate::uring::Rings;
 use crate::{Attr, Ino, View, BLOCK_SIZE};
 
@@ -107,6 +109,7 @@ impl<V: View> ViewFs<V> {
         match Rings::prepare(payload) {
             Ok(rings) if config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok() => {
                 *self.rings.lock() = Some(rings);
+                self.core.passthrough_min.store(PASSTHROUGH_MIN_SIZE_URING, Ordering::Relaxed);
             }
             Ok(_) => log::debug!("kernel does not offer FUSE over io_uring"),
             Err(e) => log::info!("FUSE over io_uring unavailable ({e}); serving /dev/fuse"),
