@@ -14,8 +14,8 @@
 //! answers requests until the connection ends (its commands then fail with ENOTCONN).
 //! Forgets and interrupts still come through `/dev/fuse`, to fuser's loop.
 //!
-//! Passthrough works the same way: large host files are registered as backing files (and
-//! closed at their last release) by this transport itself.
+//! Passthrough works the same way: host files from 64 KiB (`PASSTHROUGH_MIN_SIZE_URING`)
+//! are registered as backing files (and closed at their last release) by this transport.
 
 mod abi;
 mod sys;
