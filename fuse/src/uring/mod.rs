@@ -123,11 +123,14 @@ pub(crate) fn serve<V: View>(rings: Rings, core: Arc<Core<V>>, dev: BorrowedFd) 
 }
 
 /// Register the queue's entries, then answer and commit each request until the connection
-/// ends. A failed registration is no error: the kernel then falls back to `/dev/fuse`.
+/// ends. A failed registration is no error: the kernel then falls back to `/dev/fuse`. A
+/// refused reply (its request gone) loses the entry, so it is registered again.
 fn run_queue<V: View>(qid: u16, mut q: Queue, dev_fd: Arc<OwnedFd>, core: &Core<V>) -> io::Result<()> {
     pin_to_cpu(qid as usize);
     q.ring.submitter().register_enable_rings()?;
     let dev = dev_fd.as_raw_fd();
+    // The command each entry has in the kernel.
+    let mut queued = vec![sys::REGISTER; q.entries.len()];
     for (i, bufs) in q.entries.iter().enumerate() {
         sys::queue(&mut q.ring, dev, (sys::REGISTER, qid, 0), bufs, i)?;
     }
@@ -141,15 +144,27 @@ fn run_queue<V: View>(qid: u16, mut q: Queue, dev_fd: Arc<OwnedFd>, core: &Core<
         done.clear();
         done.extend(q.ring.completion().map(|c| (c.user_data() as usize, c.result())));
         for &(i, res) in &done {
-            if res < 0 {
-                log::debug!("FUSE io_uring queue {qid}: {}", io::Error::from_raw_os_error(-res));
-                return Ok(());
-            }
             let bufs = &mut q.entries[i];
-            let commit_id = answer(core, &dev_fd, bufs);
-            sys::queue(&mut q.ring, dev, (sys::COMMIT_AND_FETCH, qid, commit_id), bufs, i)?;
+            let (cmd, commit_id) = match res {
+                0.. => (sys::COMMIT_AND_FETCH, answer(core, &dev_fd, bufs)),
+                _ if queued[i] == sys::REGISTER || connection_ended(-res) => {
+                    log::debug!("FUSE io_uring queue {qid}: {}", io::Error::from_raw_os_error(-res));
+                    return Ok(());
+                }
+                _ => {
+                    log::warn!("FUSE io_uring queue {qid}: {}", io::Error::from_raw_os_error(-res));
+                    (sys::REGISTER, 0)
+                }
+            };
+            queued[i] = cmd;
+            sys::queue(&mut q.ring, dev, (cmd, qid, commit_id), bufs, i)?;
         }
     }
+}
+
+/// The errors a queue's commands end with when the mount goes away.
+fn connection_ended(errno: i32) -> bool {
+    matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED | libc::ENODEV)
 }
 
 fn pin_to_cpu(cpu: usize) {
