@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,8 +79,12 @@ pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, Errno>) -> Re
     }
 }
 
-pub(crate) fn errno(e: &io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+/// The errno a failed host file answers with, the failure logged (`-vv`) with its path.
+fn host_errno(path: &Path) -> impl Fn(io::Error) -> Errno + '_ {
+    move |e| {
+        log::debug!("{}: {e}", path.display());
+        Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+    }
 }
 
 /// View inode ↔ kernel inode: the kernel's root is 1 and 0 means "no inode".
@@ -148,36 +153,41 @@ impl<V: View> Core<V> {
         guarded("readlink", || self.view.readlink(view_ino(kernel)?).ok_or(Errno::EINVAL))
     }
 
-    /// The host file an open of kernel inode `kernel` hands to the kernel (passthrough on, a
-    /// host file of at least `passthrough_min` bytes), opened; None for a plain open.
-    pub(crate) fn passthrough_file(&self, kernel: u64) -> Result<Option<(Ino, Arc<File>)>, Errno> {
+    /// An open of kernel inode `kernel` with `flags`: the host file to hand to the kernel
+    /// (passthrough on, a host file of at least `passthrough_min` bytes), opened, or None for
+    /// a plain open (read through the daemon: the host file is opened at the first read that
+    /// misses the page cache, so a warm open costs no syscall, and a vanished host file then
+    /// fails that read). Writing is EROFS, a directory EISDIR, and ENOSYS tells the kernel to
+    /// stop sending opens ([`Core::no_open`]).
+    pub(crate) fn open(&self, kernel: u64, flags: i32) -> Result<Option<(Ino, Arc<File>)>, Errno> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(Errno::EROFS);
+        }
+        if self.no_open() {
+            return Err(Errno::ENOSYS);
+        }
         guarded("open", || {
             let ino = view_ino(kernel)?;
-            let size = self.attr(ino)?.size;
-            let large = size >= self.passthrough_min.load(Ordering::Relaxed);
+            let a = self.attr(ino)?;
+            let large = a.size >= self.passthrough_min.load(Ordering::Relaxed);
             match self.view.data(ino) {
                 Some(Data::Host(path)) if self.files.passthrough() && large => {
-                    let file = self.files.get(ino, path, size).map_err(|e| {
-                        log::debug!("{}: {e}", path.display());
-                        errno(&e)
-                    })?;
-                    Ok(Some((ino, file)))
+                    Ok(Some((ino, self.files.get(ino, path, a.size).map_err(host_errno(path))?)))
                 }
-                _ => Ok(None),
+                Some(_) => Ok(None),
+                None if a.mode & libc::S_IFMT == libc::S_IFDIR => Err(Errno::EISDIR),
+                None => Err(Errno::EINVAL),
             }
         })
     }
 
-    /// A plain open (read through the daemon) of a file with data; directories are EISDIR.
-    pub(crate) fn check_open(&self, kernel: u64) -> Result<(), Errno> {
-        guarded("open", || {
-            let ino = view_ino(kernel)?;
-            match self.view.data(ino) {
-                Some(_) => Ok(()),
-                None if self.attr(ino)?.mode & libc::S_IFMT == libc::S_IFDIR => Err(Errno::EISDIR),
-                None => Err(Errno::EINVAL),
-            }
-        })
+    /// An opendir: ENOSYS once the kernel agreed to stop sending them ([`Core::no_opendir`]).
+    pub(crate) fn opendir(&self, kernel: u64) -> Result<(), Errno> {
+        guarded("opendir", || self.is_dir(view_ino(kernel)?))?;
+        if self.no_opendir() {
+            return Err(Errno::ENOSYS);
+        }
+        Ok(())
     }
 
     /// Up to `size` bytes at `offset`: host files are read into `buf` (at least `size` long),
@@ -193,10 +203,7 @@ impl<V: View> Core<V> {
                 }
                 Some(Data::Host(path)) => {
                     let len = self.attr(ino)?.size;
-                    let n = self.files.read(ino, (path, len), offset, &mut buf[..size]).map_err(|e| {
-                        log::debug!("{}: {e}", path.display());
-                        errno(&e)
-                    })?;
+                    let n = self.files.read(ino, (path, len), offset, &mut buf[..size]).map_err(host_errno(path))?;
                     Ok(ReadOut::InBuf(n))
                 }
                 None => Err(Errno::EINVAL),

@@ -166,12 +166,9 @@ impl Files {
     ) -> Result<(), (ReplyOpen, io::Error)> {
         // Held while replying, so a release racing this open finds the count it must lower.
         let mut table = self.backing.lock();
-        let entry = match table.entry(ino) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => match reply.open_backing(&*file) {
-                Ok(id) => v.insert(Backing { id: BackingRef::Fuser(id), _file: file, opens: 0 }),
-                Err(e) => return Err((reply, e)),
-            },
+        let entry = match backing_entry(&mut table, ino, file, |f| reply.open_backing(f).map(BackingRef::Fuser)) {
+            Ok(entry) => entry,
+            Err(e) => return Err((reply, e)),
         };
         let BackingRef::Fuser(id) = &entry.id else {
             return Err((reply, io::Error::other("backing file registered over io_uring")));
@@ -190,10 +187,7 @@ impl Files {
         register: impl FnOnce(&File) -> io::Result<RawBacking>,
     ) -> io::Result<u32> {
         let mut table = self.backing.lock();
-        let entry = match table.entry(ino) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => v.insert(Backing { id: BackingRef::Raw(register(&file)?), _file: file, opens: 0 }),
-        };
+        let entry = backing_entry(&mut table, ino, file, |f| register(f).map(BackingRef::Raw))?;
         let BackingRef::Raw(raw) = &entry.id else {
             return Err(io::Error::other("backing file registered over /dev/fuse"));
         };
@@ -213,6 +207,19 @@ impl Files {
             }
         }
     }
+}
+
+/// The backing file of `ino` in `table`, registered by `register` at the inode's first open.
+fn backing_entry(
+    table: &mut HashMap<Ino, Backing>,
+    ino: Ino,
+    file: Arc<File>,
+    register: impl FnOnce(&File) -> io::Result<BackingRef>,
+) -> io::Result<&mut Backing> {
+    Ok(match table.entry(ino) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(v) => v.insert(Backing { id: register(&file)?, _file: file, opens: 0 }),
+    })
 }
 
 /// A host file that is no longer the one the view serves.

@@ -19,15 +19,13 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::core::{
-    guarded, kernel_ino, view_ino, xattr_reply, Core, ReadOut, XattrReply, PASSTHROUGH_MIN_SIZE_URING, TTL,
-};
+use crate::core::{guarded, kernel_ino, xattr_reply, Core, ReadOut, XattrReply, PASSTHROUGH_MIN_SIZE_URING, TTL};
 use crate::uring::Rings;
 use crate::{Attr, Ino, View, BLOCK_SIZE};
 
 pub(crate) struct ViewFs<V: View> {
     pub(crate) core: Arc<Core<V>>,
-    /// Try FUSE over io_uring (the kernel must offer it, and passthrough be off).
+    /// Try FUSE over io_uring (when the kernel offers it).
     uring: bool,
     /// The rings prepared at `init` when the kernel took FUSE over io_uring: the session
     /// must serve them (`uring::serve`), or requests wait forever.
@@ -180,23 +178,10 @@ impl<V: View> Filesystem for ViewFs<V> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        if self.core.no_open() {
-            return reply.error(Errno::ENOSYS);
-        }
         // The kernel keeps pages across opens: nothing can change underneath.
         let keep = FopenFlags::FOPEN_KEEP_CACHE;
         let files = &self.core.files;
-        // Otherwise read through the daemon: the host file is opened at the first read that
-        // misses the page cache, so a warm open costs no syscall (a vanished host file then
-        // fails that read with ENOENT).
-        let r = self.core.passthrough_file(ino.0).and_then(|f| match f {
-            Some(f) => Ok(Some(f)),
-            None => self.core.check_open(ino.0).map(|()| None),
-        });
-        match r {
+        match self.core.open(ino.0, flags.0) {
             // The kernel refuses KEEP_CACHE with passthrough (the backing file's page cache is
             // used instead), and a refused open is EIO for the caller.
             Ok(Some((vino, file))) => {
@@ -253,10 +238,9 @@ impl<V: View> Filesystem for ViewFs<V> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match guarded("opendir", || self.core.is_dir(view_ino(ino.0)?)) {
-            Ok(_) if self.core.no_opendir() => reply.error(Errno::ENOSYS),
+        match self.core.opendir(ino.0) {
             // Listings stay in the kernel's cache across opens.
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
     }

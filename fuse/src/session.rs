@@ -30,8 +30,8 @@ pub struct Options {
     pub passthrough: bool,
     /// Threads reading `/dev/fuse`; 0 means one per core (io_uring has its own, one per CPU).
     pub threads: usize,
-    /// Serve requests over io_uring when the kernel offers it (`enable_uring` is Y) and
-    /// passthrough is off: each request stays on its caller's CPU (see `uring`).
+    /// Serve requests over io_uring when the kernel offers it (`enable_uring` is Y): each
+    /// request stays on its caller's CPU (see `uring`).
     pub io_uring: bool,
     /// Shown as the mount's source in /proc/mounts.
     pub fsname: String,

@@ -30,7 +30,7 @@ use fuser::Errno;
 use io_uring::squeue::Entry128;
 use io_uring::IoUring;
 
-use crate::core::{view_ino, xattr_reply, Core, ReadOut, XattrReply};
+use crate::core::{xattr_reply, Core, ReadOut, XattrReply};
 use crate::files::RawBacking;
 use crate::View;
 use abi::{op, OpIn, Out, Request, FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE};
@@ -224,10 +224,7 @@ fn dispatch<V: View>(
         op::GETXATTR => xattr(core.xattr(node, name), op_in.first_u32(), &mut w)?,
         op::LISTXATTR => xattr(core.xattr_list(node), op_in.first_u32(), &mut w)?,
         op::OPENDIR => {
-            core.is_dir(view_ino(node)?)?;
-            if core.no_opendir() {
-                return Err(Errno::ENOSYS);
-            }
+            core.opendir(node)?;
             w.open(FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE)
         }
         op::READDIR | op::READDIRPLUS => return readdir(core, req, op_in, out),
@@ -246,14 +243,7 @@ fn open<'o, 'b, V: View>(
     flags: u32,
     w: &'o mut Out<'b>,
 ) -> Result<&'o mut Out<'b>, Errno> {
-    if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
-        return Err(Errno::EROFS);
-    }
-    if core.no_open() {
-        return Err(Errno::ENOSYS);
-    }
-    let Some((ino, file)) = core.passthrough_file(node)? else {
-        core.check_open(node)?;
+    let Some((ino, file)) = core.open(node, flags as i32)? else {
         return Ok(w.open(FOPEN_KEEP_CACHE));
     };
     let register = |f: &File| {
