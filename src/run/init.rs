@@ -1,8 +1,8 @@
 //! The init of `supermin run`'s PID namespace (this binary, started as `supermin __run-init
-//! LOG-LEVEL ROOT [--bind HOST GUEST]... -- CMD...`; the crate's `main` takes the level). In a mount namespace of its own, which ends with
-//! it, it chroots into ROOT, mounts `/proc`, `/sys`, a minimal `/dev`, `/tmp`, `/run` and the
-//! binds there, runs CMD, reaps orphans, passes SIGTERM and SIGHUP on, and exits with CMD's
-//! status. Paths inside the appliance are resolved after the chroot, so a symlink in it
+//! LOG-LEVEL ROOT [--bind HOST GUEST]... -- CMD...`; the crate's `main` takes the level). In a
+//! mount namespace of its own, which ends with it, it chroots into ROOT, mounts `/proc`,
+//! `/sys`, a minimal `/dev`, `/tmp`, `/run` and the binds there, runs CMD, reaps orphans,
+//! passes SIGTERM and SIGHUP on, and exits with CMD's status. Paths inside the appliance are resolved after the chroot, so a symlink in it
 //! (`/tmp -> /var/tmp`) cannot lead a mount out of the root; host paths are opened before.
 
 use std::os::fd::{AsRawFd, OwnedFd};
