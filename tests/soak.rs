@@ -306,6 +306,12 @@ fn read_version(rng: &mut Rng, dir: &Path, idx: u64, written: &Written) -> std::
     let offset = rng.below(size);
     let len = rng.below(256 << 10).min(size - offset) as usize;
     let f = fs::File::open(dir.join(format!("f{idx}")))?;
+    // Now and then the view's cached pages of the file are dropped, so that reads after a
+    // change reach the daemon (the first full read cached every page, and without memory
+    // pressure nothing else evicts them: on a loaded machine the changes went unnoticed).
+    if rng.below(64) == 0 {
+        nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+    }
     let mut buf = vec![0; len];
     f.read_exact_at(&mut buf, offset)?;
     let versions = written.lock().unwrap()[idx as usize].clone();
