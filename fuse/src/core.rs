@@ -230,7 +230,8 @@ impl<V: View> Core<V> {
             self.view
                 .children(dir, skip, &mut |name, ino| {
                     cookie += 1;
-                    emit(cookie, name, ino)
+                    // `children` goes on while we return true: while the reply has room.
+                    !emit(cookie, name, ino)
                 })
                 .ok_or(Errno::ENOTDIR)
         })
@@ -289,6 +290,74 @@ mod tests {
         let r: Result<(), Errno> = guarded("test", || panic!("bug"));
         assert_eq!(r, Err(Errno::EIO));
         assert_eq!(guarded("test", || Ok(7)), Ok(7));
+    }
+
+    /// A flat directory of `n` files.
+    struct Flat(u64);
+
+    impl View for Flat {
+        fn attr(&self, ino: Ino) -> Option<Attr> {
+            let mode = if ino == 0 { libc::S_IFDIR | 0o755 } else { libc::S_IFREG | 0o644 };
+            (ino <= self.0).then_some(Attr { mode, nlink: 1, ..Attr::default() })
+        }
+        fn lookup(&self, _parent: Ino, _name: &[u8]) -> Option<Ino> {
+            None
+        }
+        fn parent(&self, _dir: Ino) -> Ino {
+            0
+        }
+        fn children(&self, dir: Ino, skip: usize, f: &mut dyn FnMut(&[u8], Ino) -> bool) -> Option<()> {
+            if dir != 0 {
+                return None;
+            }
+            for i in (1..=self.0).skip(skip) {
+                if !f(format!("f{i}").as_bytes(), i) {
+                    break;
+                }
+            }
+            Some(())
+        }
+        fn readlink(&self, _ino: Ino) -> Option<&[u8]> {
+            None
+        }
+        fn data(&self, _ino: Ino) -> Option<Data<'_>> {
+            None
+        }
+    }
+
+    /// How many replies of `room` entries each list a directory of `n` children, as a
+    /// transport asks for them (resuming at the cookie of the last entry it took).
+    fn replies(n: u64, room: usize) -> (usize, usize) {
+        let core = Core::new(Flat(n), false, false);
+        let (mut replies, mut seen, mut offset) = (0, 0, 0);
+        loop {
+            let mut taken = Vec::new();
+            // As the transports' buffers do: a full reply refuses the entry (true).
+            let mut add: Box<AddEntry> = Box::new(|cookie, _name: &[u8], _ino, _attr: &Attr| {
+                let full = taken.len() >= room;
+                if !full {
+                    taken.push(cookie);
+                }
+                full
+            });
+            core.entries(1, offset, &mut add).unwrap();
+            drop(add);
+            if taken.is_empty() {
+                return (replies, seen);
+            }
+            replies += 1;
+            seen += taken.len();
+            offset = *taken.last().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_listing_fills_each_reply() {
+        // 100 children plus `.` and `..` fit in two replies of 64 entries (the lost `!` of
+        // issue 20 made it one child per reply: 101).
+        assert_eq!(replies(100, 64), (2, 102));
+        assert_eq!(replies(0, 64), (1, 2));
+        assert_eq!(replies(200, 1000), (1, 202));
     }
 
     #[test]
