@@ -673,3 +673,72 @@ impl Drop for KernelUring {
         let _ = fs::write(ENABLE_URING, self.old.trim());
     }
 }
+
+/// The unprivileged account of the hostile-user tests (issue 19): a user who owns directories
+/// that appliances name, and swaps files and symlinks in them while root works. Created with
+/// `useradd` the first time (several test binaries may race to create it: whoever loses finds
+/// it made). Returns its uid and gid.
+pub fn hostile_user() -> (u32, u32) {
+    const NAME: &str = "supermin-hostile";
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, NAME]).output().ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok().filter(|_| out.status.success())
+    };
+    if id("-u").is_none() {
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let (uid, gid) = (id("-u"), id("-g"));
+    let (Some(uid), Some(gid)) = (uid, gid) else {
+        panic!("cannot create the test user {NAME} with useradd (the hostile-user tests run as root)")
+    };
+    assert_ne!(uid, 0, "{NAME} must not be root");
+    (uid, gid)
+}
+
+/// `cmd` to be run as the hostile user.
+pub fn as_hostile(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    let (uid, gid) = hostile_user();
+    cmd.uid(uid).gid(gid);
+    cmd
+}
+
+/// A directory owned by the hostile user (mode 0755), inside `parent`.
+pub fn hostile_dir(parent: &Path, name: &str) -> PathBuf {
+    let (uid, gid) = hostile_user();
+    let dir = parent.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    dir
+}
+
+/// The hostile user exchanging `a` and `b` (two names in one directory it owns) with
+/// `renameat2(RENAME_EXCHANGE)` in a tight loop, until dropped. Perl is Essential in Debian,
+/// so it is there to run the loop without a helper binary of ours.
+pub struct Swapper(std::process::Child);
+
+impl Swapper {
+    pub fn start(a: &Path, b: &Path) -> Swapper {
+        // syscall 316 is renameat2 on x86_64; -100 is AT_FDCWD, 2 is RENAME_EXCHANGE.
+        let script = "while (1) { syscall(316, -100, $ARGV[0], -100, $ARGV[1], 2) == 0 or die \"renameat2: $!\" }";
+        let mut cmd = Command::new("perl");
+        cmd.args(["-e", script]).arg(a).arg(b).stdin(Stdio::null());
+        let child = as_hostile(cmd).spawn().expect("perl (Debian's perl-base) runs the swap loop");
+        Swapper(child)
+    }
+
+    /// Whether the loop is still running (it dies when a swap fails).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
