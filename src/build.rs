@@ -102,7 +102,7 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         size: opts.size,
         modules: opts.modules,
     });
-    output::write(opts.format, manifest, staging.path(), boot)?;
+    output::write(opts.format, manifest, staging.dir(), boot)?;
     info!("wrote the output in {} ms", started.elapsed().as_millis());
     freshness::record(staging.path(), &sources);
     staging.commit()

@@ -15,11 +15,16 @@ use std::ffi::CString;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::os::unix::ffi::OsStringExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+use nix::sys::stat::Mode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -230,6 +235,149 @@ pub fn stat(root: &Path, p: &str) -> io::Result<fs::Metadata> {
         record_stat(|| Question::Stat(p.to_string()), &m);
     }
     m
+}
+
+/// A regular host file as the resolve found it: where it is, and which file it was then.
+///
+/// Someone else may change the host between the resolve and the read (a user who owns a
+/// directory that a hostfiles glob names, the owner of a `--sysroot`), so the file is never
+/// read by its path again: [`HostFile::open`] opens it with no symlink followed anywhere on the
+/// way and inside the root, and checks that it is still the same file, before a byte is read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFile {
+    /// The root joined with the path resolved inside it: every directory on the way was a real
+    /// directory (no symlink) when resolved. For messages, and to open.
+    pub path: PathBuf,
+    /// How many bytes of `path` name the root (`/` or the sysroot).
+    root_len: u32,
+    dev: u64,
+    ino: u64,
+}
+
+impl HostFile {
+    /// `p`, a path inside `root` whose `lstat` said `st` (a regular file).
+    pub fn new(root: &Path, p: &str, st: &fs::Metadata) -> HostFile {
+        let path = if is_host(root) {
+            let _quiet = Pause::new(); // the file's own lstat is the answer a cache rechecks
+            let (dir, name) = split(p);
+            let mut out = PathBuf::from("/");
+            out.push(resolve_dir(root, dir).trim_start_matches('/'));
+            out.push(name);
+            out
+        } else {
+            path(root, p)
+        };
+        let root_len = if is_host(root) { 1 } else { root.as_os_str().len() as u32 };
+        HostFile { path, root_len, dev: st.dev(), ino: st.ino() }
+    }
+
+    /// A host file taken as it is now (the caller found it by walking a directory it trusts
+    /// no more than the root: the check on open still applies).
+    pub fn found(root: &Path, path: PathBuf, st: &fs::Metadata) -> HostFile {
+        let root_len = if is_host(root) { 1 } else { root.as_os_str().len() as u32 };
+        HostFile { path, root_len, dev: st.dev(), ino: st.ino() }
+    }
+
+    /// A host file named by `path` under `/`, matching no file (unit tests of what holds one).
+    #[cfg(test)]
+    pub fn named(path: &str) -> HostFile {
+        HostFile { path: PathBuf::from(path), root_len: 1, dev: 0, ino: 0 }
+    }
+
+    /// Open it for reading: through no symlink (not even in a directory on the way) and never
+    /// out of its root; it must be the file the resolve found, `size` bytes long, or the
+    /// error says that the file changed. In a sysroot, whose owner may make device nodes,
+    /// the file is checked before it is opened for reading (an `open` of a device can act).
+    pub fn open(&self, size: u64) -> io::Result<fs::File> {
+        let split = (self.root_len as usize).min(self.path.as_os_str().len());
+        let (root, rel) = self.path.as_os_str().as_bytes().split_at(split);
+        let file = if root == b"/" {
+            let file = open_no_symlinks(None, &self.path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | noatime());
+            self.check(file.map_err(|e| self.loop_is_change(e))?, size)?
+        } else {
+            let root = root_fd(Path::new(std::ffi::OsStr::from_bytes(root)))?;
+            let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
+            let handle = match open_no_symlinks(Some(&root), rel, OFlag::O_PATH) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_no_symlinks(None, &self.path, OFlag::O_PATH),
+                r => r,
+            };
+            let handle = self.check(handle.map_err(|e| self.loop_is_change(e))?, size)?;
+            reopen(&handle)?
+        };
+        Ok(file)
+    }
+
+    /// `file` if it is the file resolved, `size` bytes long.
+    fn check(&self, file: fs::File, size: u64) -> io::Result<fs::File> {
+        let m = file.metadata()?;
+        if !m.is_file() || (m.dev(), m.ino()) != (self.dev, self.ino) {
+            return Err(self.changed("another file is there now"));
+        }
+        if m.size() != size {
+            return Err(self.changed(&format!("its size is {} bytes now, not {size}", m.size())));
+        }
+        Ok(file)
+    }
+
+    fn loop_is_change(&self, e: io::Error) -> io::Error {
+        match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::EXDEV) => self.changed("a symlink is on its path now"),
+            _ => e,
+        }
+    }
+
+    fn changed(&self, how: &str) -> io::Error {
+        io::Error::other(format!("changed since the appliance was resolved ({how}): build or mount again"))
+    }
+}
+
+/// Open `path` with `flags`, no symlink followed on the way: inside `root` when given (and
+/// never out of it), else `path` is absolute. Kernels before 5.6 have no `openat2`: then the
+/// last component only is not followed, and the caller's identity check is what holds.
+fn open_no_symlinks(root: Option<&OwnedFd>, path: &Path, flags: OFlag) -> io::Result<fs::File> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let (at, resolve) = match root {
+        Some(fd) => (fd.as_fd(), ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS),
+        None => (AT_FDCWD, ResolveFlag::RESOLVE_NO_SYMLINKS),
+    };
+    let how = OpenHow::new().flags(flags).resolve(resolve);
+    match nix::fcntl::openat2(at, path, how) {
+        Err(Errno::ENOSYS) if root.is_none() => nix::fcntl::open(path, flags, Mode::empty()),
+        r => r,
+    }
+    .map(fs::File::from)
+    .map_err(io::Error::from)
+}
+
+/// A descriptor for reading the file that `handle` (an `O_PATH` descriptor) names: the same
+/// inode, whatever has become of its path.
+fn reopen(handle: &fs::File) -> io::Result<fs::File> {
+    let magic = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | noatime();
+    nix::fcntl::open(magic.as_str(), flags, Mode::empty()).map(fs::File::from).map_err(io::Error::from)
+}
+
+/// `O_NOATIME` when we may use it on any file (root): reading the host should not write to it.
+fn noatime() -> OFlag {
+    if nix::unistd::geteuid().is_root() {
+        OFlag::O_NOATIME
+    } else {
+        OFlag::empty()
+    }
+}
+
+/// The sysroots' directories, each opened once (`O_PATH`) for [`HostFile::open`].
+static ROOTS: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+
+fn root_fd(root: &Path) -> io::Result<Arc<OwnedFd>> {
+    let mut roots = ROOTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, fd)) = roots.iter().find(|(r, _)| r == root) {
+        return Ok(fd.clone());
+    }
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let fd = Arc::new(nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?);
+    roots.push((root.to_path_buf(), fd.clone()));
+    Ok(fd)
 }
 
 /// `stat(p)` says regular file (symlinks followed inside `root`), as the original's detection

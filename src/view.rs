@@ -242,9 +242,17 @@ impl View for ManifestView {
         let (i, inode) = self.get(ino)?;
         self.mark(i, READ);
         match &inode.node {
-            Node::File(Content::Host(path)) => Some(Data::Host(path)),
+            Node::File(Content::Host(file)) => Some(Data::Host(&file.path)),
             Node::File(content) => self.manifest.memory_content(content, inode.meta.size).map(Data::Bytes),
             _ => None,
+        }
+    }
+
+    /// Through [`crate::host::HostFile::open`]: never another file than the one resolved.
+    fn open(&self, ino: u64, size: u64) -> std::io::Result<std::fs::File> {
+        match self.get(ino).map(|(_, inode)| &inode.node) {
+            Some(Node::File(Content::Host(file))) => file.open(size),
+            _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
         }
     }
 
@@ -318,7 +326,7 @@ mod tests {
     fn passthrough_pays_for_large_host_files_not_for_many_small_ones() {
         let host = |size| Inode {
             meta: Meta { mode: S_IFREG | 0o644, size, ..Meta::default() },
-            node: Node::File(Content::Host("/h".into())),
+            node: Node::File(Content::Host(crate::host::HostFile::named("/h"))),
         };
         let mut images = tree();
         images.create(b"/disk.img", host(64 << 20), true).unwrap();

@@ -172,7 +172,8 @@ impl<V: View> Core<V> {
             let large = a.size >= self.passthrough_min.load(Ordering::Relaxed);
             match self.view.data(ino) {
                 Some(Data::Host(path)) if self.files.passthrough() && large => {
-                    Ok(Some((ino, self.files.get(ino, path, a.size).map_err(host_errno(path))?)))
+                    let file = self.files.get(ino, (path, a.size), &|i, n| self.view.open(i, n));
+                    Ok(Some((ino, file.map_err(host_errno(path))?)))
                 }
                 Some(_) => Ok(None),
                 None if a.mode & libc::S_IFMT == libc::S_IFDIR => Err(Errno::EISDIR),
@@ -203,7 +204,11 @@ impl<V: View> Core<V> {
                 }
                 Some(Data::Host(path)) => {
                     let len = self.attr(ino)?.size;
-                    let n = self.files.read(ino, (path, len), offset, &mut buf[..size]).map_err(host_errno(path))?;
+                    let open = &|i, n| self.view.open(i, n);
+                    let n = self
+                        .files
+                        .read(ino, (path, len), open, (offset, &mut buf[..size]))
+                        .map_err(host_errno(path))?;
                     Ok(ReadOut::InBuf(n))
                 }
                 None => Err(Errno::EINVAL),
@@ -322,6 +327,9 @@ mod tests {
         }
         fn data(&self, _ino: Ino) -> Option<Data<'_>> {
             None
+        }
+        fn open(&self, _ino: Ino, _size: u64) -> io::Result<File> {
+            Err(io::Error::from_raw_os_error(libc::ENOENT))
         }
     }
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -99,14 +99,14 @@ impl Files {
         }
     }
 
-    /// The open descriptor of `ino`'s host file (`len` bytes long in the view), opening it
-    /// if it is not cached; EIO if it is not the file first opened for `ino`.
-    pub(crate) fn get(&self, ino: Ino, path: &Path, len: u64) -> io::Result<Arc<File>> {
+    /// The open descriptor of `ino`'s host file (`len` bytes long in the view), opened by
+    /// `open` if it is not cached; EIO if it is not the file first opened for `ino`.
+    pub(crate) fn get(&self, ino: Ino, (path, len): (&Path, u64), open: Opener) -> io::Result<Arc<File>> {
         if let Some(f) = self.lru.lock().get(&ino) {
             return Ok(f.clone());
         }
         // Opened outside the lock: a slow open (cold disk) must not stall other readers.
-        let file = Arc::new(open_noatime(path)?);
+        let file = Arc::new(open(ino, len).map_err(|e| refused(path, e))?);
         let now = Stamp::of(&file)?;
         let mut stamps = self.stamps.lock();
         let first = *stamps.entry(ino).or_insert(now);
@@ -123,8 +123,14 @@ impl Files {
 
     /// Read up to `buf.len()` bytes at `offset` into `buf`; returns how many were read (fewer
     /// only at end of file). `len` is the file's size in the view.
-    pub(crate) fn read(&self, ino: Ino, (path, len): (&Path, u64), offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let file = self.get(ino, path, len)?;
+    pub(crate) fn read(
+        &self,
+        ino: Ino,
+        (path, len): (&Path, u64),
+        open: Opener,
+        (offset, buf): (u64, &mut [u8]),
+    ) -> io::Result<usize> {
+        let file = self.get(ino, (path, len), open)?;
         // The view's length bounds the read: no second pread to find the end of the file.
         let size = buf.len().min(len.saturating_sub(offset) as usize);
         let mut done = 0;
@@ -228,12 +234,15 @@ fn changed(path: &Path) -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)
 }
 
-/// Open read-only without updating the host file's access time when we may (owner or
-/// root): serving the view should not write to the host disk.
-fn open_noatime(path: &Path) -> io::Result<File> {
-    let open = |flags| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        r => r,
+/// How the view opens a host file: [`crate::View::open`].
+pub(crate) type Opener<'a> = &'a dyn Fn(Ino, u64) -> io::Result<File>;
+
+/// The view would not open a host file: a file that changed into another since the view was
+/// made is EIO (said at info level), any other error is what it is.
+fn refused(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
     }
+    log::info!("{}: {e}; answering EIO", path.display());
+    io::Error::from_raw_os_error(libc::EIO)
 }

@@ -23,6 +23,8 @@ mod fs;
 mod session;
 mod uring;
 
+use std::fs::File;
+use std::io;
 use std::path::Path;
 
 pub use core::PASSTHROUGH_MIN_SIZE;
@@ -49,8 +51,8 @@ pub struct Attr {
 
 /// Where a regular file's bytes are.
 pub enum Data<'a> {
-    /// A host file, opened when the file is opened (its size may have changed since the view
-    /// was made; reads return what is there now).
+    /// A host file, opened by [`View::open`] when it is first read (or opened, in
+    /// passthrough); the path names it in messages.
     Host(&'a Path),
     /// Bytes in memory or in a mapping that lives as long as the view.
     Bytes(&'a [u8]),
@@ -70,6 +72,10 @@ pub trait View: Send + Sync + 'static {
     fn children(&self, dir: Ino, skip: usize, f: &mut dyn FnMut(&[u8], Ino) -> bool) -> Option<()>;
     fn readlink(&self, ino: Ino) -> Option<&[u8]>;
     fn data(&self, ino: Ino) -> Option<Data<'_>>;
+    /// Open the host file of `ino` (a [`Data::Host`]) for reading, `size` bytes long in the
+    /// view. The view decides how: a path that someone else can change must not lead to
+    /// another file than the one the view was made of.
+    fn open(&self, ino: Ino, size: u64) -> io::Result<File>;
     /// Extended attributes: the value of `name` on `ino`.
     fn xattr(&self, _ino: Ino, _name: &[u8]) -> Option<Vec<u8>> {
         None
@@ -114,6 +120,9 @@ impl<T: View> View for std::sync::Arc<T> {
     }
     fn data(&self, ino: Ino) -> Option<Data<'_>> {
         (**self).data(ino)
+    }
+    fn open(&self, ino: Ino, size: u64) -> io::Result<File> {
+        (**self).open(ino, size)
     }
     fn xattr(&self, ino: Ino, name: &[u8]) -> Option<Vec<u8>> {
         (**self).xattr(ino, name)

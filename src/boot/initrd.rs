@@ -112,14 +112,13 @@ pub fn read_module(path: &Path) -> Result<(String, Vec<u8>)> {
 }
 
 /// Write the initrd for the kernel whose modules are in `modpath`.
-pub fn write(modpath: &Path, out: &Path) -> Result<()> {
+pub fn write(modpath: &Path, (file, out): (fs::File, &Path)) -> Result<()> {
     let dep_path = modpath.join("modules.dep");
     let dep = fs::read_to_string(&dep_path).at(&dep_path, "cannot read")?;
     let order = module_order(&dep);
     debug!("initrd: {} modules", order.len());
     let init = fs::read("/proc/self/exe").at(Path::new("/proc/self/exe"), "cannot read our own binary for /init")?;
 
-    let file = fs::File::create(out).at(out, "cannot create")?;
     let mut w = cpio::Writer::new(BufWriter::with_capacity(1 << 20, file));
     let werr = |e: std::io::Error| Error::io(out, "cannot write", e);
     let h = |name: &[u8], mode: u32| -> (Vec<u8>, u32) { (name.to_vec(), mode) };

@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use log::debug;
@@ -15,6 +16,7 @@ use log::debug;
 use crate::bail;
 use crate::error::{Error, IoContext, Result};
 use crate::host;
+use crate::util::dirfd::Dir;
 
 pub struct Kernel {
     pub path: PathBuf,
@@ -24,14 +26,17 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Put the kernel at `dest`: a symlink to it, or with `copy` (`--copy-kernel`) a copy,
-    /// with a fresh mtime (unlike 5.2.2's `cp -p`, so `--if-newer` sees it as new).
-    pub fn install(&self, dest: &Path, copy: bool) -> Result<()> {
-        if copy {
-            fs::copy(&self.path, dest).map(drop).at(&self.path, "cannot copy the kernel")
-        } else {
-            std::os::unix::fs::symlink(&self.path, dest).at(dest, "cannot create the kernel symlink")
+    /// Put the kernel at `name` in `out`: a symlink to it, or with `copy` (`--copy-kernel`) a
+    /// copy, with a fresh mtime (unlike 5.2.2's `cp -p`, so `--if-newer` sees it as new).
+    pub fn install(&self, out: &Dir, name: &str, copy: bool) -> Result<()> {
+        let dest = out.shown(Path::new(name));
+        if !copy {
+            return out.symlink(self.path.as_os_str(), Path::new(name)).at(&dest, "cannot create the kernel symlink");
         }
+        let mut src = fs::File::open(&self.path).at(&self.path, "cannot copy the kernel")?;
+        let mode = src.metadata().at(&self.path, "cannot copy the kernel")?.permissions().mode() & 0o777;
+        let mut made = out.create_file(Path::new(name), mode, false).at(&dest, "cannot create")?;
+        std::io::copy(&mut src, &mut made).map(drop).at(&self.path, "cannot copy the kernel")
     }
 }
 

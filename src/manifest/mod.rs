@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::HostFile;
 use crate::inputs::BaseImage;
 use crate::util::pathwalk::{self, components, End, Entry};
 
@@ -65,8 +66,9 @@ impl Meta {
 /// Where a regular file's bytes are.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Content {
-    /// A host file, read when the output is written (or the view is read).
-    Host(PathBuf),
+    /// A host file, read when the output is written (or the view is read), through
+    /// [`HostFile::open`]: never by its path alone.
+    Host(HostFile),
     /// A member of base image number `image`, at `offset` in the uncompressed tar.
     Tar { image: u32, offset: u64 },
     /// Bytes made by the tool itself (e.g. `/packagelist`).

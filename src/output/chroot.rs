@@ -5,20 +5,21 @@
 //! filesystems that support them) by as many threads as there are cores. Everything else is
 //! metadata and done in one pass. Directories are created 0700 and given their real mode last,
 //! in reverse order, so a read-only directory never blocks writing inside it.
+//!
+//! Everything is made and changed through the output directory's descriptor
+//! ([`crate::util::dirfd`]): a path below it crosses only our private directories, and each
+//! file's and directory's owner, times and mode are set through its own descriptor.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use log::warn;
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{os, Content, Ino, Manifest, Meta, Node, ROOT};
+use crate::util::dirfd::{self, Attrs, Dir};
 use crate::util::progress::Progress;
-use crate::util::{sys, work};
+use crate::util::work;
 
-pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
+pub fn write(manifest: &Manifest, out: &Dir) -> Result<()> {
     let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
     let mut files: Vec<(PathBuf, Ino)> = Vec::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -29,31 +30,34 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
         if error.is_some() || ino == ROOT {
             return;
         }
-        let dest = out.join(os(&path[1..]));
+        let rel = PathBuf::from(os(&path[1..]));
         let inode = manifest.inode(ino);
         let meta = &inode.meta;
         let result = match &inode.node {
             Node::Dir(_) => {
-                dirs.push((dest.clone(), *meta));
-                fs::DirBuilder::new().mode(0o700).create(&dest).at(&dest, "cannot create directory")
+                let made = out.mkdir(&rel, 0o700).at(&out.shown(&rel), "cannot create directory");
+                dirs.push((rel, *meta));
+                made
             }
             Node::File(_) => {
                 // Hard links: the first name gets the data, the others are linked afterwards.
                 match first_path[ino as usize] {
-                    Some(i) => links.push((files[i].0.clone(), dest)),
+                    Some(i) => links.push((files[i].0.clone(), rel)),
                     None => {
                         first_path[ino as usize] = Some(files.len());
-                        files.push((dest, ino));
+                        files.push((rel, ino));
                     }
                 }
                 Ok(())
             }
-            Node::Symlink(target) => std::os::unix::fs::symlink(os(target), &dest)
-                .at(&dest, "cannot create symlink")
-                .and_then(|()| set_owner_and_time(&dest, meta)),
-            Node::Special => sys::mknod(&dest, meta.mode, meta.rdev)
-                .at(&dest, "cannot create device node")
-                .and_then(|()| set_owner_and_time(&dest, meta)),
+            Node::Symlink(target) => out
+                .symlink(os(target).as_os_str(), &rel)
+                .at(&out.shown(&rel), "cannot create symlink")
+                .and_then(|()| set_owner_and_time(out, &rel, meta)),
+            Node::Special => out
+                .mknod(&rel, meta.mode, meta.rdev)
+                .at(&out.shown(&rel), "cannot create device node")
+                .and_then(|()| set_owner_and_time(out, &rel, meta)),
         };
         if let Err(e) = result {
             error = Some(e);
@@ -63,75 +67,66 @@ pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
         return Err(e);
     }
 
-    copy_files(manifest, &files)?;
+    copy_files(manifest, out, &files)?;
     for (existing, new) in &links {
-        fs::hard_link(existing, new).at(new, "cannot create hard link")?;
+        out.hard_link(existing, new).at(&out.shown(new), "cannot create hard link")?;
     }
-    for (dest, meta) in dirs.iter().rev() {
-        finish_dir(dest, meta)?;
+    for (rel, meta) in dirs.iter().rev() {
+        let dir = out.open_dir(rel).at(&out.shown(rel), "cannot open directory")?;
+        dirfd::finish(&dir, &attrs(meta)).at(&out.shown(rel), "cannot set owner, times and mode")?;
     }
-    finish_dir(out, &manifest.inode(ROOT).meta)
+    out.finish(&attrs(&manifest.inode(ROOT).meta)).at(out.path(), "cannot set owner, times and mode")
 }
 
-fn finish_dir(dest: &Path, meta: &Meta) -> Result<()> {
-    set_owner_and_time(dest, meta)?;
-    fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode & 0o7777)).at(dest, "cannot set permissions")
+fn attrs(meta: &Meta) -> Attrs {
+    Attrs { uid: meta.uid, gid: meta.gid, mtime: meta.mtime, mtime_nsec: meta.mtime_nsec, perm: meta.mode }
 }
 
-/// Owner then times. Changing the owner needs root; like `cp -p`, a non-root build keeps its own.
-fn set_owner_and_time(dest: &Path, meta: &Meta) -> Result<()> {
-    match std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid)) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-        r => r.at(dest, "cannot set owner")?,
-    }
-    sys::set_mtime(dest, meta.mtime, meta.mtime_nsec).at(dest, "cannot set times")
+/// Owner then times of `rel` itself (a symlink or node: no mode to set after).
+fn set_owner_and_time(out: &Dir, rel: &Path, meta: &Meta) -> Result<()> {
+    out.set_owner_and_time(rel, meta.uid, meta.gid, (meta.mtime, meta.mtime_nsec))
+        .at(&out.shown(rel), "cannot set owner and times")
 }
 
 /// Copy regular files on every core.
-fn copy_files(manifest: &Manifest, files: &[(PathBuf, Ino)]) -> Result<()> {
+fn copy_files(manifest: &Manifest, out: &Dir, files: &[(PathBuf, Ino)]) -> Result<()> {
     let size = |ino: Ino| manifest.inode(ino).meta.size;
     let progress = Progress::files("chroot: files", files.len() as u64, files.iter().map(|f| size(f.1)).sum());
-    work::for_each(files, work::cores(), |(dest, ino)| {
-        copy_one(manifest, *ino, dest)?;
+    work::for_each(files, work::cores(), |(rel, ino)| {
+        copy_one(manifest, *ino, out, rel)?;
         progress.inc(size(*ino));
         Ok(())
     })
 }
 
-fn copy_one(manifest: &Manifest, ino: Ino, dest: &Path) -> Result<()> {
+fn copy_one(manifest: &Manifest, ino: Ino, out: &Dir, rel: &Path) -> Result<()> {
     let inode = manifest.inode(ino);
     let meta = &inode.meta;
     let Node::File(content) = &inode.node else { return Ok(()) };
-    let mut src = match content {
-        Content::Host(src) => match File::open(src) {
-            Ok(f) => Some(f),
-            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound) => {
-                // The original's chroot writer skips what `cp` cannot read; say which file.
-                warn!("{}: {} (skipped)", src.display(), e);
-                return Ok(());
-            }
-            Err(e) => return Err(Error::io(src, "cannot read", e)),
+    let dest = out.shown(rel);
+    let src = match content {
+        // Nothing to read in an empty file (nor in a /proc file, whose size says 0).
+        Content::Host(file) if meta.size > 0 => match super::open_host(file, meta.size)? {
+            Some(f) => Some((f, file)),
+            None => return Ok(()),
         },
         _ => None,
     };
-    let mut out =
-        OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).at(dest, "cannot create file")?;
-    match (&mut src, content) {
-        (Some(src), Content::Host(path)) => {
-            // No more than the size resolved: a /proc file says 0 and may never end (/proc/kmsg).
-            io::copy(&mut src.take(meta.size), &mut out).map_err(|e| copy_error(path, dest, e))?;
+    let mut made = out.create_file(rel, 0o600, false).at(&dest, "cannot create file")?;
+    match (src, content) {
+        (Some((src, file)), _) => {
+            // No more than the size resolved.
+            io::copy(&mut src.take(meta.size), &mut made).map_err(|e| copy_error(&file.path, &dest, e))?;
         }
-        _ => {
+        (None, Content::Host(_)) => {}
+        (None, _) => {
             let bytes = manifest
                 .memory_content(content, meta.size)
                 .ok_or_else(|| Error::new(format!("{}: tar member is truncated", dest.display())))?;
-            out.write_all(bytes).at(dest, "cannot write")?;
+            made.write_all(bytes).at(&dest, "cannot write")?;
         }
     }
-    drop(out);
-    set_owner_and_time(dest, meta)?;
-    // After chown, which clears set-uid bits.
-    fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode & 0o7777)).at(dest, "cannot set permissions")
+    dirfd::finish(&made, &attrs(meta)).at(&dest, "cannot set owner, times and mode")
 }
 
 fn copy_error(src: &Path, dest: &Path, e: io::Error) -> Error {

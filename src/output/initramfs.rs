@@ -79,7 +79,7 @@ pub fn memory_needed(unpacked: u64, compressed: u64, kernel: u64) -> u64 {
 /// What else the kernel reserves before unpacking (firmware tables, per-CPU areas, slabs).
 const SLACK: u64 = 8 << 20;
 
-pub fn write(manifest: &Manifest, out: &Path, to: &Target) -> Result<()> {
+pub fn write(manifest: &Manifest, (mut file, out): (fs::File, &Path), to: &Target) -> Result<()> {
     if manifest.lookup(b"/init", true).is_none() {
         warn!("the appliance has no /init: the kernel will find nothing to run (add one with a base image)");
     }
@@ -124,7 +124,6 @@ pub fn write(manifest: &Manifest, out: &Path, to: &Target) -> Result<()> {
     let progress = Progress::files("initramfs: files", files.len() as u64, files.iter().sum());
     let compression = to.compression;
     let compressed = work::map(&segments, threads, |entries| segment(manifest, entries, out, compression, &progress));
-    let mut file = fs::File::create(out).at(out, "cannot create")?;
     let mut size = 0;
     for bytes in compressed {
         let bytes = bytes?;
@@ -224,12 +223,10 @@ fn segment(
         let data: &[u8] = match &inode.node {
             Node::File(Content::Host(src)) => {
                 // No more than the size resolved: a /proc file says 0 and may never end.
-                owned = match fs::File::open(src).and_then(|f| read_at_most(f, m.size)) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        warn!("{}: {} (left empty in the initramfs)", src.display(), e);
-                        Vec::new()
-                    }
+                // Left empty when it cannot be read.
+                owned = match crate::output::open_host(src, m.size)? {
+                    Some(f) => read_at_most(f, m.size).at(&src.path, "cannot read")?,
+                    None => Vec::new(),
                 };
                 &owned
             }

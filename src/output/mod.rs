@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use crate::boot::modules::{self, Modules};
 use crate::boot::{initrd, kernel::Kernel};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::host::HostFile;
 use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFREG};
 use crate::resolve;
+use crate::util::dirfd::{self, Dir};
 use staging::Shape;
 
 mod chroot;
@@ -19,6 +21,21 @@ pub mod freshness;
 mod initramfs;
 pub mod staging;
 pub mod tar;
+
+/// Open a host file of the manifest for copying (`size` bytes, as resolved), through
+/// [`HostFile::open`]. A file we may not read or that is gone is left out with a warning, as
+/// the original's writers do (`cp` skips it); a file that changed into another one since the
+/// resolve is an error, never another file's bytes.
+pub(crate) fn open_host(file: &HostFile, size: u64) -> Result<Option<std::fs::File>> {
+    match file.open(size) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound) => {
+            log::warn!("{}: {} (skipped)", file.path.display(), crate::error::strerror(&e));
+            Ok(None)
+        }
+        Err(e) => Err(Error::io(&file.path, "cannot read", e)),
+    }
+}
 
 /// What `-f` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +97,18 @@ const DEFAULT_SIZE: u64 = 4 << 30;
 
 /// Write `manifest` in `format` into the (empty, staging) directory `out`; `boot` is required
 /// for the bootable formats.
-pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Boot>) -> Result<()> {
+pub fn write(format: Format, manifest: Manifest, out: &Dir, boot: Option<Boot>) -> Result<()> {
+    write_format(format, manifest, out, boot)?;
+    if format != Format::Chroot {
+        // A chroot's root takes the appliance root's mode; the files of the others are in a
+        // plain directory.
+        let attrs = dirfd::Attrs { perm: 0o755, ..dirfd::Attrs::of(out.fd()).at(out.path(), "cannot stat")? };
+        out.finish(&attrs).at(out.path(), "cannot set permissions")?;
+    }
+    Ok(())
+}
+
+fn write_format(format: Format, mut manifest: Manifest, out: &Dir, boot: Option<Boot>) -> Result<()> {
     let boot = match (format, boot) {
         (Format::Chroot, _) => return chroot::write(&manifest, out),
         (Format::Tar, _) => return tar::write_file(&manifest, out),
@@ -91,21 +119,29 @@ pub fn write(format: Format, mut manifest: Manifest, out: &Path, boot: Option<Bo
     let default = if format == Format::Initramfs { Modules::Vm } else { Modules::All };
     let which = boot.modules.unwrap_or(default);
     add_modules(&mut manifest, &boot, which)?;
-    k.install(&out.join("kernel"), boot.copy_kernel)?;
+    k.install(out, "kernel", boot.copy_kernel)?;
+    let initrd = out.shown(Path::new("initrd"));
+    let initrd = (create(out, "initrd", false)?, initrd.as_path());
     if format == Format::Initramfs {
         let config = k.config(boot.root);
         let compression = initramfs::Compression::for_kernel(config.as_deref());
         let all_modules = which == Modules::All;
         let target = initramfs::Target { compression, kernel_memory: k.memory(), all_modules };
-        return initramfs::write(&manifest, &out.join("initrd"), &target);
+        return initramfs::write(&manifest, initrd, &target);
     }
+    let root = out.shown(Path::new("root"));
+    let root = (create(out, "root", true)?, root.as_path());
     // The initrd is small and independent of the image: make it meanwhile.
-    let initrd = out.join("initrd");
     std::thread::scope(|s| {
-        let mini = s.spawn(|| initrd::write(&k.modpath, &initrd));
-        let image = ext2::write(&manifest, &out.join("root"), boot.size.unwrap_or(DEFAULT_SIZE), ext2::uuid(&manifest));
+        let mini = s.spawn(|| initrd::write(&k.modpath, initrd));
+        let image = ext2::write(&manifest, root, boot.size.unwrap_or(DEFAULT_SIZE), ext2::uuid(&manifest));
         image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
     })
+}
+
+/// The new file `name` of the output (readable too with `read`), mode 0644.
+fn create(out: &Dir, name: &str, read: bool) -> Result<std::fs::File> {
+    out.create_file(Path::new(name), 0o644, read).at(&out.shown(Path::new(name)), "cannot create")
 }
 
 /// Add the kernel's modules directory at `/lib/modules/VERSION`: all of it, or the modules

@@ -13,16 +13,20 @@
 //! Anything else (a user's files, a symlink, a regular file) needs `--force`; `/` never.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::bail;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{strerror, Error, IoContext, Result};
+use crate::util::dirfd::{self, Dir};
 use crate::util::sys;
 
 pub struct Staging {
     tmp: PathBuf,
+    /// `tmp`, opened once: everything inside is made through it (its parent may be someone
+    /// else's, who can move `tmp` away and put a symlink there).
+    dir: Dir,
     out: PathBuf,
     replace: Replace,
     committed: bool,
@@ -67,17 +71,27 @@ impl Staging {
             )));
         }
         remove_abandoned(&parent, &name.to_string_lossy());
-        let tmp = create_unique(&parent, &name.to_string_lossy(), 0o755)?;
+        // Private while it is built: the writers give it its mode when they finish.
+        let tmp = create_unique(&parent, &name.to_string_lossy(), 0o700)?;
+        let dir = match Dir::open_own(&tmp) {
+            Ok(dir) => dir,
+            Err(e) => bail!("{}: cannot use the temporary directory just made: {}", tmp.display(), strerror(&e)),
+        };
         // Mark it as ours and alive, so a later run can tell an abandoned one (a killed build).
         let pid = std::process::id().to_string();
         let _ = sys::set_xattr(&tmp, OWNER_XATTR, pid.as_bytes());
         let _ = sys::set_xattr(&tmp, STAGING_XATTR, pid.as_bytes());
-        Ok(Staging { tmp, out, replace, committed: false })
+        Ok(Staging { tmp, dir, out, replace, committed: false })
     }
 
-    /// Where to build.
+    /// Where to build, for messages and markers.
     pub fn path(&self) -> &Path {
         &self.tmp
+    }
+
+    /// Where to build: the directory itself.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// Put the new output in place of the old one (checked again: it may have changed while
@@ -224,21 +238,8 @@ pub fn remove_tree(path: &Path) {
     if fs::remove_dir_all(path).is_ok() || fs::symlink_metadata(path).is_err() {
         return;
     }
-    make_writable(path);
+    dirfd::make_writable(path);
     let _ = fs::remove_dir_all(path);
-}
-
-fn make_writable(path: &Path) {
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        if meta.is_dir() {
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-            if let Ok(entries) = fs::read_dir(path) {
-                for e in entries.flatten() {
-                    make_writable(&e.path());
-                }
-            }
-        }
-    }
 }
 
 /// The original strips exactly one trailing `/` from `-o`.

@@ -9,7 +9,6 @@
 //! tar writes them. Extended attributes are not carried (the chroot output does not carry
 //! them either), nor are sockets (GNU tar skips them too).
 
-use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
@@ -18,6 +17,7 @@ use tar::{EntryType, Header};
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Content, Ino, Manifest, Meta, Node, ROOT, S_IFMT};
+use crate::util::dirfd::Dir;
 use crate::util::progress::Progress;
 
 /// The file `-f tar -o DIR` writes in DIR.
@@ -63,9 +63,9 @@ fn progress(manifest: &Manifest) -> Progress {
 }
 
 /// Write the archive as `FILE` in the (staging) directory `dir`.
-pub fn write_file(manifest: &Manifest, dir: &Path) -> Result<()> {
-    let path = dir.join(FILE);
-    let file = File::create(&path).at(&path, "cannot create")?;
+pub fn write_file(manifest: &Manifest, dir: &Dir) -> Result<()> {
+    let path = dir.shown(Path::new(FILE));
+    let file = dir.create_file(Path::new(FILE), 0o644, false).at(&path, "cannot create")?;
     write(manifest, file, &path)
 }
 
@@ -174,13 +174,12 @@ fn append_special<W: Write>(archive: &mut tar::Builder<W>, mut h: Header, name: 
 /// `None` for a host file that cannot be opened: left out, as the chroot writer leaves it.
 fn contents<'a>(manifest: &'a Manifest, content: &'a Content, size: u64) -> io::Result<Option<Box<dyn Read + 'a>>> {
     match content {
-        Content::Host(path) => match File::open(path) {
-            Ok(f) => Ok(Some(Box::new(Exactly { inner: f.take(size), left: size, path, short: false }))),
-            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound) => {
-                warn!("{}: {} (skipped)", path.display(), e);
-                Ok(None)
+        Content::Host(file) => match crate::output::open_host(file, size) {
+            Ok(Some(f)) => {
+                Ok(Some(Box::new(Exactly { inner: f.take(size), left: size, path: &file.path, short: false })))
             }
-            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io::Error::other(e.message().to_string())),
         },
         _ => match manifest.memory_content(content, size) {
             Some(bytes) => Ok(Some(Box::new(bytes))),

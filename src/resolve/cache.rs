@@ -243,7 +243,7 @@ mod tests {
         let inodes = vec![
             Inode { meta: meta(S_IFDIR | 0o755), node: root },
             Inode { meta: meta(S_IFDIR | 0o755), node: Node::Dir(BTreeMap::new()) },
-            Inode { meta: meta(S_IFREG | 0o644), node: Node::File(Content::Host("/f".into())) },
+            Inode { meta: meta(S_IFREG | 0o644), node: Node::File(Content::Host(crate::host::HostFile::named("/f"))) },
         ];
         let mut m = Manifest { inodes, images: vec![] };
         let lstat = |p: &str| Answer { question: host::Question::Lstat(p.into()), hash: 0, dir: Some(0) };

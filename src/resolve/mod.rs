@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use log::{debug, info};
 
+use crate::bail;
 use crate::error::{Error, Result};
 use crate::host;
 use crate::inputs::Inputs;
@@ -130,7 +131,7 @@ pub fn resolve(inputs: &Inputs, pm: &dyn PackageManager, opts: &Options) -> Resu
     let mut host_dirs = Vec::new();
     for f in &listed {
         if let Some(st) = stats.lstat(&f.source).cloned() {
-            if let Some(dir) = place(&mut manifest, opts.root, f, &st) {
+            if let Some(dir) = place(&mut manifest, opts.root, f, &st)? {
                 host_dirs.push((dir, f.source.clone()));
             }
         }
@@ -208,7 +209,7 @@ fn exclude(listed: &mut Vec<Listed>, patterns: &[String]) {
 
 /// Put host file `f` (whose lstat is `st`) into the tree, as the original's writer creates it
 /// in its output directory. Returns the directory given `st`'s metadata, if `f` is one.
-fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) -> Option<Ino> {
+fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) -> Result<Option<Ino>> {
     let meta = Meta::from_host(st);
     let path = f.path.as_bytes();
     let ft = st.file_type();
@@ -217,15 +218,23 @@ fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) -> Opt
         if placed.is_none() {
             debug!("build: {}: not placed (not a directory, or no parent directory)", f.path);
         }
-        return placed;
+        return Ok(placed);
     }
     let placed = if ft.is_symlink() {
-        let Ok(target) = fs::read_link(host::path(root, &f.source)) else { return None };
+        let host = host::path(root, &f.source);
+        let target = match fs::read_link(&host) {
+            Ok(target) => target,
+            // Someone made it something else since its lstat: never guess which it is.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                bail!("{}: changed since the appliance was resolved (a symlink, now not): build again", host.display())
+            }
+            Err(_) => return Ok(None),
+        };
         let target = chroot_link_target(&f.source, target.as_os_str().as_bytes());
         let meta = Meta { size: target.len() as u64, mode: S_IFLNK | 0o777, ..meta };
         manifest.create(path, Inode { meta, node: Node::Symlink(target.into()) }, false).is_some()
     } else if ft.is_file() {
-        let content = Content::Host(host::path(root, &f.source));
+        let content = Content::Host(host::HostFile::new(root, &f.source, st));
         manifest.create(path, Inode { meta, node: Node::File(content) }, true).is_some()
     } else {
         manifest.create(path, Inode { meta, node: Node::Special }, true).is_some()
@@ -233,7 +242,7 @@ fn place(manifest: &mut Manifest, root: &Path, f: &Listed, st: &Metadata) -> Opt
     if !placed {
         debug!("build: {}: not placed (already there, or no parent directory)", f.path);
     }
-    None
+    Ok(None)
 }
 
 /// `/packagelist` (`--include-packagelist`): every package of the closure, one per line.
@@ -304,7 +313,8 @@ pub fn add_host_tree(
                 let meta = Meta { size: target.len() as u64, ..meta };
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::Symlink(target.into()) }, true);
             } else if st.is_file() {
-                manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Host(host)) }, true);
+                let file = host::HostFile::found(root, host, &st);
+                manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Host(file)) }, true);
             } else {
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::Special }, true);
             }

@@ -1,6 +1,7 @@
 //! Plumbing with no knowledge of appliances: syscalls, the thread pool, path walking.
 
 pub mod cpio;
+pub mod dirfd;
 pub mod escape;
 pub mod fingerprint;
 pub mod pathwalk;

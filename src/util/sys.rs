@@ -13,17 +13,10 @@ use std::path::Path;
 
 use memmap2::Mmap;
 use nix::fcntl::AT_FDCWD;
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
+use nix::sys::stat::{Mode, SFlag};
 
 fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// Set access and modification time (both to `mtime`), not following a final symlink.
-pub fn set_mtime(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
-    let t = TimeSpec::new(sec, i64::from(nsec));
-    nix::sys::stat::utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
 }
 
 /// Create a device node, fifo or socket with the full `st_mode` `mode`.

@@ -722,10 +722,22 @@ pub struct Swapper(std::process::Child);
 
 impl Swapper {
     pub fn start(a: &Path, b: &Path) -> Swapper {
+        Swapper::start_many(&[(a.to_path_buf(), b.to_path_buf())])
+    }
+
+    /// Exchanging each of `pairs` in turn, round after round.
+    pub fn start_many(pairs: &[(PathBuf, PathBuf)]) -> Swapper {
         // syscall 316 is renameat2 on x86_64; -100 is AT_FDCWD, 2 is RENAME_EXCHANGE.
-        let script = "while (1) { syscall(316, -100, $ARGV[0], -100, $ARGV[1], 2) == 0 or die \"renameat2: $!\" }";
+        let script = "while (1) { for (my $i = 0; $i < @ARGV; $i += 2) { \
+                      syscall(316, -100, $ARGV[$i], -100, $ARGV[$i + 1], 2) == 0 or die \"renameat2: $!\" } }";
+        let args: Vec<&Path> = pairs.iter().flat_map(|(a, b)| [a.as_path(), b.as_path()]).collect();
+        Swapper::perl(script, &args)
+    }
+
+    /// Any perl `script` with `args`, run as the hostile user until dropped.
+    pub fn perl(script: &str, args: &[&Path]) -> Swapper {
         let mut cmd = Command::new("perl");
-        cmd.args(["-e", script]).arg(a).arg(b).stdin(Stdio::null());
+        cmd.args(["-e", script]).args(args).stdin(Stdio::null());
         let child = as_hostile(cmd).spawn().expect("perl (Debian's perl-base) runs the swap loop");
         Swapper(child)
     }

@@ -26,7 +26,7 @@ mod write;
 
 /// Write `manifest` as an ext2 image of `size` bytes (sparse) at `out`, with filesystem UUID
 /// `uuid`. An appliance that does not fit is refused before anything is written.
-pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Result<()> {
+pub fn write(manifest: &Manifest, (file, out): (std::fs::File, &Path), size: u64, uuid: [u8; 16]) -> Result<()> {
     let pruned;
     let manifest = match without_lost_found(manifest) {
         Some(m) => {
@@ -37,7 +37,7 @@ pub fn write(manifest: &Manifest, out: &Path, size: u64, uuid: [u8; 16]) -> Resu
     };
     let now = crate::util::now().clamp(0, i64::from(u32::MAX)) as u32;
     let plan = layout::plan(manifest, size, out, now)?;
-    let free = write::write(manifest, &plan, out, uuid, now)?;
+    let free = write::write(manifest, &plan, (file, out), uuid, now)?;
     // No fsync: like the original, outputs are a cache that --if-newer rebuilds, and forcing
     // ~500 MB to disk would triple the build time. The rename is atomic for readers.
     debug!(

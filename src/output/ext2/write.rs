@@ -1,7 +1,7 @@
 //! Writing a planned image: inode tables, metadata blocks, file bytes, then bitmaps, group
 //! descriptors and superblocks.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -11,14 +11,13 @@ use log::warn;
 use super::format::{GroupDesc, Inode, Superblock, BLOCKS_PER_GROUP, BS, INODE_SIZE};
 use super::layout::{Geometry, Plan, Planned};
 use crate::error::{Error, IoContext, Result};
+use crate::host::HostFile;
 use crate::manifest::{Content, Ino, Manifest, Node, S_IFDIR};
 use crate::util::progress::Progress;
 use crate::util::work;
 
 /// Write `plan` of `manifest` to the image file `out`. Returns the number of free blocks.
-pub fn write(manifest: &Manifest, plan: &Plan, out: &Path, uuid: [u8; 16], now: u32) -> Result<u64> {
-    let file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(out).at(out, "cannot create")?;
+pub fn write(manifest: &Manifest, plan: &Plan, (file, out): (File, &Path), uuid: [u8; 16], now: u32) -> Result<u64> {
     file.set_len(plan.geo.blocks * BS).at(out, "cannot size the image")?;
     allocate(&file, plan.end * BS, out)?;
     let tables = InodeTables::new(&plan.geo, &plan.inodes, now);
@@ -226,14 +225,10 @@ fn copy_by_reads(src: &File, (from, to, len): (u64, u64, u64), image: &File) -> 
 }
 
 /// A host file's bytes into its blocks with `copy_file_range` (no copy through user space).
-fn copy_host_file(src: &Path, size: u64, image: &File, blocks: &[u32], out: &Path) -> Result<()> {
-    let f = match File::open(src) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!("{}: {} (left empty in the image)", src.display(), e);
-            return Ok(());
-        }
-    };
+fn copy_host_file(file: &HostFile, size: u64, image: &File, blocks: &[u32], out: &Path) -> Result<()> {
+    let src = &file.path;
+    // Its blocks stay zero when it cannot be read.
+    let Some(f) = crate::output::open_host(file, size)? else { return Ok(()) };
     let failed = |e: io::Error| Error::new(format!("copying {} into {}: {}", src.display(), out.display(), e));
     let mut by_reads = false;
     for (start, n, offset) in runs(blocks) {
