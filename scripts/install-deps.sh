@@ -15,7 +15,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 sources=/etc/apt/sources.list.d/debian.sources
 backports=/etc/apt/sources.list.d/supermin-rs-backports.sources
-if [ -f "$sources" ] && [ ! -f "$backports" ]; then
+# Skipped when some sources file already names bookworm-backports (never the same suite twice).
+if [ -f "$sources" ] && [ ! -f "$backports" ] \
+    && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
     # First stanza only (up to the first blank line), with its Suites: line replaced.
     awk 'BEGIN{RS=""; ORS="\n"} NR==1{print; exit}' "$sources" \
         | sed -E 's/^Suites:.*/Suites: bookworm-backports/' > "$backports"
@@ -30,3 +32,10 @@ apt-get install -y -q \
     rpm libarchive-tools hyperfine \
     rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3 \
     podman runc zsh fish man-db
+
+# fuse3's udev rule makes /dev/fuse usable by all (0666), but only when the device appears: on
+# a machine where the module was loaded before fuse3 was installed it stays 0600, and the
+# tests' non-root mounts (fusermount3) fail with EACCES. Apply the rule's mode now.
+if [ -c /dev/fuse ]; then
+    chmod 0666 /dev/fuse
+fi

@@ -271,11 +271,15 @@ impl HostFile {
         HostFile { path, root_len, dev: st.dev(), ino: st.ino() }
     }
 
-    /// A host file taken as it is now (the caller found it by walking a directory it trusts
-    /// no more than the root: the check on open still applies).
-    pub fn found(root: &Path, path: PathBuf, st: &fs::Metadata) -> HostFile {
-        let root_len = if is_host(root) { 1 } else { root.as_os_str().len() as u32 };
-        HostFile { path, root_len, dev: st.dev(), ino: st.ino() }
+    /// A host file found at `path` on the host (under `root`) by walking a directory, whose
+    /// `lstat` said `st`: its directories are resolved inside the root as [`HostFile::new`]
+    /// does (the walk may have gone through a symlink such as `/lib -> usr/lib`).
+    pub fn found(root: &Path, path: &Path, st: &fs::Metadata) -> HostFile {
+        let inside = match path.strip_prefix(root) {
+            Ok(rel) => format!("/{}", rel.to_string_lossy()),
+            Err(_) => path.to_string_lossy().into_owned(),
+        };
+        HostFile::new(root, &inside, st)
     }
 
     /// A host file named by `path` under `/`, matching no file (unit tests of what holds one).

@@ -313,7 +313,7 @@ pub fn add_host_tree(
                 let meta = Meta { size: target.len() as u64, ..meta };
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::Symlink(target.into()) }, true);
             } else if st.is_file() {
-                let file = host::HostFile::found(root, host, &st);
+                let file = host::HostFile::found(root, &host, &st);
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Host(file)) }, true);
             } else {
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::Special }, true);
