@@ -30,6 +30,7 @@
 //! | `tar-bad-checksum` | error | – | error | a header whose checksum is wrong |
 //! | `tar-long-component` | error | – | error | a 300-byte name (the ext2 image wrote it as 44 bytes) |
 //! | `tar-long-path` | error | – | error | a 6,000-byte path (`tar -x` cannot create it either) |
+//! | `tar-nul-pax` | error | – | error | a pax `path` with a NUL byte: no file name can hold it (the chroot build failed, the others wrote it) |
 //! | `tar-bomb-100k` | ok | – | ok | 100,000 tiny members: built and viewed whole |
 //! | `gzip-truncated` | error | – | error | corrupt gzip data |
 //! | `gzip-corrupt` | error | – | error | corrupt gzip data (bytes flipped) |
@@ -387,6 +388,14 @@ fn tar_long_path(c: &Ctx) -> Setup {
     c.one_file("longpath.tar", &b.into_inner().unwrap())
 }
 
+fn tar_nul_pax(c: &Ctx) -> Setup {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", &b"./etc/a\0b"[..])]).unwrap();
+    let m = file("./etc/placeholder", b"x");
+    b.append(&header(&m, 1), &b"x"[..]).unwrap();
+    c.one_file("nul.tar", &b.into_inner().unwrap())
+}
+
 /// 100,000 one-byte members in one directory, made once per run and shared by reference.
 fn bomb() -> &'static Path {
     static BOMB: OnceLock<(Scratch, PathBuf)> = OnceLock::new();
@@ -716,6 +725,7 @@ const CASES: &[Case] = &[
     case!("tar-bad-checksum", tar_bad_checksum, Fail(&["cksum.tar", "corrupt tar archive", "checksum"])),
     case!("tar-long-component", tar_long_component, Fail(&["longname.tar", "longer than Linux allows"])),
     case!("tar-long-path", tar_long_path, Fail(&["longpath.tar", "longer than Linux allows"])),
+    case!("tar-nul-pax", tar_nul_pax, Fail(&["nul.tar", "etc/a\\0b", "NUL byte"])),
     case!("tar-bomb-100k", tar_bomb, Pass),
     case!("gzip-truncated", gzip_truncated, Fail(&["cut.tar.gz", "corrupt gzip data"])),
     case!("gzip-corrupt", gzip_corrupt, Fail(&["flip.tar.gz", "corrupt gzip data"])),

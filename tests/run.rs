@@ -170,3 +170,52 @@ fn an_appliance_without_dev_runs_with_a_warning() {
     assert!(stderr(&out).contains("/dev: not in the appliance"), "{}", stderr(&out));
     assert!(left_nothing(&work));
 }
+
+/// Pids of the processes whose command line holds `marker` (a supervisor knows nothing else
+/// of the command `run` started: it lives in a PID namespace of its own).
+fn pids_with(marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let pids = fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    pids.filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// A SIGKILL of `supermin run` (a supervisor's timeout, the OOM killer) ends the command too:
+/// within 3 s no process of the run is left (its init, the command, the command's children),
+/// and nothing writes into the `--bind` directory any more. Before the fix the init and the
+/// command ran on, orphaned, writing into the bind.
+#[test]
+fn sigkill_of_run_ends_the_command() {
+    let t = Scratch::new("run-sigkill");
+    let tmp = Scratch::new("run-sigkill-tmp");
+    let marker = format!("sigkill-marker-{}", std::process::id());
+    let script = format!("while :; do echo x >> /tmp/b/log; sleep 0.1; done; : {marker}");
+    let mut child = ours_run(&tmp)
+        .args(["--bind", &format!("{}:/tmp/b", t.0.display()), EXAMPLE, "--", "/bin/bash", "-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = t.path("log");
+    assert!(common::within_10s(|| fs::metadata(&log).is_ok_and(|m| m.len() > 0)), "the command writes");
+    let before = pids_with(&marker);
+    assert!(before.len() >= 2, "init and the command run: {before:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pids_with(&marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = pids_with(&marker);
+    for &pid in &left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "processes of the run left 3 s after its SIGKILL: {left:?}");
+    let size = fs::metadata(&log).unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fs::metadata(&log).unwrap().len(), size, "nothing writes into the bind any more");
+    assert!(our_host_mounts().is_empty());
+}

@@ -83,9 +83,11 @@ impl Manifest {
 
 /// Why a member cannot be unpacked faithfully, if it cannot: a sparse member (its bytes are
 /// not one run of the archive, and GNU tar's sparse maps are not read here), a name no Linux
-/// filesystem takes (a component over 255 bytes, or a path over 4095: `tar -x` fails on it
-/// too, and the ext2 writer's name length is one byte), or data that runs past the archive's
-/// end (a truncated archive).
+/// filesystem takes (a NUL byte, which a pax header can carry: the chroot build failed on it
+/// while ext2, tar and initramfs wrote it, so it is refused here, once for every output and
+/// the mount; a component over 255 bytes, or a path over 4095: `tar -x` fails on it too, and
+/// the ext2 writer's name length is one byte), or data that runs past the archive's end (a
+/// truncated archive).
 fn unsupported<R: std::io::Read>(
     entry: &mut tar::Entry<R>,
     path: &[u8],
@@ -97,6 +99,13 @@ fn unsupported<R: std::io::Read>(
     };
     if entry.header().entry_type().is_gnu_sparse() || sparse_pax {
         return Ok(Some("is a sparse file, which is not supported: create the archive without --sparse"));
+    }
+    if path.contains(&0) {
+        return Ok(Some("has a NUL byte in its name, which no file name can hold"));
+    }
+    let link = entry.link_name_bytes();
+    if link.is_some_and(|l| l.contains(&0)) {
+        return Ok(Some("has a NUL byte in its link target, which no path can hold"));
     }
     if components(path).any(|c| c.len() > 255) || path.len() > 4095 {
         return Ok(Some("has a name longer than Linux allows (255 bytes a component, 4095 in all)"));

@@ -8,8 +8,10 @@
 //! `--bind`s inside the root, chroots, runs the command and reaps orphans. When the command
 //! exits, init exits with its status, the kernel kills whatever the command left behind (the
 //! PID namespace ends with its init), and this process unmounts everything and exits with
-//! the same status. A SIGKILL of this process loses nothing either: the namespaces and the
-//! mounts end with it; only the empty directory under `$TMPDIR` it mounted on stays behind.
+//! the same status. A SIGKILL of this process loses nothing either: init gets SIGKILL too
+//! (its parent-death signal), so the command and everything it started end at once, and the
+//! namespaces and the mounts end with them; only the empty directory under `$TMPDIR` it
+//! mounted on stays behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,6 +119,11 @@ fn run_init(root: &Path, opts: &Options, signals: SigSet) -> Result<i32> {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), sig);
         }
     });
+    // Init must not outlive this process: a SIGKILL of `run` kills it, and with it every
+    // process of its namespace. This runs on the main thread, which the kernel counts as the
+    // parent and which lives as long as the process.
+    let _link = crate::util::sys::die_with_this_thread(&mut cmd)
+        .map_err(|e| Error::new(format!("run: cannot tie the command to this process: {e}")))?;
     unshare(CloneFlags::CLONE_NEWPID, "a PID namespace")?;
     let mut child = cmd.spawn().map_err(|e| Error::new(format!("run: cannot start the command: {e}")))?;
     init_pid.store(child.id() as i32, Ordering::SeqCst);

@@ -184,6 +184,46 @@ pub fn fork() -> io::Result<nix::unistd::ForkResult> {
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
+/// What ties a child started by [`die_with_this_thread`] to its parent: the two ends of a
+/// pipe the child checks once. Keep it until the child has exited.
+pub struct ParentLink {
+    _read: std::os::fd::OwnedFd,
+    _write: std::os::fd::OwnedFd,
+}
+
+/// Make the process `cmd` starts get SIGKILL when the calling thread ends, however it ends
+/// (`PR_SET_PDEATHSIG`, set in the child before exec): a supervisor's SIGKILL of `run` must
+/// not leave its command running. The kernel counts the *thread* that forked as the parent, so
+/// call this from a thread that lives as long as the process (`run`'s main thread).
+///
+/// The parent may die between the fork and the `prctl`; the usual check, `getppid()` against
+/// the parent's pid, cannot see that when the child is the first process of a new PID
+/// namespace (its parent is outside it, so `getppid()` is always 0). So the child checks a
+/// pipe instead: after the `prctl`, it closes its copy of the write end and polls the read
+/// end; while the parent lives it holds the write end (in [`ParentLink`]), so a hang-up means
+/// it is gone, and the child fails before exec.
+pub fn die_with_this_thread(cmd: &mut std::process::Command) -> io::Result<ParentLink> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (r, w) = (read.as_raw_fd(), write.as_raw_fd());
+    let check = move || -> io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        nix::unistd::close(w)?;
+        let mut fd = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, a zero timeout.
+        match unsafe { libc::poll(&mut fd, 1, 0) } {
+            0 => Ok(()),
+            -1 => Err(io::Error::last_os_error()),
+            _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    };
+    // SAFETY: `check` runs between fork and exec, where only async-signal-safe calls are
+    // sound: it makes three syscalls and allocates nothing.
+    unsafe { cmd.pre_exec(check) };
+    Ok(ParentLink { _read: read, _write: write })
+}
+
 /// Let a write to a closed pipe end the process quietly, as it does C tools (`supermin --help |
 /// head`), instead of Rust's default of ignoring SIGPIPE and panicking in `print!`.
 pub fn die_on_broken_pipe() {

@@ -10,7 +10,7 @@ use super::format::{
 };
 use crate::bail;
 use crate::error::{Error, Result};
-use crate::manifest::{Ino, Manifest, Meta, Node, ROOT, S_IFDIR};
+use crate::manifest::{os, Ino, Manifest, Meta, Node, ROOT, S_IFDIR};
 
 #[derive(Clone)]
 pub struct Geometry {
@@ -266,6 +266,7 @@ impl Numbering {
 pub fn plan(manifest: &Manifest, size: u64, out: &Path, now: u32) -> Result<Plan> {
     let numbering = Numbering::new(manifest);
     let geo = Geometry::new(size, u64::from(numbering.last()) + 1)?;
+    check_links(manifest)?;
     let dirs = directory_blocks(manifest, &numbering);
     check_space(manifest, &numbering, &dirs, &geo, out)?;
     let mut alloc = Allocator::new(&geo);
@@ -326,6 +327,41 @@ fn directory_blocks(manifest: &Manifest, numbering: &Numbering) -> Vec<(Ino, Vec
 fn subdirectories(manifest: &Manifest, dir: Ino) -> u32 {
     let children = manifest.children(dir).map(|c| c.values());
     children.into_iter().flatten().filter(|c| manifest.children(**c).is_some()).count() as u32
+}
+
+/// The most links an inode of the image may have: `EXT2_LINK_MAX` of the kernel's ext2
+/// driver. ext4 reading an ext2 image allows 65,000, but the appliance's init mounts its root
+/// as `ext2` first (`boot::init`), so a kernel built with the ext2 driver reads it with that
+/// one, as do libguestfs and a loop mount by hand; and `i_links_count` is 16 bits, so what
+/// is past 65,535 would wrap into a count that makes the kernel free a file still named.
+const LINK_MAX: u32 = 32_000;
+
+/// Refuse a file named more than [`LINK_MAX`] times, or a directory whose link count (2 and
+/// one per subdirectory, whose `..` names it; one more for the root's lost+found) would
+/// exceed it, naming the first path of that inode.
+fn check_links(manifest: &Manifest) -> Result<()> {
+    let names = manifest.link_counts();
+    let mut over = None;
+    manifest.walk(|path, ino| {
+        let dir = manifest.children(ino).is_some();
+        let links = if dir { 2 + subdirectories(manifest, ino) + u32::from(ino == ROOT) } else { names[ino as usize] };
+        if links > LINK_MAX && over.is_none() {
+            over = Some((path.to_vec(), dir, links));
+        }
+    });
+    match over {
+        None => Ok(()),
+        Some((path, false, n)) => bail!(
+            "{}: {n} hard links, more than the {LINK_MAX} an ext2 inode can hold (leave some out of the appliance)",
+            os(&path).display()
+        ),
+        Some((path, true, n)) => bail!(
+            "{}: {} subdirectories, more than the {} an ext2 directory can hold (leave some out of the appliance)",
+            os(&path).display(),
+            n - 2,
+            LINK_MAX - 2
+        ),
+    }
 }
 
 /// Refuse, before writing anything, an appliance that does not fit or a file ext2 cannot hold.
