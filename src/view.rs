@@ -7,7 +7,9 @@
 //!
 //! The mount root also carries the mount's *record* as `user.supermin.*` extended attributes
 //! (inputs, options, daemon pid), so `supermin materialize MOUNTPOINT` can build exactly what
-//! is mounted and `supermin umount` can wait for the daemon to finish.
+//! is mounted and `supermin umount` can wait for the daemon to finish. Anyone can write such
+//! xattrs on their own directory: readers believe them only where
+//! `mount::mountpoint::our_mount` finds a live mount of ours.
 
 use std::path::PathBuf;
 

@@ -2,15 +2,18 @@
 //!
 //! `mount` resolves the appliance exactly as `--build` does (same [`build`] engine) and serves
 //! the manifest through `supermin-fuse` instead of writing it. `materialize` is the explicit
-//! real build: from a supermin.d, or from a live mount (whose root records what it resolved).
+//! real build: from a supermin.d, or from a live mount of ours (whose root records what it
+//! resolved; see [`mountpoint::our_mount`] for whose records are believed).
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use supermin_fuse::ServeError;
 
+use crate::bail;
 use crate::build;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::packager::Driver;
 use crate::resolve::{cache, Settings};
 use crate::util::sys;
@@ -18,6 +21,8 @@ use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, 
 
 mod daemon;
 pub mod mountpoint;
+
+use mountpoint::OurMount;
 
 /// What `supermin mount` was asked for.
 pub struct MountOptions {
@@ -153,8 +158,12 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
 
 /// `supermin umount MOUNTPOINT`: unmount and wait for the daemon to exit.
 pub fn umount(mp: &Path) -> Result<()> {
-    // Read before unmounting: afterwards the record is gone with the mount.
-    let pid = sys::get_xattr(mp, XATTR_PID).ok().and_then(|v| String::from_utf8(v).ok()).and_then(|s| s.parse().ok());
+    // Read before unmounting: afterwards the record is gone with the mount. Only our own
+    // view's daemon is waited for (any directory can name a pid).
+    let pid = our_view_root(&absolute(mp))
+        .and_then(|root| sys::get_xattr_of(&root, XATTR_PID).ok())
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok());
     mountpoint::unmount(mp, pid)
 }
 
@@ -179,7 +188,7 @@ impl Source {
     /// When the inputs are exactly one mounted view, what that view was resolved from (the
     /// same inputs, root, package manager, `/packagelist` and closure); otherwise `self`.
     pub fn unmounted(mut self) -> Result<Source> {
-        let Some(record) = mounted_record(&self.inputs) else { return Ok(self) };
+        let Some(record) = mounted_record(&self.inputs)? else { return Ok(self) };
         log::info!("{} is a mounted view of {:?}", self.inputs[0].display(), record.inputs);
         // As mounted: the view's /packagelist and closure.
         self.settings.include_packagelist |= record.settings.include_packagelist;
@@ -197,11 +206,51 @@ impl Source {
     }
 }
 
-/// The record of a mounted view when `srcs` is exactly one such mountpoint.
-fn mounted_record(srcs: &[PathBuf]) -> Option<Record> {
-    let [src] = srcs else { return None };
-    let inputs = sys::get_xattr(src, XATTR_INPUTS).ok()?;
-    let options = sys::get_xattr(src, XATTR_OPTIONS).unwrap_or_default();
-    let sysroot = sys::get_xattr(src, XATTR_SYSROOT).ok();
-    Some(Record::decode(&inputs, &options, sysroot.as_deref()))
+/// The record of a mounted view when `srcs` is exactly one live view of ours; `None` for
+/// supermin.d inputs. A path that claims to be a view (it carries a record, or a supermin
+/// mount is there) but is not one of ours is refused: anyone can set `user.` xattrs on a
+/// directory they own, or mount a view of their own, and its record names the inputs and
+/// sysroot that we would then read and build from.
+fn mounted_record(srcs: &[PathBuf]) -> Result<Option<Record>> {
+    let [src] = srcs else { return Ok(None) };
+    let abs = absolute(src);
+    if let Some(root) = our_view_root(&abs) {
+        let inputs = sys::get_xattr_of(&root, XATTR_INPUTS).at(src, "cannot read the mount's record")?;
+        let options = sys::get_xattr_of(&root, XATTR_OPTIONS).unwrap_or_default();
+        let sysroot = sys::get_xattr_of(&root, XATTR_SYSROOT).ok();
+        return Ok(Some(Record::decode(&inputs, &options, sysroot.as_deref())));
+    }
+    if mountpoint::is_supermin_view(&abs) || sys::get_xattr(&abs, XATTR_INPUTS).is_ok() {
+        bail!(
+            "{}: not a live supermin view (no mount of ours there): give the supermin.d directories, or mount them \
+             first (supermin mount D DIR)",
+            src.display()
+        );
+    }
+    Ok(None)
+}
+
+/// The directory at `abs` opened, when it is the root of a live mount of ours
+/// ([`mountpoint::our_mount`]): the only place a record is believed, and read through this
+/// descriptor, so a directory renamed into that path meanwhile is not read instead.
+fn our_view_root(abs: &Path) -> Option<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let root = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(abs).ok()?;
+    (mountpoint::our_mount(abs, &root) != OurMount::None).then_some(root)
+}
+
+/// `path` absolute and canonical, its last component left unresolved when it cannot be
+/// resolved (another user's view refuses even root's `stat`; a dead one answers ENOTCONN):
+/// the form of the mount table's mount points.
+fn absolute(path: &Path) -> PathBuf {
+    if let Ok(abs) = fs::canonicalize(path) {
+        return abs;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            fs::canonicalize(parent).map(|p| p.join(name)).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
 }

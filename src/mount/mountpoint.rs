@@ -87,15 +87,90 @@ pub fn mounted_device(abs: &Path) -> Option<String> {
 
 /// [`mounted_device`] on the text of a mountinfo table.
 fn device_in(info: &[u8], abs: &Path) -> Option<String> {
+    mount_in(info, abs).map(|m| m.device)
+}
+
+/// The fields of one mountinfo line that say what a mount is and whose.
+struct MountLine {
+    /// `major:minor`, as `st_dev` of the files on it.
+    device: String,
+    fstype: Vec<u8>,
+    source: Vec<u8>,
+    /// The filesystem's own options (FUSE's `user_id=N` among them).
+    super_options: Vec<u8>,
+}
+
+impl MountLine {
+    /// A mount `supermin_fuse` made, as it names them (`fsname` and `subtype` "supermin"):
+    /// type `fuse.supermin`, or `fuse` from source `supermin` where subtypes are not shown.
+    fn is_supermin_fuse(&self) -> bool {
+        self.fstype == b"fuse.supermin" || (self.fstype == b"fuse" && self.source == b"supermin")
+    }
+}
+
+/// The topmost mount whose mount point is exactly `abs` (canonical) in a mountinfo table.
+fn mount_in(info: &[u8], abs: &Path) -> Option<MountLine> {
     let want = abs.as_os_str().as_bytes();
     // Later lines are mounted on top of earlier ones: the last match is the visible mount.
     info.split(|&b| b == b'\n').rev().find_map(|line| {
-        let mut fields = line.split(|&b| b == b' ');
-        let device = fields.nth(2)?;
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         // mountinfo escapes space, tab, newline and backslash as `\ooo`.
-        (fields.nth(1).map(unescape_octal).as_deref() == Some(want))
-            .then(|| String::from_utf8_lossy(device).into_owned())
+        if fields.get(4).map(|f| unescape_octal(f)).as_deref() != Some(want) {
+            return None;
+        }
+        // Optional fields (`shared:N`…) run up to a lone `-`; three fields follow it.
+        let dash = fields.iter().skip(6).position(|f| *f == b"-")? + 6;
+        let [fstype, source, super_options] = fields.get(dash + 1..dash + 4)? else { return None };
+        Some(MountLine {
+            device: String::from_utf8_lossy(fields[2]).into_owned(),
+            fstype: unescape_octal(fstype),
+            source: unescape_octal(source),
+            super_options: super_options.to_vec(),
+        })
     })
+}
+
+/// Which of our mounts a directory is: the one test of whether the record on its root
+/// (`user.supermin.*`, see [`crate::view`]) may be believed. Anyone can set `user.` xattrs on a
+/// directory they own, so a record is trusted only where our own daemon answers for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OurMount {
+    /// Not the root of a live mount of ours: no mount there, another filesystem, or a view
+    /// another user mounted (whose record names paths of that user's choosing).
+    None,
+    /// The FUSE mount of a supermin daemon that the caller's effective user mounted.
+    Fuse,
+}
+
+/// Which of our mounts `dir`, opened at `abs` (canonical), is the root of, per
+/// `/proc/self/mountinfo`: the topmost mount at exactly `abs` must be a supermin FUSE mount
+/// whose `user_id` is our effective uid (root believes only root's views), and `dir` must be on that mount (its device), so a
+/// directory swapped in under the same path after it was opened is not believed. Read the
+/// record through `dir` (`sys::get_xattr_of`).
+pub fn our_mount(abs: &Path, dir: &fs::File) -> OurMount {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(info), Ok(meta)) = (fs::read("/proc/self/mountinfo"), dir.metadata()) else { return OurMount::None };
+    kind_in(&info, abs, meta.dev(), nix::unistd::geteuid().as_raw())
+}
+
+/// [`our_mount`] on the text of a mountinfo table, for a directory on device `dev`, asked by `euid`.
+fn kind_in(info: &[u8], abs: &Path, dev: u64, euid: u32) -> OurMount {
+    let Some(m) = mount_in(info, abs) else { return OurMount::None };
+    let on_it = m.device == format!("{}:{}", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let owner = m.super_options.split(|&b| b == b',').find_map(|o| o.strip_prefix(b"user_id="));
+    let ours = owner.and_then(|o| std::str::from_utf8(o).ok()?.parse::<u32>().ok()) == Some(euid);
+    if on_it && m.is_supermin_fuse() && ours {
+        OurMount::Fuse
+    } else {
+        OurMount::None
+    }
+}
+
+/// Whether a supermin FUSE view, anyone's, is mounted at `abs` (canonical): asked of the
+/// table alone, because another user's view refuses even root's `stat` without `allow_other`.
+pub fn is_supermin_view(abs: &Path) -> bool {
+    let Ok(info) = fs::read("/proc/self/mountinfo") else { return false };
+    mount_in(&info, abs).is_some_and(|m| m.is_supermin_fuse())
 }
 
 /// The connection's readahead window, in KiB: how far ahead of a sequential reader the
@@ -174,5 +249,28 @@ mod tests {
         assert_eq!(device_in(info, Path::new("/mnt/a b")).as_deref(), Some("0:42"));
         assert_eq!(device_in(info, Path::new("/mnt/x")).as_deref(), Some("0:51"));
         assert_eq!(device_in(info, Path::new("/mnt")), None);
+    }
+
+    #[test]
+    fn only_our_users_own_supermin_fuse_mount_is_ours() {
+        let info = b"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                     45 22 0:40 / /tmp/root\\040view ro,nosuid,nodev,noatime - fuse supermin ro,user_id=0,group_id=0\n\
+                     46 22 0:41 / /tmp/user ro,nosuid shared:7 master:2 - fuse.supermin supermin ro,user_id=1000,group_id=1000\n\
+                     47 22 0:42 / /tmp/tmpfs rw - tmpfs tmpfs rw,user_id=0\n\
+                     48 22 0:43 / /tmp/other ro - fuse sshfs ro,user_id=0,group_id=0\n\
+                     49 22 0:44 / /tmp/under ro - fuse supermin ro,user_id=0,group_id=0\n\
+                     50 49 0:45 / /tmp/under rw - tmpfs tmpfs rw\n";
+        let dev = |major, minor| nix::sys::stat::makedev(major, minor);
+        let kind = |path: &str, d, euid| kind_in(info, Path::new(path), d, euid);
+        assert_eq!(kind("/tmp/root view", dev(0, 40), 0), OurMount::Fuse);
+        assert_eq!(kind("/tmp/root view", dev(0, 40), 1000), OurMount::None, "another user's view");
+        assert_eq!(kind("/tmp/root view", dev(254, 0), 0), OurMount::None, "a directory not on the mount");
+        assert_eq!(kind("/tmp/root", dev(0, 40), 0), OurMount::None, "not the escaped mount point");
+        assert_eq!(kind("/tmp/user", dev(0, 41), 1000), OurMount::Fuse);
+        assert_eq!(kind("/tmp/user", dev(0, 41), 0), OurMount::None, "root believes only root's views");
+        assert_eq!(kind("/tmp/tmpfs", dev(0, 42), 0), OurMount::None);
+        assert_eq!(kind("/tmp/other", dev(0, 43), 0), OurMount::None);
+        assert_eq!(kind("/tmp/under", dev(0, 44), 0), OurMount::None, "a view under another mount");
+        assert_eq!(kind("/tmp", dev(254, 0), 0), OurMount::None, "no mount there");
     }
 }

@@ -75,16 +75,33 @@ pub fn getegid() -> u32 {
 /// whatever length: the size is asked first, and asked again if the value grew meanwhile.
 pub fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     let p = cpath(path)?;
+    // SAFETY: valid C strings and a buffer (null for length 0) of the given length.
+    read_xattr(name, |n, buf, len| unsafe { libc::lgetxattr(p.as_ptr(), n, buf, len) })
+}
+
+/// [`get_xattr`] of the file open as `file`: what was checked through this descriptor is
+/// what is read, whatever its path names meanwhile.
+pub fn get_xattr_of(file: &File, name: &str) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: an open descriptor, a valid C string and a buffer (null for length 0) of the given length.
+    read_xattr(name, |n, buf, len| unsafe { libc::fgetxattr(fd, n, buf, len) })
+}
+
+/// The size-then-value loop of the `getxattr` family; `get(name, buf, len)` is one call.
+fn read_xattr(
+    name: &str,
+    get: impl Fn(*const libc::c_char, *mut libc::c_void, usize) -> libc::ssize_t,
+) -> io::Result<Vec<u8>> {
     let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     loop {
-        // SAFETY: valid C strings; a null buffer of length 0 asks for the size.
-        let size = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        // A null buffer of length 0 asks for the size.
+        let size = get(n.as_ptr(), std::ptr::null_mut(), 0);
         if size < 0 {
             return Err(io::Error::last_os_error());
         }
         let mut buf = vec![0u8; size as usize];
-        // SAFETY: valid C strings and a writable buffer of the given length.
-        let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let len = get(n.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
         if len >= 0 {
             buf.truncate(len as usize);
             return Ok(buf);
@@ -244,6 +261,9 @@ mod tests {
         set_xattr(&dir, "user.supermin.test", &value).unwrap();
         assert_eq!(get_xattr(&dir, "user.supermin.test").unwrap(), value);
         assert!(get_xattr(&dir, "user.supermin.absent").is_err());
+        let open = File::open(&dir).unwrap();
+        assert_eq!(get_xattr_of(&open, "user.supermin.test").unwrap(), value);
+        assert!(get_xattr_of(&open, "user.supermin.absent").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
