@@ -49,6 +49,9 @@ struct Size {
 }
 
 pub fn slim(driver: Driver, opts: &Options) -> Result<()> {
+    // The output is built beside `-o` and the inputs copied into it: inside an input that
+    // copies the input into itself, and replacing one deletes it. Refused before any work.
+    build::check_apart(&opts.inputs, &opts.out)?;
     let used = trace::read(&opts.traces)?;
     let pm = driver.open(&opts.root)?;
     let resolved = build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, Default::default(), None)?;
