@@ -7,7 +7,7 @@
 //! what dpkg recorded *is* the pristine file, so only packages with modified config files are
 //! fetched.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -17,6 +17,7 @@ use log::info;
 use crate::error::{Error, IoContext, Result};
 use crate::output::staging::{self, Replace, Shape, Staging};
 use crate::packager::{self, ConfigSource, PackageManager, PkgId};
+use crate::util::newfile;
 
 pub struct Options<'a> {
     pub packages: &'a [String],
@@ -66,7 +67,9 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     let packages_path = staging.path().join("packages");
     let mut text = names.join("\n");
     text.push('\n');
-    fs::write(&packages_path, text).at(&packages_path, "cannot write")?;
+    newfile::create(&packages_path, 0o666)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .at(&packages_path, "cannot write")?;
 
     let closure: Vec<PkgId> = pm.closure(&roots).iter().map(|r| r.pkg).collect();
     info!("prepare: {} packages, including dependencies", closure.len());
@@ -109,7 +112,7 @@ fn not_installed(pm: &dyn PackageManager, opts: &Options) -> Missing {
 /// every mtime set to `SOURCE_DATE_EPOCH` when it is set (as HEAD's `--mtime=@…`), for reproducible appliances.
 fn write_base_image(path: &Path, sources: &[(String, ConfigSource)]) -> Result<()> {
     let epoch: Option<u64> = crate::util::source_date_epoch().and_then(|e| u64::try_from(e).ok());
-    let file = File::create(path).at(path, "cannot create")?;
+    let file = newfile::create(path, 0o666).at(path, "cannot create")?;
     let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let write_err = |e: std::io::Error| Error::io(path, "cannot write", e);

@@ -1,14 +1,17 @@
-//! What we write never destroys what the user gave us (issue 19, finding 5): no `slim`,
-//! `materialize` or `--build -o` whose output is, lies inside or contains an input, however
-//! spelled, runs: each is refused with one line before anything is written, `--force` or not,
-//! and every input stays byte for byte as it was.
+//! What we write never destroys what the user gave us (issue 19, findings 5 and 7):
+//! - no `slim`, `materialize` or `--build -o` whose output is, lies inside or contains an
+//!   input, however spelled, runs: each is refused with one line before anything is written,
+//!   `--force` or not, and every input stays byte for byte as it was;
+//! - `mount --trace` never writes through a symlink planted beside the trace by the owner of
+//!   its directory (the daemon is root).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 
@@ -122,4 +125,40 @@ fn no_output_is_inside_equal_to_or_containing_an_input_file() {
         (".", "contains"),
     ];
     assert_all_refused(&s, &files, &trace, &outputs, &s.0);
+}
+
+/// The owner of the trace's directory plants symlinks to a root-owned file at the trace's
+/// name and at the temporary name it was written under (`.NAME.tmp<daemon pid>`): the root
+/// daemon neither follows nor truncates them, and the trace is written.
+#[test]
+fn a_trace_is_never_written_through_a_planted_symlink() {
+    let s = Scratch::new("trust-outputs-trace");
+    let input = s.path("in.d");
+    fs::create_dir(&input).unwrap();
+    fs::write(input.join("hostfiles"), "/etc/hostname\n").unwrap();
+    let precious = s.path("precious");
+    fs::write(&precious, "root's own file\n").unwrap();
+    let dir = hostile_dir(&s.0, "traces");
+    let trace = dir.join("trace");
+    let (mp, trace_arg) = (s.path("mnt"), trace.display().to_string());
+    let guard = mount(&input, &mp, &["--trace", &trace_arg]);
+    let pid = guard.daemon().expect("the daemon's pid");
+    let planted = [".trace.tmp".to_string() + &pid.to_string(), "trace".to_string()];
+    for name in &planted {
+        ok(as_hostile({
+            let mut ln = Command::new("ln");
+            ln.arg("-s").arg(&precious).arg(dir.join(name));
+            ln
+        })
+        .stdin(std::process::Stdio::null()));
+    }
+    assert!(!fs::read(mp.join("etc/hostname")).unwrap().is_empty());
+    ok(ours().arg("umount").arg(&mp));
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "root's own file\n", "written through a planted symlink");
+    let written = fs::symlink_metadata(&trace).unwrap();
+    assert!(written.is_file() && written.uid() == 0, "the trace is not the daemon's new file");
+    let text = fs::read_to_string(&trace).unwrap();
+    assert!(text.starts_with("# supermin trace 1") && text.lines().any(|l| l == "read /etc/hostname"), "{text}");
+    let left: Vec<String> = names_starting_with(&dir, ".").into_iter().filter(|n| !planted.contains(n)).collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use log::debug;
 
 use crate::error::{Error, IoContext, Result};
-use crate::util::{cpio, sys};
+use crate::util::{cpio, newfile, sys};
 
 /// Modules whose file names match one of these (the original's list) are loaded at boot.
 const PATTERNS: &[&str] = &[
@@ -119,7 +119,7 @@ pub fn write(modpath: &Path, out: &Path) -> Result<()> {
     debug!("initrd: {} modules", order.len());
     let init = fs::read("/proc/self/exe").at(Path::new("/proc/self/exe"), "cannot read our own binary for /init")?;
 
-    let file = fs::File::create(out).at(out, "cannot create")?;
+    let file = newfile::create(out, 0o666).at(out, "cannot create")?;
     let mut w = cpio::Writer::new(BufWriter::with_capacity(1 << 20, file));
     let werr = |e: std::io::Error| Error::io(out, "cannot write", e);
     let h = |name: &[u8], mode: u32| -> (Vec<u8>, u32) { (name.to_vec(), mode) };

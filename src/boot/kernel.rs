@@ -15,6 +15,7 @@ use log::debug;
 use crate::bail;
 use crate::error::{Error, IoContext, Result};
 use crate::host;
+use crate::util::newfile;
 
 pub struct Kernel {
     pub path: PathBuf,
@@ -28,7 +29,7 @@ impl Kernel {
     /// with a fresh mtime (unlike 5.2.2's `cp -p`, so `--if-newer` sees it as new).
     pub fn install(&self, dest: &Path, copy: bool) -> Result<()> {
         if copy {
-            fs::copy(&self.path, dest).map(drop).at(&self.path, "cannot copy the kernel")
+            newfile::copy(&self.path, dest).at(dest, "cannot copy the kernel")
         } else {
             std::os::unix::fs::symlink(&self.path, dest).at(dest, "cannot create the kernel symlink")
         }

@@ -3,6 +3,7 @@
 pub mod cpio;
 pub mod escape;
 pub mod fingerprint;
+pub mod newfile;
 pub mod pathwalk;
 pub mod progress;
 pub mod sys;
