@@ -74,6 +74,9 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     if opts.out == Path::new("-") {
         return build_to_stdout(driver, opts);
     }
+    // Refuse a bad output, and choose the kernel, before the long work (and before the freshness
+    // check, so that the refusal does not depend on --if-newer).
+    check_apart(&opts.inputs, &opts.out)?;
     let database = driver.database_files(&opts.root);
     let sources = Sources {
         inputs: &opts.inputs,
@@ -85,8 +88,6 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
         info!("if-newer: output does not need rebuilding");
         return Ok(());
     }
-    // Refuse a bad output, and choose the kernel, before the long work.
-    check_apart(&opts.inputs, &opts.out)?;
     let staging = Staging::new(&opts.out, Replace { shape: opts.format.shape(), force: opts.force })?;
     let kernel = match opts.format.needs_kernel() {
         true => Some(kernel::find(&opts.root, &opts.host_cpu)?),
@@ -120,31 +121,75 @@ fn build_to_stdout(driver: Driver, opts: &Options) -> Result<()> {
 }
 
 /// Refuse an output that is an input, holds one or lies inside one: replacing it would delete
-/// the inputs, or the next build would read the output as an input. (`--force` does not
-/// change this.)
-fn check_apart(inputs: &[PathBuf], out: &Path) -> Result<()> {
-    // The output as it will be replaced: a final symlink is the link, not its target.
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Some(out_abs) = out.file_name().and_then(|name| Some(std::fs::canonicalize(parent).ok()?.join(name))) else {
-        return Ok(()); // no usable name or parent: the staging directory says so
-    };
+/// the inputs, building inside one would copy the input into itself (`slim`), and the next
+/// build would read the output as an input. (`--force` does not change this.) Shared by
+/// `--build`, `materialize` and `slim`, and called before anything is written. Inputs given as
+/// files count as themselves: an output beside them in their directory is allowed.
+///
+/// Paths are compared by identity (device and inode), not by spelling, so `IN/.`, `IN/../IN`,
+/// a relative path, a symlink to IN and a bind mount of IN are all IN.
+pub fn check_apart(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    let output = Place::of(out);
     for input in inputs {
-        let Ok(input_abs) = std::fs::canonicalize(input) else { continue }; // reading it will say why
-        let relation = if out_abs == input_abs {
+        let place = Place::of(input);
+        if place.own.is_empty() {
+            continue; // it does not exist: reading it will say so
+        }
+        let relation = if output.own.iter().any(|id| place.own.contains(id)) {
             "is"
-        } else if input_abs.starts_with(&out_abs) {
-            "contains"
-        } else if out_abs.starts_with(&input_abs) {
+        } else if output.above.iter().any(|id| place.own.contains(id)) {
             "is inside"
+        } else if place.above.iter().any(|id| output.own.contains(id)) {
+            "contains"
         } else {
             continue;
         };
+        // An input directory's sibling; for an input file, its directory's.
+        let real = std::fs::canonicalize(input).unwrap_or_else(|_| input.clone());
+        let suggested = if real.is_dir() { real.as_path() } else { real.parent().unwrap_or(&real) };
         bail!(
             "{}: the output {relation} the input {}: choose an output directory outside the inputs (e.g. -o {}.out)",
             out.display(),
             input.display(),
-            input_abs.display()
+            suggested.display()
         );
     }
     Ok(())
+}
+
+/// A file's identity: its device and inode numbers.
+type Id = (u64, u64);
+
+/// Where a path is, as identities: what it names, and every directory it lies inside.
+struct Place {
+    /// The entry itself (a final symlink: the link, which is what an output would replace) and
+    /// what it resolves to.
+    own: Vec<Id>,
+    /// Every directory above it, up to `/`: above the resolved path, and above the path as
+    /// named (a symlink's own directory; for a path that does not exist yet, its first existing
+    /// ancestor and what is above that).
+    above: Vec<Id>,
+}
+
+impl Place {
+    fn of(path: &Path) -> Place {
+        use std::os::unix::fs::MetadataExt;
+        let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+        let own = [std::fs::symlink_metadata(path), std::fs::metadata(path)].into_iter().flatten().map(id).collect();
+        let mut above = Vec::new();
+        let mut add = |dir: Option<&Path>| {
+            above.extend(dir.into_iter().flat_map(Path::ancestors).filter_map(|a| std::fs::metadata(a).ok()).map(id))
+        };
+        if let Ok(real) = std::fs::canonicalize(path) {
+            add(real.parent());
+        }
+        // `IN/..` names IN's parent, which is not inside IN: only a last component that is a
+        // name is inside the path before it.
+        if path.file_name().is_some() {
+            let dot = |a: &Path| if a.as_os_str().is_empty() { PathBuf::from(".") } else { a.to_path_buf() };
+            let existing = path.ancestors().skip(1).find_map(|a| std::fs::canonicalize(dot(a)).ok());
+            add(existing.as_deref());
+        }
+        Place { own, above }
+    }
 }

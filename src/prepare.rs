@@ -7,7 +7,7 @@
 //! what dpkg recorded *is* the pristine file, so only packages with modified config files are
 //! fetched.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -63,10 +63,14 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     let mut names: Vec<&str> = roots.iter().map(|&p| pm.package_name(p)).collect();
     names.sort_unstable();
     names.dedup();
-    let packages_path = staging.path().join("packages");
+    // Made through the staging directory's descriptor (its parent may be someone else's).
+    let out = staging.dir();
+    let packages = Path::new("packages");
     let mut text = names.join("\n");
     text.push('\n');
-    fs::write(&packages_path, text).at(&packages_path, "cannot write")?;
+    out.create_file(packages, 0o644, false)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .at(&out.shown(packages), "cannot write")?;
 
     let closure: Vec<PkgId> = pm.closure(&roots).iter().map(|r| r.pkg).collect();
     info!("prepare: {} packages, including dependencies", closure.len());
@@ -75,9 +79,11 @@ pub fn prepare(pm: &dyn PackageManager, opts: &Options) -> Result<()> {
     let scratch = Scratch(staging::create_unique(opts.tmpdir, "supermin", 0o700)?);
     let sources = packager::config_sources(opts.root, &closure, &configs, opts.use_installed, &scratch.0, pm)?;
     if !sources.is_empty() {
-        let tarball = staging.path().join("base.tar.gz");
-        write_base_image(&tarball, &sources)?;
+        let tarball = Path::new("base.tar.gz");
+        let file = out.create_file(tarball, 0o644, false).at(&out.shown(tarball), "cannot create")?;
+        write_base_image((file, &out.shown(tarball)), &sources)?;
     }
+    out.set_mode(0o755).at(out.path(), "cannot set permissions")?;
     staging.commit()
 }
 
@@ -107,9 +113,8 @@ fn not_installed(pm: &dyn PackageManager, opts: &Options) -> Missing {
 
 /// `base.tar.gz`: `./etc/...` members owned by root (HEAD supermin's `--owner=0 --group=0`),
 /// every mtime set to `SOURCE_DATE_EPOCH` when it is set (as HEAD's `--mtime=@…`), for reproducible appliances.
-fn write_base_image(path: &Path, sources: &[(String, ConfigSource)]) -> Result<()> {
+fn write_base_image((file, path): (fs::File, &Path), sources: &[(String, ConfigSource)]) -> Result<()> {
     let epoch: Option<u64> = crate::util::source_date_epoch().and_then(|e| u64::try_from(e).ok());
-    let file = File::create(path).at(path, "cannot create")?;
     let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let write_err = |e: std::io::Error| Error::io(path, "cannot write", e);

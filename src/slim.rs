@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::build;
@@ -21,7 +22,7 @@ use crate::manifest::{Ino, Manifest, Node, ROOT};
 use crate::output::staging::{Replace, Shape, Staging};
 use crate::packager::Driver;
 use crate::trace;
-use crate::util::sys;
+use crate::util::{newfile, sys};
 
 pub struct Options {
     pub inputs: Vec<PathBuf>,
@@ -49,6 +50,9 @@ struct Size {
 }
 
 pub fn slim(driver: Driver, opts: &Options) -> Result<()> {
+    // The output is built beside `-o` and the inputs copied into it: inside an input that
+    // copies the input into itself, and replacing one deletes it. Refused before any work.
+    build::check_apart(&opts.inputs, &opts.out)?;
     let used = trace::read(&opts.traces)?;
     let pm = driver.open(&opts.root)?;
     let resolved = build::resolve_inputs(pm.as_ref(), &opts.inputs, &opts.root, Default::default(), None)?;
@@ -151,7 +155,7 @@ fn copy_inputs(inputs: &[PathBuf], out: &Path) -> Result<()> {
             fs::create_dir(&dest).at(&dest, "cannot create")?;
             copy_dir(input, &dest)?;
         } else {
-            fs::copy(input, &dest).at(input, "cannot copy")?;
+            newfile::copy(input, &dest).at(&dest, "cannot copy")?;
         }
     }
     Ok(())
@@ -165,7 +169,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
             fs::create_dir(&dest).at(&dest, "cannot create")?;
             copy_dir(&src, &dest)?;
         } else {
-            fs::copy(&src, &dest).at(&src, "cannot copy")?;
+            newfile::copy(&src, &dest).at(&dest, "cannot copy")?;
         }
     }
     Ok(())
@@ -186,7 +190,7 @@ fn write_excludes(file: &Path, paths: &BTreeSet<&str>) -> Result<()> {
         text.push('\n');
     }
     // An empty file would be ignored anyway; one that says nothing is excluded is clearer.
-    fs::write(file, text).at(file, "cannot write")
+    newfile::create(file, 0o666).and_then(|mut f| f.write_all(text.as_bytes())).at(file, "cannot write")
 }
 
 fn report(opts: &Options, before: Size, after: Size, unused: usize) {

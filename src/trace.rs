@@ -13,14 +13,14 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::bail;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::manifest::{Ino, Manifest};
 use crate::util::escape::unescape_octal;
+use crate::util::newfile;
 
 /// The first line of a trace file.
 pub const HEADER: &str = "# supermin trace 1: one used path per line, \"read PATH\" or \"stat PATH\", \\ooo escapes";
@@ -51,8 +51,9 @@ impl Uses {
         self.0.get(ino as usize).map_or(0, |u| u.load(Ordering::Relaxed))
     }
 
-    /// Write the trace of `manifest` to `out` (a temporary sibling, then renamed). Returns how
-    /// many paths were read and how many only looked up.
+    /// Write the trace of `manifest` to `out` (a new file of a random name beside it, then
+    /// renamed: the daemon is often root and `out`'s directory someone else's, see
+    /// [`newfile`]). Returns how many paths were read and how many only looked up.
     pub fn write(&self, manifest: &Manifest, out: &Path) -> Result<(usize, usize)> {
         let mut lines: Vec<(u8, Vec<u8>)> = Vec::new();
         manifest.walk(|path, ino| match self.get(ino) {
@@ -65,16 +66,7 @@ impl Uses {
             text.extend_from_slice(escape(path).as_bytes());
             text.push(b'\n');
         }
-        let tmp = out.with_file_name(format!(
-            ".{}.tmp{}",
-            out.file_name().map_or("trace".into(), |n| n.to_string_lossy()),
-            std::process::id()
-        ));
-        let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(&text)).and_then(|()| fs::rename(&tmp, out));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(out, "cannot write the trace", e));
-        }
+        newfile::replace(out, &text, 0o666).at(out, "cannot write the trace")?;
         let read = lines.iter().filter(|(how, _)| *how == READ).count();
         Ok((read, lines.len() - read))
     }

@@ -171,7 +171,7 @@ impl<V: View> Core<V> {
             let a = self.attr(ino)?;
             let large = a.size >= self.passthrough_min.load(Ordering::Relaxed);
             match self.view.data(ino) {
-                Some(Data::Host(path)) if self.files.passthrough() && large => {
+                Some(Data::Host(path)) if self.files.passthrough() && large && only_root_writes(&a) => {
                     let file = self.files.get(ino, (path, a.size), &|i, n| self.view.open(i, n));
                     Ok(Some((ino, file.map_err(host_errno(path))?)))
                 }
@@ -268,6 +268,15 @@ impl<V: View> Core<V> {
             Ok(())
         }
     }
+}
+
+/// Whether only root may write the host file: the kernel then reads it directly (passthrough).
+/// A file someone else may write is read through the daemon instead, whose reads notice a
+/// change and answer EIO: passed through, a file rewritten while it is read would give a mix
+/// of old and new bytes, or reads past its new end. Both modes then give the same answers
+/// for what other users can change (issue 19, finding 8).
+fn only_root_writes(a: &Attr) -> bool {
+    a.uid == 0 && a.mode & 0o022 == 0
 }
 
 /// An xattr value or list for a request that allows `size` bytes (0 asks for the length).

@@ -13,14 +13,14 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::util::sys;
+use crate::util::{newfile, sys};
 
 /// How many bytes of entries the cache keeps ([`ImageCache::trim`]).
 pub const CAPACITY: u64 = 2 << 30;
@@ -132,13 +132,7 @@ impl ImageCache {
     /// name and renamed, so a concurrent mount never maps a half-written entry.
     pub fn put(&self, source: &Path, m: &fs::Metadata, bytes: &[u8]) -> io::Result<Image> {
         let dest = self.entry(source, m);
-        let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        let written = f.write_all(bytes).and_then(|()| fs::rename(&tmp, &dest));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        newfile::replace(&dest, bytes, 0o600)?;
         self.trim();
         map(&File::open(&dest)?)
     }

@@ -18,6 +18,7 @@ use crate::manifest::{Content, Ino, Manifest, Node};
 use crate::mount::Source;
 use crate::packager::{PackageManager, Reached};
 use crate::resolve::{Excludes, Resolved};
+use crate::util::newfile;
 
 pub mod svg;
 
@@ -118,7 +119,8 @@ pub fn inspect(opts: &Options) -> Result<()> {
     let resolved = build::resolve_read(pm.as_ref(), &inputs, &src.root, src.settings)?;
     let report = Report::new(pm.as_ref(), src, &inputs, &resolved, opts.top)?;
     if let Some(path) = &opts.svg {
-        std::fs::write(path, svg::render(&report)).at(path, "cannot write")?;
+        // Replaced, never written through a symlink someone planted at the name.
+        newfile::replace(path, svg::render(&report).as_bytes(), 0o666).at(path, "cannot write")?;
     }
     if opts.json {
         let text = serde_json::to_string_pretty(&report).map_err(std::io::Error::from);

@@ -170,6 +170,11 @@ pub fn umount(mp: &Path) -> Result<()> {
 /// `supermin materialize SRC…`: when `opts.inputs` is exactly one mounted view, build what
 /// it was mounted from (its inputs, root and packager); otherwise build the inputs.
 pub fn materialize(mut opts: build::Options, driver: Driver) -> Result<()> {
+    // A mountpoint given as the source is refused as an output as the inputs it was mounted
+    // from are (by `build`), before anything is written. (`-o -` is standard output.)
+    if opts.out != Path::new("-") {
+        build::check_apart(&opts.inputs, &opts.out)?;
+    }
     let source = Source { inputs: opts.inputs, root: opts.root, driver, settings: opts.settings };
     let source = source.unmounted()?;
     (opts.inputs, opts.root, opts.settings) = (source.inputs, source.root, source.settings);

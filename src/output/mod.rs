@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::host::HostFile;
 use crate::manifest::{Content, Inode, Manifest, Meta, Node, S_IFREG};
 use crate::resolve;
-use crate::util::dirfd::{self, Dir};
+use crate::util::dirfd::Dir;
 use staging::Shape;
 
 mod chroot;
@@ -102,8 +102,7 @@ pub fn write(format: Format, manifest: Manifest, out: &Dir, boot: Option<Boot>) 
     if format != Format::Chroot {
         // A chroot's root takes the appliance root's mode; the files of the others are in a
         // plain directory.
-        let attrs = dirfd::Attrs { perm: 0o755, ..dirfd::Attrs::of(out.fd()).at(out.path(), "cannot stat")? };
-        out.finish(&attrs).at(out.path(), "cannot set permissions")?;
+        out.set_mode(0o755).at(out.path(), "cannot set permissions")?;
     }
     Ok(())
 }

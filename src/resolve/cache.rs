@@ -21,8 +21,7 @@
 //! is a miss.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,8 +33,8 @@ use crate::inputs::{BaseImage, Inputs};
 use crate::manifest::{Ino, Inode, Manifest, Node, ROOT};
 use crate::packager::Driver;
 use crate::resolve::Settings;
-use crate::util::fingerprint;
 use crate::util::work;
+use crate::util::{fingerprint, newfile};
 
 /// Bumped whenever [`Stored`] or the manifest types change shape.
 const FORMAT: u32 = 2;
@@ -136,13 +135,7 @@ impl Entry {
     }
 
     fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        let written = f.write_all(bytes).and_then(|()| fs::rename(&tmp, &self.path));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        newfile::replace(&self.path, bytes, 0o600)
     }
 }
 

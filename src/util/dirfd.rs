@@ -40,20 +40,6 @@ pub struct Attrs {
     pub perm: u32,
 }
 
-impl Attrs {
-    /// What `fd` has now.
-    pub fn of<Fd: AsFd>(fd: Fd) -> io::Result<Attrs> {
-        let st = nix::sys::stat::fstat(fd).map_err(errno)?;
-        Ok(Attrs {
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mtime: st.st_mtime,
-            mtime_nsec: st.st_mtime_nsec as u32,
-            perm: st.st_mode & 0o7777,
-        })
-    }
-}
-
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from(e)
 }
@@ -135,6 +121,11 @@ impl Dir {
         }
         let t = TimeSpec::new(mtime.0, i64::from(mtime.1));
         nix::sys::stat::utimensat(&self.fd, rel, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(errno)
+    }
+
+    /// The directory's own permission bits.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        nix::sys::stat::fchmod(&self.fd, Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)
     }
 
     /// [`finish`] the directory itself.
