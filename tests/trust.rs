@@ -11,7 +11,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::{as_hostile, dump, hostile_dir, hostile_user, ours, run, stderr, Scratch, Swapper};
 
@@ -173,16 +173,31 @@ fn the_view_never_serves_a_file_a_user_swapped_in() {
 fn run_never_reads_a_file_a_user_swaps_in() {
     let s = Scratch::new("trust-run");
     let (d, home, pairs) = hostile_input(&s, 1000);
-    let _swapper = Swapper::start_many(&pairs);
-    let script = format!("for f in {}/f*; do cat \"$f\" 2>/dev/null; done; exit 0", home.display());
+    // The swaps start once the view is up (a resolve that sees a file change is refused whole).
+    let script =
+        format!("echo ready; read go; for f in {}/f*; do cat \"$f\" 2>/dev/null; done; exit 0", home.display());
     let tmp = Scratch::new("trust-run-tmp");
-    let out = run(ours().env("TMPDIR", &tmp.0).arg("run").arg("examples/supermin.d").arg(&d).args([
-        "--",
-        "/bin/bash",
-        "-c",
-        &script,
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let mut child = ours()
+        .env("TMPDIR", &tmp.0)
+        .arg("run")
+        .arg("examples/supermin.d")
+        .arg(&d)
+        .args(["--", "/bin/bash", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let mut swapper = Swapper::start_many(&pairs);
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "run failed");
+    assert!(swapper.alive(), "the swap loop died: the races were not run");
+    let out = std::process::Output { status: child.wait().unwrap(), stdout: rest, stderr: Vec::new() };
     assert!(!out.stdout.windows(SECRET.len()).any(|w| w == SECRET), "the command read the secret");
     let mine = out.stdout.windows(MINE.len()).filter(|w| *w == MINE).count();
     eprintln!("1000 racing reads in run: {mine} read the user's file, the others failed");
@@ -251,7 +266,8 @@ fn passthrough_only_for_files_only_root_can_write() {
     let bytes: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
     let home = hostile_dir(&s.0, "home");
     let (uid, gid) = hostile_user();
-    let cases = [("users", home.join("users"), true), ("rw-all", s.path("rw-all"), true), ("roots", s.path("roots"), false)];
+    let cases =
+        [("users", home.join("users"), true), ("rw-all", s.path("rw-all"), true), ("roots", s.path("roots"), false)];
     for (name, path, _) in &cases {
         fs::write(path, &bytes).unwrap();
         let mode = if *name == "rw-all" { 0o666 } else { 0o644 };
