@@ -335,7 +335,9 @@ impl HostFile {
 /// never out of it), else `path` is absolute. Kernels before 5.6 have no `openat2`: then the
 /// last component only is not followed, and the caller's identity check is what holds.
 fn open_no_symlinks(root: Option<&OwnedFd>, path: &Path, flags: OFlag) -> io::Result<fs::File> {
-    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    // `openat2` refuses (EINVAL) any flag `O_PATH` ignores, `O_NOCTTY` among them.
+    let noctty = if flags.contains(OFlag::O_PATH) { OFlag::empty() } else { OFlag::O_NOCTTY };
+    let flags = flags | OFlag::O_NOFOLLOW | noctty | OFlag::O_CLOEXEC;
     let (at, resolve) = match root {
         Some(fd) => (fd.as_fd(), ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS),
         None => (AT_FDCWD, ResolveFlag::RESOLVE_NO_SYMLINKS),
