@@ -339,7 +339,9 @@ impl HostFile {
 /// never out of it), else `path` is absolute. Kernels before 5.6 have no `openat2`: then the
 /// last component only is not followed, and the caller's identity check is what holds.
 fn open_no_symlinks(root: Option<&OwnedFd>, path: &Path, flags: OFlag) -> io::Result<fs::File> {
-    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    // `openat2` refuses (EINVAL) any flag `O_PATH` ignores, `O_NOCTTY` among them.
+    let noctty = if flags.contains(OFlag::O_PATH) { OFlag::empty() } else { OFlag::O_NOCTTY };
+    let flags = flags | OFlag::O_NOFOLLOW | noctty | OFlag::O_CLOEXEC;
     let (at, resolve) = match root {
         Some(fd) => (fd.as_fd(), ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS),
         None => (AT_FDCWD, ResolveFlag::RESOLVE_NO_SYMLINKS),
@@ -382,6 +384,131 @@ fn root_fd(root: &Path) -> io::Result<Arc<OwnedFd>> {
     let fd = Arc::new(nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?);
     roots.push((root.to_path_buf(), fd.clone()));
     Ok(fd)
+}
+
+/// Open `p`, an absolute path inside `root`, for reading, as a chroot would: symlinks are
+/// followed but resolved inside `root` (distributions do symlink kernels and modules), and
+/// never out of it. The file must be a regular one, checked through an `O_PATH` handle before
+/// it is opened for reading, because a sysroot's owner may make device nodes. For files a
+/// path names in the sysroot's own metadata (a kernel, `modules.dep` and what it lists),
+/// which [`HostFile`] does not cover since no resolve found them. With root `/` the path is
+/// the build host's, opened as given.
+pub fn open_in_root(root: &Path, p: &str) -> io::Result<fs::File> {
+    let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    let handle = if is_host(root) {
+        nix::fcntl::open(p, flags, Mode::empty()).map(fs::File::from).map_err(io::Error::from)?
+    } else {
+        let fd = root_fd(root)?;
+        let rel = p.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        let how =
+            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match nix::fcntl::openat2(fd.as_fd(), rel, how) {
+            // Before Linux 5.6: resolved by our walker, the last component not followed.
+            Err(Errno::ENOSYS) => nix::fcntl::open(&path_follow(root, p), flags | OFlag::O_NOFOLLOW, Mode::empty()),
+            r => r,
+        }
+        .map(fs::File::from)
+        .map_err(io::Error::from)?
+    };
+    if !handle.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    reopen(&handle)
+}
+
+/// The names in the directory `p` (inside `root`, symlinks resolved inside it), listed
+/// through a descriptor of that directory, so that no symlink swapped in on the way lists a
+/// directory of the build host instead.
+pub fn read_dir_in_root(root: &Path, p: &str) -> io::Result<Vec<std::ffi::OsString>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = if is_host(root) {
+        nix::fcntl::open(p, flags, Mode::empty())
+    } else {
+        let rel = p.trim_start_matches('/');
+        let how =
+            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match nix::fcntl::openat2(root_fd(root)?.as_fd(), if rel.is_empty() { "." } else { rel }, how) {
+            Err(Errno::ENOSYS) => nix::fcntl::open(&path_follow(root, p), flags | OFlag::O_NOFOLLOW, Mode::empty()),
+            r => r,
+        }
+    };
+    HostDir(nix::dir::Dir::from_fd(fd.map_err(io::Error::from)?).map_err(io::Error::from)?).names()
+}
+
+/// A directory of the host opened by [`HostDir::open`]: its entries are looked at through
+/// its descriptor, never by a path that could be redirected.
+pub struct HostDir(nix::dir::Dir);
+
+impl HostDir {
+    /// The directory `p`, a path inside `root` with no symlink anywhere on it (resolve it first
+    /// with [`realpath`]): a symlink swapped in since makes this fail, and nothing on the way
+    /// leaves the root.
+    pub fn open(root: &Path, p: &str) -> io::Result<HostDir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        let file = if is_host(root) {
+            open_no_symlinks(None, Path::new(p), flags)?
+        } else {
+            let rel = p.trim_start_matches('/');
+            let rel = Path::new(if rel.is_empty() { "." } else { rel });
+            let fd = root_fd(root)?;
+            match open_no_symlinks(Some(&fd), rel, flags) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_no_symlinks(None, &root.join(rel), flags),
+                r => r,
+            }?
+        };
+        Ok(HostDir(nix::dir::Dir::from_fd(file.into()).map_err(io::Error::from)?))
+    }
+
+    /// Its entries' names (without `.` and `..`), in the directory's order.
+    pub fn names(&mut self) -> io::Result<Vec<std::ffi::OsString>> {
+        let mut names = Vec::new();
+        for e in self.0.iter() {
+            let name = e.map_err(io::Error::from)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(std::ffi::OsString::from_vec(name));
+            }
+        }
+        Ok(names)
+    }
+
+    /// Its entries with their `lstat`, each looked up in this directory (`O_PATH|O_NOFOLLOW`).
+    pub fn entries(&mut self) -> io::Result<Vec<(std::ffi::OsString, fs::Metadata)>> {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut out = Vec::new();
+        for name in self.names()? {
+            let fd =
+                nix::fcntl::openat(self.0.as_fd(), name.as_os_str(), flags, Mode::empty()).map_err(io::Error::from)?;
+            let m = fs::File::from(fd).metadata()?;
+            out.push((name, m));
+        }
+        Ok(out)
+    }
+
+    /// The directory's own `stat`.
+    pub fn metadata(&self) -> io::Result<fs::Metadata> {
+        fs::File::from(self.0.as_fd().try_clone_to_owned()?).metadata()
+    }
+
+    /// The target of its symlink `name`.
+    pub fn read_link(&self, name: &std::ffi::OsStr) -> io::Result<std::ffi::OsString> {
+        nix::fcntl::readlinkat(self.0.as_fd(), name).map_err(io::Error::from)
+    }
+}
+
+/// Whether `p`, a symlink in the sysroot `root` whose target is not inside it, leads out of
+/// the root when the kernel follows it on the build host: what a chroot reads as a missing
+/// file, but what a tool that forgot the root would read. For the error that says so (only
+/// the build host's metadata is looked at, never a byte of its files).
+pub fn link_out_of_root(root: &Path, p: &str) -> bool {
+    let _quiet = Pause::new(); // asked only on the way to an error
+    if is_host(root) || stat(root, p).is_ok() || !lstat(root, p).is_ok_and(|m| m.file_type().is_symlink()) {
+        return false;
+    }
+    match (fs::canonicalize(path(root, p)), fs::canonicalize(root)) {
+        (Ok(there), Ok(root)) => !there.starts_with(root),
+        _ => false,
+    }
 }
 
 /// `stat(p)` says regular file (symlinks followed inside `root`), as the original's detection

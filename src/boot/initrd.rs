@@ -10,6 +10,8 @@ use std::path::Path;
 
 use log::debug;
 
+use super::kernel::ModulesDir;
+use super::modules;
 use crate::error::{Error, IoContext, Result};
 use crate::util::{cpio, sys};
 
@@ -86,10 +88,19 @@ pub fn module_order(modules_dep: &str) -> Vec<String> {
     order
 }
 
-/// A module's bytes, decompressed, and its name without the compression suffix.
-pub fn read_module(path: &Path) -> Result<(String, Vec<u8>)> {
-    let raw = fs::read(path).at(path, "cannot read kernel module")?;
-    let name = basename(&path.to_string_lossy()).to_string();
+/// A module's bytes (`rel` in the modules directory, read inside its root), decompressed, and
+/// its name without the compression suffix.
+pub fn read_module(modules: &ModulesDir, rel: &str) -> Result<(String, Vec<u8>)> {
+    let path = modules.shown(rel);
+    let raw = match modules.read(rel) {
+        Ok(raw) => raw,
+        Err(_) if modules.link_out(rel) => {
+            let why = "is a symlink out of the sysroot (a sysroot is read as a chroot: point it at a module inside it)";
+            return Err(Error::new(format!("{}: cannot read kernel module: it {why}", path.display())));
+        }
+        Err(e) => return Err(Error::io(&path, "cannot read kernel module", e)),
+    };
+    let name = basename(rel).to_string();
     let bad = |e: String| Error::new(format!("{}: corrupt compressed module: {e}", path.display()));
     if let Some(stem) = name.strip_suffix(".zst") {
         let mut out = Vec::new();
@@ -111,10 +122,14 @@ pub fn read_module(path: &Path) -> Result<(String, Vec<u8>)> {
     }
 }
 
-/// Write the initrd for the kernel whose modules are in `modpath`.
-pub fn write(modpath: &Path, (file, out): (fs::File, &Path)) -> Result<()> {
-    let dep_path = modpath.join("modules.dep");
-    let dep = fs::read_to_string(&dep_path).at(&dep_path, "cannot read")?;
+/// Write the initrd for the kernel whose modules are in `modpath`: `modules.dep` and every
+/// module it names are read inside the directory's root, and only by the relative paths
+/// [`modules::check_dep`] lets through.
+pub fn write(modpath: &ModulesDir, (file, out): (fs::File, &Path)) -> Result<()> {
+    let dep_path = modpath.shown("modules.dep");
+    let dep = modpath.read("modules.dep").at(&dep_path, "cannot read")?;
+    let dep = String::from_utf8_lossy(&dep);
+    modules::check_dep(&dep, &dep_path)?;
     let order = module_order(&dep);
     debug!("initrd: {} modules", order.len());
     let init = fs::read("/proc/self/exe").at(Path::new("/proc/self/exe"), "cannot read our own binary for /init")?;
@@ -126,7 +141,7 @@ pub fn write(modpath: &Path, (file, out): (fs::File, &Path)) -> Result<()> {
     w.append(&cpio::Header { name: &dot, mode, uid: 0, gid: 0, nlink: 2, mtime: 0, rdev: 0 }, &[]).map_err(werr)?;
     let mut list = String::new();
     for m in &order {
-        let (name, bytes) = read_module(&modpath.join(m))?;
+        let (name, bytes) = read_module(modpath, m)?;
         let header =
             cpio::Header { name: name.as_bytes(), mode: 0o100644, uid: 0, gid: 0, nlink: 1, mtime: 0, rdev: 0 };
         w.append(&header, &bytes).map_err(werr)?;
@@ -168,11 +183,12 @@ mod tests {
             fs::write(&ko, &original).unwrap();
             let status = std::process::Command::new(tool).arg("-f").arg("-q").arg(&ko).status().expect(tool);
             assert!(status.success(), "{tool}");
-            let (name, bytes) = read_module(&dir.join(format!("m.ko.{ext}"))).unwrap();
+            let modules = ModulesDir::new(Path::new("/"), &dir.to_string_lossy());
+            let (name, bytes) = read_module(&modules, &format!("m.ko.{ext}")).unwrap();
             assert_eq!(name, "m.ko");
             assert!(bytes == original, "{ext} round trip");
             fs::write(dir.join(format!("m.ko.{ext}")), b"garbage").unwrap();
-            assert!(read_module(&dir.join(format!("m.ko.{ext}"))).is_err());
+            assert!(read_module(&modules, &format!("m.ko.{ext}")).is_err());
         }
         let _ = fs::remove_dir_all(&dir);
     }

@@ -19,10 +19,71 @@ use crate::host;
 use crate::util::dirfd::Dir;
 
 pub struct Kernel {
+    /// The kernel on the host: its root joined with its path resolved inside that root, so
+    /// that the default `kernel` symlink never leads out of a sysroot.
     pub path: PathBuf,
     pub version: String,
     /// `/lib/modules/<version>` (or `SUPERMIN_MODULES`).
-    pub modpath: PathBuf,
+    pub modpath: ModulesDir,
+    /// The root the kernel is read inside: the sysroot, or `/` for the build host's kernel
+    /// and for `SUPERMIN_KERNEL`, which the user names on the build host.
+    root: PathBuf,
+}
+
+/// A kernel's modules directory: the root it is read inside (the sysroot, or `/` for the
+/// build host and `SUPERMIN_MODULES`) and its path resolved inside it. Every file of it is
+/// opened inside that root ([`host::open_in_root`]): a sysroot's `modules.dep` and modules are
+/// its owner's, who could otherwise point them at any file of the build host.
+#[derive(Clone, Debug)]
+pub struct ModulesDir {
+    root: PathBuf,
+    inside: String,
+}
+
+impl ModulesDir {
+    /// `p`, a directory inside `root`, resolved there.
+    pub fn new(root: &Path, p: &str) -> ModulesDir {
+        ModulesDir { root: root.to_path_buf(), inside: host::realpath(root, p) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Its path inside the root, every symlink resolved.
+    pub fn inside(&self) -> &str {
+        &self.inside
+    }
+
+    /// The host path of `rel` in it, for messages (never opened by that path).
+    pub fn shown(&self, rel: &str) -> PathBuf {
+        let mut p = self.root.join(self.inside.trim_start_matches('/'));
+        if !rel.is_empty() {
+            p.push(rel);
+        }
+        p
+    }
+
+    /// Open its file `rel` (a relative path, checked by the caller to have no `..`) inside the
+    /// root.
+    pub fn open(&self, rel: &str) -> std::io::Result<fs::File> {
+        host::open_in_root(&self.root, &format!("{}/{rel}", self.inside.trim_end_matches('/')))
+    }
+
+    pub fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.open(rel)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Whether its file `rel` is a symlink leading only out of the root (for the error).
+    pub fn link_out(&self, rel: &str) -> bool {
+        host::link_out_of_root(&self.root, &format!("{}/{rel}", self.inside.trim_end_matches('/')))
+    }
+
+    fn has_dep(&self) -> bool {
+        self.open("modules.dep").is_ok()
+    }
 }
 
 impl Kernel {
@@ -33,24 +94,30 @@ impl Kernel {
         if !copy {
             return out.symlink(self.path.as_os_str(), Path::new(name)).at(&dest, "cannot create the kernel symlink");
         }
-        let mut src = fs::File::open(&self.path).at(&self.path, "cannot copy the kernel")?;
+        let mut src = self.open().at(&self.path, "cannot copy the kernel")?;
         let mode = src.metadata().at(&self.path, "cannot copy the kernel")?.permissions().mode() & 0o777;
         let mut made = out.create_file(Path::new(name), mode, false).at(&dest, "cannot create")?;
         std::io::copy(&mut src, &mut made).map(drop).at(&self.path, "cannot copy the kernel")
     }
-}
 
-impl Kernel {
+    /// The kernel file, opened inside its root.
+    fn open(&self) -> std::io::Result<fs::File> {
+        host::open_in_root(&self.root, &inside(&self.root, &self.path))
+    }
+
     /// The kernel's build configuration: `config-VERSION` next to it (Debian, Fedora), else
-    /// the modules directory's `build/.config` (resolved inside `root`); `None` when neither is
-    /// readable.
-    pub fn config(&self, root: &Path) -> Option<String> {
-        let next_to_it = self.path.parent().map(|dir| dir.join(format!("config-{}", self.version)));
-        let in_build = self.modpath.strip_prefix(root).ok().map(|rel| {
-            let p = format!("/{}/build/.config", rel.display());
-            host::path_follow(root, &p)
-        });
-        let found = [next_to_it, in_build].into_iter().flatten().find_map(|p| fs::read_to_string(&p).ok());
+    /// the modules directory's `build/.config`, each read inside the root it was found in (the
+    /// kernel knows its own, so the appliance's root the caller passes is not needed); `None`
+    /// when neither is readable.
+    pub fn config(&self, _root: &Path) -> Option<String> {
+        let next_to_it = inside(&self.root, &self.path.with_file_name(format!("config-{}", self.version)));
+        let found = host::open_in_root(&self.root, &next_to_it)
+            .or_else(|_| self.modpath.open("build/.config"))
+            .and_then(|mut f| {
+                let mut text = String::new();
+                f.read_to_string(&mut text).map(|_| text)
+            })
+            .ok();
         if found.is_none() {
             debug!("no configuration found for kernel {}", self.path.display());
         }
@@ -61,8 +128,9 @@ impl Kernel {
     /// protocol 2.10 and later), else four times the file (a decompressed kernel is about that).
     pub fn memory(&self) -> u64 {
         let mut header = [0u8; 0x264];
-        let read = fs::File::open(&self.path).and_then(|mut f| f.read_exact(&mut header));
-        let fallback = fs::metadata(&self.path).map_or(64 << 20, |m| 4 * m.len());
+        let file = self.open();
+        let fallback = file.as_ref().ok().and_then(|f| f.metadata().ok()).map_or(64 << 20, |m| 4 * m.len());
+        let read = file.and_then(|mut f| f.read_exact(&mut header));
         // "HdrS" at 0x202, the protocol version at 0x206, init_size at 0x260.
         if read.is_err()
             || &header[0x202..0x206] != b"HdrS"
@@ -74,26 +142,53 @@ impl Kernel {
     }
 }
 
+/// `path` (the root joined with a path inside it) as that path inside the root.
+fn inside(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    format!("/{}", rel.to_string_lossy().trim_start_matches('/'))
+}
+
 /// The kernel for an appliance built from `root` (`/`, or a `--sysroot`): its `/boot` and
 /// `/lib/modules`, symlinks resolved inside it, never the build host's.
 pub fn find(root: &Path, host_cpu: &str) -> Result<Kernel> {
     let kernel = find_candidate(root, host_cpu)?;
     // Readable? (Ubuntu ships kernels 0600.)
-    if let Err(e) = fs::File::open(&kernel.path) {
+    if let Err(e) = kernel.open() {
         return Err(unreadable(&kernel.path, &e));
     }
-    debug!("kernel {} version {} modules {}", kernel.path.display(), kernel.version, kernel.modpath.display());
+    debug!(
+        "kernel {} version {} modules {}",
+        kernel.path.display(),
+        kernel.version,
+        kernel.modpath.shown("").display()
+    );
     Ok(kernel)
 }
 
-fn has_modules(modpath: &Path) -> bool {
-    fs::metadata(modpath.join("modules.dep")).map(|m| m.is_file()).unwrap_or(false)
+/// The modules directory of `version`: `SUPERMIN_MODULES` (on the build host), else
+/// `/lib/modules/VERSION` inside `root`, refused if it is a symlink out of the root.
+fn modpath_for(root: &Path, version: &str) -> Result<ModulesDir> {
+    if let Some(dir) = std::env::var_os("SUPERMIN_MODULES") {
+        return Ok(ModulesDir::new(Path::new("/"), &dir.to_string_lossy()));
+    }
+    let p = format!("/lib/modules/{version}");
+    refuse_link_out(root, &p)?;
+    Ok(ModulesDir::new(root, &p))
 }
 
-fn modpath_for(root: &Path, version: &str) -> PathBuf {
-    std::env::var_os("SUPERMIN_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| host::path_follow(root, &format!("/lib/modules/{version}")))
+/// An error if `p` in the sysroot `root` is a symlink that only leads somewhere out of it: a
+/// sysroot is read as a chroot, so such a link names nothing, and saying so beats a kernel
+/// silently not found.
+fn refuse_link_out(root: &Path, p: &str) -> Result<()> {
+    if host::link_out_of_root(root, p) {
+        bail!(
+            "{}: {} in the sysroot is a symlink out of it (a sysroot is read as a chroot: point the link at a file \
+             inside the sysroot)",
+            root.display(),
+            p.trim_start_matches('/')
+        );
+    }
+    Ok(())
 }
 
 /// The original's order: `SUPERMIN_KERNEL`, then the Fedora layout, then the Debian one.
@@ -101,10 +196,10 @@ fn find_candidate(root: &Path, host_cpu: &str) -> Result<Kernel> {
     if let Some(k) = from_environment(root)? {
         return Ok(k);
     }
-    if let Some(k) = in_lib_modules(root, host_cpu) {
+    if let Some(k) = in_lib_modules(root, host_cpu)? {
         return Ok(k);
     }
-    if let Some(k) = in_boot(root, host_cpu) {
+    if let Some(k) = in_boot(root, host_cpu)? {
         return Ok(k);
     }
     let (boot, modules) = (host::path_follow(root, "/boot"), host::path_follow(root, "/lib/modules"));
@@ -166,38 +261,48 @@ fn from_environment(root: &Path) -> Result<Option<Kernel>> {
         debug!("SUPERMIN_KERNEL={}: cannot find its version, ignored", path.display());
         return Ok(None);
     };
-    let modpath = modpath_for(root, &version);
-    if !has_modules(&modpath) {
+    let modpath = modpath_for(root, &version)?;
+    if !modpath.has_dep() {
         bail!(
             "SUPERMIN_KERNEL={}: no modules.dep in {} (set SUPERMIN_MODULES to its modules directory)",
             path.display(),
-            modpath.display()
+            modpath.shown("").display()
         );
     }
-    Ok(Some(Kernel { path, version, modpath }))
+    Ok(Some(Kernel { path, version, modpath, root: PathBuf::from("/") }))
 }
 
-/// The Fedora layout: `/lib/modules/VERSION/vmlinuz`, the highest version.
-fn in_lib_modules(root: &Path, host_cpu: &str) -> Option<Kernel> {
-    let modules_dir = host::path_follow(root, "/lib/modules");
-    let mut found: Vec<(String, PathBuf)> = Vec::new();
-    for e in fs::read_dir(&modules_dir).ok()?.flatten() {
-        let version = e.file_name().to_string_lossy().into_owned();
-        let path = e.path().join("vmlinuz");
-        let big_enough = fs::metadata(&path).map(|m| m.len() >= 10000).unwrap_or(false);
-        if big_enough && bootable(&version, host_cpu) && has_modules(&e.path()) {
-            found.push((version, path));
+/// The Fedora layout: `/lib/modules/VERSION/vmlinuz`, the highest version. The kernel and its
+/// directory are resolved inside the root; a symlink out of it is refused.
+fn in_lib_modules(root: &Path, host_cpu: &str) -> Result<Option<Kernel>> {
+    let mut found: Vec<(String, PathBuf, ModulesDir)> = Vec::new();
+    for name in host::read_dir_in_root(root, "/lib/modules").unwrap_or_default() {
+        let version = name.to_string_lossy().into_owned();
+        if !bootable(&version, host_cpu) {
+            continue;
+        }
+        let dir = format!("/lib/modules/{version}");
+        let kernel = format!("{dir}/vmlinuz");
+        refuse_link_out(root, &dir)?;
+        refuse_link_out(root, &kernel)?;
+        let file = host::open_in_root(root, &kernel).and_then(|f| f.metadata());
+        let big_enough = file.map(|m| m.len() >= 10000).unwrap_or(false);
+        let modpath = ModulesDir::new(root, &dir);
+        if big_enough && modpath.has_dep() {
+            found.push((version, host::path_follow(root, &kernel), modpath));
         }
     }
-    let (version, path) = found.into_iter().max_by(|a, b| compare_versions(&a.0, &b.0))?;
-    Some(Kernel { modpath: modules_dir.join(&version), path, version })
+    let Some((version, path, modpath)) = found.into_iter().max_by(|a, b| compare_versions(&a.0, &b.0)) else {
+        return Ok(None);
+    };
+    Ok(Some(Kernel { modpath, path, version, root: root.to_path_buf() }))
 }
 
 /// The Debian layout: `/boot/vmlinuz-VERSION`, preferring the CPU's flavour, highest version
 /// first, the first with a modules directory.
-fn in_boot(root: &Path, host_cpu: &str) -> Option<Kernel> {
-    let names: Vec<String> = fs::read_dir(host::path_follow(root, "/boot"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+fn in_boot(root: &Path, host_cpu: &str) -> Result<Option<Kernel>> {
+    let names: Vec<String> = host::read_dir_in_root(root, "/boot")
+        .map(|names| names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     let is_kernel = |n: &str| (n.starts_with("vmlinuz-") || n.starts_with("vmlinux-")) && bootable(n, host_cpu);
     let models = cpu_models(host_cpu);
@@ -207,19 +312,25 @@ fn in_boot(root: &Path, host_cpu: &str) -> Option<Kernel> {
         candidates = names.iter().filter(|n| is_kernel(n)).collect();
     }
     candidates.sort_by(|a, b| compare_versions(b, a));
-    candidates.into_iter().find_map(|name| {
+    for name in candidates {
         // A kernel that is a symlink (`vmlinuz -> vmlinuz-6.1…`) is followed inside the root.
-        let path = host::path_follow(root, &format!("/boot/{name}"));
+        let inside = format!("/boot/{name}");
+        refuse_link_out(root, &inside)?;
+        let path = host::path_follow(root, &inside);
         let suffix = &name[8..];
-        let version =
-            version_from_file(&path).or_else(|| has_modules(&modpath_for(root, suffix)).then(|| suffix.to_string()))?;
-        let modpath = modpath_for(root, &version);
-        if !has_modules(&modpath) {
-            debug!("{}: no modules.dep in {}, skipped", path.display(), modpath.display());
-            return None;
+        let version = match host::open_in_root(root, &inside).ok().and_then(version_of) {
+            Some(v) => v,
+            None if modpath_for(root, suffix)?.has_dep() => suffix.to_string(),
+            None => continue,
+        };
+        let modpath = modpath_for(root, &version)?;
+        if !modpath.has_dep() {
+            debug!("{}: no modules.dep in {}, skipped", path.display(), modpath.shown("").display());
+            continue;
         }
-        Some(Kernel { path, version, modpath })
-    })
+        return Ok(Some(Kernel { path, version, modpath, root: root.to_path_buf() }));
+    }
+    Ok(None)
 }
 
 fn bootable(name: &str, host_cpu: &str) -> bool {
@@ -248,7 +359,11 @@ fn cpu_models(cpu: &str) -> Vec<String> {
 
 /// The version string inside an x86 bzImage: "HdrS" at 514, the version offset at 526.
 pub fn version_from_file(path: &Path) -> Option<String> {
-    let mut f = fs::File::open(path).ok()?;
+    version_of(fs::File::open(path).ok()?)
+}
+
+/// [`version_from_file`] of an open kernel.
+fn version_of(mut f: fs::File) -> Option<String> {
     let mut head = vec![0u8; 0x10000];
     let n = f.read(&mut head).ok()?;
     head.truncate(n);

@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
-use std::fs;
 use std::path::Path;
 
 use log::debug;
 
+use super::kernel::ModulesDir;
 use super::kmod_index;
 use crate::error::{Error, Result};
 use crate::util::sys;
@@ -120,18 +120,44 @@ fn matches_any(patterns: &[&str], rel: &str) -> bool {
     patterns.iter().any(|p| CString::new(*p).is_ok_and(|p| sys::fnmatch(&p, &name, 0)))
 }
 
+/// Refuse a `modules.dep` (`shown`) naming a module by anything but a relative path inside
+/// the modules directory: depmod writes no other, and in a sysroot its owner could otherwise
+/// name any file of the build host (`/etc/shadow`, `../../../..`) to be copied into the
+/// appliance.
+pub fn check_dep(text: &str, shown: &Path) -> Result<()> {
+    let inside = |m: &str| !m.is_empty() && !m.starts_with('/') && !m.split('/').any(|c| c == "..");
+    for (m, deps) in text.lines().filter_map(|l| l.split_once(':')) {
+        let m = m.trim();
+        if !inside(m) {
+            return Err(Error::new(format!(
+                "{}: {m} is not a module path inside the modules directory (regenerate the file with depmod)",
+                shown.display()
+            )));
+        }
+        if let Some(d) = deps.split_whitespace().find(|d| !inside(d)) {
+            return Err(Error::new(format!(
+                "{}: {m} depends on {d}, which is not a module path inside the modules directory (regenerate the \
+                 file with depmod)",
+                shown.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Choose the modules of the modules directory `modpath` that `patterns` name, with their
-/// dependencies, and rewrite its metadata for them.
-pub fn select(modpath: &Path, patterns: &[&str]) -> Result<Selection> {
+/// dependencies, and rewrite its metadata for them. Every file is read inside the directory's
+/// root.
+pub fn select(modpath: &ModulesDir, patterns: &[&str]) -> Result<Selection> {
     let read = |name: &str| -> Result<String> {
-        let path = modpath.join(name);
-        match fs::read(&path) {
+        match modpath.read(name) {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != "modules.dep" => Ok(String::new()),
-            Err(e) => Err(Error::io(&path, "cannot read", e)),
+            Err(e) => Err(Error::io(&modpath.shown(name), "cannot read", e)),
         }
     };
     let dep = read("modules.dep")?;
+    check_dep(&dep, &modpath.shown("modules.dep"))?;
     let kept = closure(&dep, &read("modules.softdep")?, &read("modules.alias")?, patterns);
     let names: BTreeSet<String> = kept.iter().map(|m| module_name(m)).collect();
     debug!("modules: keeping {} of {}", kept.len(), dep.lines().count());
@@ -144,8 +170,8 @@ pub fn select(modpath: &Path, patterns: &[&str]) -> Result<Selection> {
         }
     }
     for name in INDEXES {
-        let path = modpath.join(name);
-        let bytes = match fs::read(&path) {
+        let path = modpath.shown(name);
+        let bytes = match modpath.read(name) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&path, "cannot read", e)),

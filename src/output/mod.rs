@@ -148,11 +148,14 @@ fn create(out: &Dir, name: &str, read: bool) -> Result<std::fs::File> {
 fn add_modules(manifest: &mut Manifest, boot: &Boot, which: Modules) -> Result<()> {
     let k = boot.kernel;
     let target = format!("/lib/modules/{}", k.version);
+    // The directory is read inside its own root: the sysroot, or the build host for
+    // SUPERMIN_MODULES.
+    let (root, dir) = (k.modpath.root(), k.modpath.inside());
     if which == Modules::All {
-        return resolve::add_host_tree(manifest, boot.root, &k.modpath, &target, &|_| true);
+        return resolve::add_host_tree(manifest, root, dir, &target, &|_| true);
     }
     let selection = modules::select(&k.modpath, modules::VM_MODULES)?;
-    resolve::add_host_tree(manifest, boot.root, &k.modpath, &target, &|rel| selection.keeps(rel))?;
+    resolve::add_host_tree(manifest, root, dir, &target, &|rel| selection.keeps(rel))?;
     for (name, bytes) in selection.files {
         let path = format!("{target}/{name}");
         // The host file's owner, mode and time; the new size.

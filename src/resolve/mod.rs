@@ -271,10 +271,15 @@ fn add_packagelist(manifest: &mut Manifest, pm: &dyn PackageManager, packages: &
 /// and `initramfs`): missing parents of `target` are created with their host metadata, and
 /// entries already there are replaced, as the original's ext2 writer does. Only the files
 /// (non-directories) whose path relative to `host_dir` `keep` accepts are added.
+///
+/// `host_dir` is a path inside `root` (a sysroot's owner made it): it is resolved inside the
+/// root first, then every directory is opened with no symlink on the way and listed through
+/// its descriptor, so the walk never lists a directory of the build host; its files become
+/// [`host::HostFile`]s, whose open refuses the same.
 pub fn add_host_tree(
     manifest: &mut Manifest,
     root: &Path,
-    host_dir: &Path,
+    host_dir: &str,
     target: &str,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
@@ -290,30 +295,33 @@ pub fn add_host_tree(
             manifest.mkdir(prefix.as_bytes(), meta);
         }
     }
-    let top = fs::symlink_metadata(host_dir).map_err(|e| Error::io(host_dir, "cannot read", e))?;
-    manifest.mkdir(target.as_bytes(), Meta::from_host(&top));
-    let mut stack = vec![(host_dir.to_path_buf(), target.to_string())];
-    while let Some((dir, at)) = stack.pop() {
-        let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "cannot list", e))?;
-        for e in rd {
-            let e = e.map_err(|e| Error::io(&dir, "cannot list", e))?;
-            let host = e.path();
-            let st = fs::symlink_metadata(&host).map_err(|e| Error::io(&host, "cannot stat", e))?;
-            let path = format!("{}/{}", at, e.file_name().to_string_lossy());
+    let top = host::realpath(root, host_dir);
+    let shown = |inside: &str| root.join(inside.trim_start_matches('/'));
+    let top_meta = host::HostDir::open(root, &top)
+        .and_then(|d| d.metadata())
+        .map_err(|e| Error::io(&shown(&top), "cannot read", e))?;
+    manifest.mkdir(target.as_bytes(), Meta::from_host(&top_meta));
+    let mut stack = vec![(top, target.to_string())];
+    while let Some((inside, at)) = stack.pop() {
+        let mut dir = host::HostDir::open(root, &inside).map_err(|e| Error::io(&shown(&inside), "cannot list", e))?;
+        let entries = dir.entries().map_err(|e| Error::io(&shown(&inside), "cannot list", e))?;
+        for (name, st) in entries {
+            let child = format!("{}/{}", inside.trim_end_matches('/'), name.to_string_lossy());
+            let path = format!("{}/{}", at, name.to_string_lossy());
             if !st.is_dir() && !keep(&path[target.len() + 1..]) {
                 continue;
             }
             let meta = Meta::from_host(&st);
             if st.is_dir() {
                 manifest.mkdir(path.as_bytes(), meta);
-                stack.push((host, path));
+                stack.push((child, path));
             } else if st.file_type().is_symlink() {
-                let target = fs::read_link(&host).map_err(|e| Error::io(&host, "cannot read link", e))?;
-                let target = target.as_os_str().as_bytes().to_vec();
+                let target = dir.read_link(&name).map_err(|e| Error::io(&shown(&child), "cannot read link", e))?;
+                let target = target.as_bytes().to_vec();
                 let meta = Meta { size: target.len() as u64, ..meta };
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::Symlink(target.into()) }, true);
             } else if st.is_file() {
-                let file = host::HostFile::found(root, &host, &st);
+                let file = host::HostFile::found(root, &shown(&child), &st);
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::File(Content::Host(file)) }, true);
             } else {
                 manifest.create(path.as_bytes(), Inode { meta, node: Node::Special }, true);

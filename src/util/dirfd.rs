@@ -13,7 +13,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -71,10 +71,6 @@ impl Dir {
     /// `rel` below it, as a path for messages.
     pub fn shown(&self, rel: &Path) -> PathBuf {
         self.path.join(rel)
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// Create the new file `rel` (`O_EXCL`, never through a symlink), open for writing and,
