@@ -8,13 +8,14 @@
 //! fetched.
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use log::info;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{strerror, Error, IoContext, Result};
+use crate::host::HostFile;
 use crate::output::staging::{self, Replace, Shape, Staging};
 use crate::packager::{self, ConfigSource, PackageManager, PkgId};
 
@@ -111,6 +112,16 @@ fn not_installed(pm: &dyn PackageManager, opts: &Options) -> Missing {
     Missing { names, advice }
 }
 
+/// A host config file's bytes, permission bits and mtime, read through the descriptor that
+/// was checked to be the file found (never a file swapped in since).
+fn read_host(file: &HostFile, size: u64) -> std::io::Result<(Vec<u8>, u32, u64)> {
+    let mut f = file.open(size)?;
+    let meta = f.metadata()?;
+    let mut data = Vec::with_capacity(size as usize);
+    (&mut f).take(size).read_to_end(&mut data)?;
+    Ok((data, meta.mode() & 0o7777, meta.mtime().max(0) as u64))
+}
+
 /// `base.tar.gz`: `./etc/...` members owned by root (HEAD supermin's `--owner=0 --group=0`),
 /// every mtime set to `SOURCE_DATE_EPOCH` when it is set (as HEAD's `--mtime=@…`), for reproducible appliances.
 fn write_base_image((file, path): (fs::File, &Path), sources: &[(String, ConfigSource)]) -> Result<()> {
@@ -120,15 +131,12 @@ fn write_base_image((file, path): (fs::File, &Path), sources: &[(String, ConfigS
     let write_err = |e: std::io::Error| Error::io(path, "cannot write", e);
     for (name, source) in sources {
         let (data, mode, mtime) = match source {
-            ConfigSource::Host(host) => match fs::read(host) {
-                Ok(data) => {
-                    let meta = fs::metadata(host).at(host, "cannot stat")?;
-                    (data, meta.mode() & 0o7777, meta.mtime().max(0) as u64)
-                }
+            ConfigSource::Host { file, size } => match read_host(file, *size) {
+                Ok(read) => read,
                 Err(e) => {
                     // Unreadable (e.g. /etc/shadow-like files as non-root): the original's tar
                     // prints a warning and goes on.
-                    log::warn!("{}: {} (not included in base.tar.gz)", host.display(), e);
+                    log::warn!("{}: {} (not included in base.tar.gz)", file.path.display(), strerror(&e));
                     continue;
                 }
             },

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
+use crate::host::HostFile;
 
 /// An installed package, as an index into the backend's own table.
 pub type PkgId = usize;
@@ -46,8 +47,9 @@ pub struct Reached {
 
 /// Where a pristine config file's bytes come from during `--prepare`.
 pub enum ConfigSource {
-    /// The host copy is the pristine one (checksum matches), or `--use-installed` asked for it.
-    Host(PathBuf),
+    /// The host copy is the pristine one (checksum matches), or `--use-installed` asked for it:
+    /// the file found then (`size` bytes), read through [`HostFile::open`], never its path.
+    Host { file: HostFile, size: u64 },
     /// Extracted from the package archive.
     Bytes { data: Vec<u8>, mode: u32, mtime: u64 },
 }

@@ -84,8 +84,7 @@ pub fn config_sources(
     let wanted: BTreeSet<&str> = configs.iter().map(|f| f.path.as_str()).filter(|p| !not_regular(p)).collect();
     let mut out = Vec::new();
     if use_installed {
-        let present = wanted.into_iter().filter(|p| host::lstat(root, p).is_ok());
-        out.extend(present.map(|p| (p.to_string(), ConfigSource::Host(host::path(root, p)))));
+        out.extend(wanted.into_iter().filter_map(|p| Some((p.to_string(), host_copy(root, p)?))));
         return Ok(out);
     }
     // A file owned by several packages is judged by the first.
@@ -99,7 +98,7 @@ pub fn config_sources(
             let host_path = host::path(root, path);
             match sum {
                 Some(sum) if !sum.is_empty() && records.checksum(pkg, &host_path).as_deref() == Some(sum.as_str()) => {
-                    out.push((path.to_string(), ConfigSource::Host(host_path)));
+                    out.extend(host_copy(root, path).map(|source| (path.to_string(), source)));
                 }
                 _ => need.push(path),
             }
@@ -110,6 +109,13 @@ pub fn config_sources(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// The host's regular file `p` as a config file's source (none when it is missing or is not a
+/// regular file).
+fn host_copy(root: &Path, p: &str) -> Option<ConfigSource> {
+    let m = host::lstat(root, p).ok().filter(|m| m.is_file())?;
+    Some(ConfigSource::Host { file: host::HostFile::new(root, p, &m), size: m.len() })
 }
 
 /// MD5 of a file as lowercase hex (dpkg and pacman record config files' sums this way).
