@@ -47,16 +47,29 @@ fn kernel_view(image: &Path, meta: &Path, mnt: &Path, data: &Path) -> (Mounted, 
 /// Build `input` as a chroot and as an EROFS image; the image must pass `fsck.erofs` and,
 /// overlaid on `/`, equal the chroot. Returns the image's size and how long writing it took.
 fn image_equals_build(name: &str, input: &Path, s: &Scratch) -> (u64, u128) {
+    image_equals_build_in(name, input, s, None)
+}
+
+/// As [`image_equals_build`], with `--sysroot ROOT --packager dpkg` when given: then ROOT is
+/// the data layer.
+fn image_equals_build_in(name: &str, input: &Path, s: &Scratch, sysroot: Option<&Path>) -> (u64, u128) {
+    let build = |format: &str, out: &Path| {
+        let mut cmd = ours();
+        if let Some(root) = sysroot {
+            cmd.arg("--sysroot").arg(root).args(["--packager", "dpkg"]);
+        }
+        ok(cmd.args(["--build", "-f", format]).arg(input).arg("-o").arg(out));
+    };
     let built = s.path(&format!("{name}-built"));
-    ok(ours().args(["--build", "-f", "chroot"]).arg(input).arg("-o").arg(&built));
+    build("chroot", &built);
     let out = s.path(&format!("{name}-erofs"));
     let started = Instant::now();
-    ok(ours().args(["--build", "-f", "erofs"]).arg(input).arg("-o").arg(&out));
+    build("erofs", &out);
     let ms = started.elapsed().as_millis();
     let image = out.join("root.erofs");
     fsck(&image);
     let (meta, mnt) = (s.path(&format!("{name}-meta")), s.path(&format!("{name}-view")));
-    let _guards = kernel_view(&image, &meta, &mnt, Path::new("/"));
+    let _guards = kernel_view(&image, &meta, &mnt, sysroot.unwrap_or(Path::new("/")));
     assert_same_tree(&built, &mnt);
     (fs::metadata(&image).unwrap().len(), ms)
 }
@@ -111,4 +124,27 @@ fn special_files_long_names_and_big_directories() {
     fs::write(d.join("hostfiles"), format!("{}/*\n", host.display())).unwrap();
     let (size, _) = image_equals_build("special", &d, &s);
     eprintln!("special: root.erofs is {size} bytes");
+}
+
+/// In a sysroot, a stub's redirect is its path inside the root (reached through the root's own
+/// absolute symlink `/lib -> /usr/lib`), and the sysroot is the data layer.
+#[test]
+fn sysroot_stubs_redirect_inside_the_sysroot() {
+    let s = Scratch::new("kview-sysroot");
+    let root = s.path("root");
+    for dir in ["var/lib/dpkg", "usr/lib", "usr/bin"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    std::os::unix::fs::symlink("/usr/lib", root.join("lib")).unwrap();
+    fs::write(root.join("usr/lib/y"), "hello\n").unwrap();
+    fs::write(root.join("usr/bin/x"), (0..10_000u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>()).unwrap();
+    let d = s.path("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), "/lib/y\n/usr/bin/*\n").unwrap();
+    image_equals_build_in("sysroot", &d, &s, Some(&root));
+    let meta = s.path("sysroot-meta");
+    let image = s.path("sysroot-erofs/root.erofs");
+    let _guards = kernel_view(&image, &meta, &s.path("sysroot-view2"), &root);
+    assert_eq!(xattr(&meta.join("usr/lib/y"), "trusted.overlay.redirect").as_deref(), Some(&b"/usr/lib/y"[..]));
 }
