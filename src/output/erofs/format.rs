@@ -258,6 +258,7 @@ mod tests {
         assert_eq!(one_chunk_format(4096), 0);
         assert_eq!(one_chunk_format(4097), 1);
         assert_eq!(one_chunk_format(1 << 20), 8);
+        assert_eq!(one_chunk_format(BS << 31), 31);
         assert_eq!(encode_dev(libc::makedev(8, 1)), 0x801);
         assert_eq!(dirent(5, 24, 2)[8..11], [24, 0, 2]);
     }

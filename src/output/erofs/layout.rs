@@ -82,6 +82,10 @@ pub struct Plan<'a> {
     pub chunked: bool,
 }
 
+/// The largest stub: one chunk of `BS << 31` bytes (the chunk format's 5-bit field), the one
+/// chunk we write.
+const MAX_STUB: u64 = BS << 31;
+
 /// The block where the metadata area starts (nid 0).
 pub const META_BLKADDR: u64 = 1;
 
@@ -142,6 +146,9 @@ fn place(manifest: &Manifest, ino: Ino, parent: Ino, nlink: u32) -> Result<Place
         }
         Node::Symlink(target) => (Data::Bytes(target), target.len() as u64),
         Node::Special => (Data::None, 0),
+        Node::File(Content::Host(file)) if meta.size > MAX_STUB => {
+            return Err(Error::new(format!("erofs: {}: larger than 8 TiB, one chunk's most", file.path.display())))
+        }
         Node::File(Content::Host(file)) if meta.size > 0 => (Data::Stub(file.path_in_root()), meta.size),
         Node::File(Content::Host(_)) => (Data::None, 0),
         Node::File(content) => {
