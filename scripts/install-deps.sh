@@ -27,7 +27,7 @@ apt-get update -q
 # Order matters: qemu from backports first, then what depends on it.
 apt-get install -y -q -t bookworm-backports qemu-system-x86
 apt-get install -y -q \
-    supermin fuse3 attr e2fsprogs cpio xz-utils zstd \
+    supermin fuse3 attr e2fsprogs erofs-utils cpio xz-utils zstd \
     linux-image-amd64 libguestfs0 libguestfs-tools \
     rpm libarchive-tools hyperfine \
     rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3 \

@@ -282,6 +282,18 @@ impl HostFile {
         HostFile::new(root, &inside, st)
     }
 
+    /// Its path inside its root, absolute (`/usr/bin/bash` also in a sysroot): where an
+    /// overlayfs whose data layer is that root finds it (the erofs writer's redirects).
+    pub fn path_in_root(&self) -> Vec<u8> {
+        let bytes = self.path.as_os_str().as_bytes();
+        let rel = &bytes[(self.root_len as usize).min(bytes.len())..];
+        let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
+        let mut out = Vec::with_capacity(rel.len() + 1);
+        out.push(b'/');
+        out.extend_from_slice(rel);
+        out
+    }
+
     /// A host file named by `path` under `/`, matching no file (unit tests of what holds one).
     #[cfg(test)]
     pub fn named(path: &str) -> HostFile {
@@ -680,6 +692,16 @@ mod tests {
         symlink("../../../../../etc", root.join("usr/up")).unwrap();
         symlink("/etc/passwd", root.join("etc/abs")).unwrap();
         root
+    }
+
+    #[test]
+    fn path_in_root_is_the_path_a_data_layer_of_the_root_has() {
+        let root = tree("inroot");
+        let st = fs::symlink_metadata(root.join("usr/lib64/libx.so")).unwrap();
+        // Through the root's own absolute symlink: the real path, inside the root.
+        assert_eq!(HostFile::new(&root, "/lib64/libx.so", &st).path_in_root(), b"/usr/lib64/libx.so");
+        assert_eq!(HostFile::named("/usr/bin/bash").path_in_root(), b"/usr/bin/bash");
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -25,7 +25,7 @@ function __fish_supermin_using_subcommand
 end
 
 complete -c supermin -n "__fish_supermin_needs_command" -s o -d 'Set the output directory.' -r
-complete -c supermin -n "__fish_supermin_needs_command" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_needs_command" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs, tar or erofs (a kernel view\'s metadata image).' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
 complete -c supermin -n "__fish_supermin_needs_command" -l packager-config -d 'Set an alternate package manager configuration file.' -r
@@ -61,7 +61,7 @@ complete -c supermin -n "__fish_supermin_needs_command" -a "run" -d 'Run a comma
 complete -c supermin -n "__fish_supermin_needs_command" -a "completions" -d 'Print the shell completion script for SHELL (bash, zsh or fish) on standard output.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "manpage" -d 'Write the manual pages (supermin.1 and one page per subcommand) into DIR.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s o -d 'Set the output directory.' -r
-complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs, tar or erofs (a kernel view\'s metadata image).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l packager-config -d 'Set an alternate package manager configuration file.' -r
@@ -85,7 +85,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s V -l versi
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l list-drivers -d 'Display the list of drivers and exit.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -l names -d 'Give an error (this flag was for supermin 4).'
 complete -c supermin -n "__fish_supermin_using_subcommand build" -s o -d 'Set the output directory.' -r
-complete -c supermin -n "__fish_supermin_using_subcommand build" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand build" -s f -l format -d 'Set the output format: chroot (or fs, filesystem), ext2, initramfs, tar or erofs (a kernel view\'s metadata image).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l lock -d 'Hold a lock on LOCKFILE while building.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand build" -l packager-config -d 'Set an alternate package manager configuration file.' -r
@@ -127,7 +127,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand mount" -s q -l quiet -
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
-complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s f -l format -d 'Set the output format: chroot, ext2, initramfs or tar.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s f -l format -d 'Set the output format: chroot, ext2, initramfs, tar or erofs.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -s o -d 'Set the output directory (or - for -f tar on standard output).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l size -d 'Set the size of the ext2 filesystem (e.g. 4G).' -r
 complete -c supermin -n "__fish_supermin_using_subcommand materialize" -l host-cpu -d 'Set the host CPU architecture (the default is this machine\'s).' -r

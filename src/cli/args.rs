@@ -138,7 +138,9 @@ pub fn size(m: &ArgMatches) -> Result<Option<u64>> {
 /// `-f`: one of the formats.
 pub fn format(name: &str) -> Result<crate::output::Format> {
     crate::output::Format::parse(name).ok_or_else(|| {
-        Error::new(format!("unknown --format option ({name}): use -f chroot, -f ext2, -f initramfs or -f tar"))
+        Error::new(format!(
+            "unknown --format option ({name}): use -f chroot, -f ext2, -f initramfs, -f tar or -f erofs"
+        ))
     })
 }
 

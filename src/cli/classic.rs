@@ -22,12 +22,12 @@ supermin - tool for creating supermin appliances
 Usage:
   supermin --prepare LIST OF PACKAGES ... -o OUTPUTDIR
   supermin --build -f chroot|ext2 INPUT [INPUT ...] -o OUTPUTDIR
-  supermin --build -f initramfs|tar INPUT [INPUT ...] -o OUTPUTDIR   (-f tar -o - : to stdout)
+  supermin --build -f initramfs|tar|erofs INPUT [INPUT ...] -o OUTPUTDIR   (-f tar -o - : to stdout)
   supermin prepare|build ...      (the same, as subcommands)
   supermin mount [--daemon] SUPERMIN.D... MOUNTPOINT   (a lazy read-only view; see mount --help)
   supermin umount MOUNTPOINT
   supermin slim SUPERMIN.D... --trace FILE... -o NEW.D   (see slim --help; traces from mount --trace)
-  supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs|tar -o OUTPUTDIR
+  supermin materialize SUPERMIN.D|MOUNTPOINT -f chroot|ext2|initramfs|tar|erofs -o OUTPUTDIR
   supermin inspect [--json] [--svg FILE] SUPERMIN.D...   (what is in the appliance, and why)
   supermin run [--writable] SUPERMIN.D... [-- CMD...]   (a shell or CMD inside the appliance)
   supermin completions bash|zsh|fish   /   supermin manpage DIR
@@ -52,7 +52,7 @@ pub(super) fn command() -> Command {
         .arg(flag("build", "Build a full appliance."))
         .arg(Arg::new("output").short('o').value_name("OUTPUTDIR").num_args(1).help("Set the output directory."))
         .arg(
-            value("format", "FORMAT", "Set the output format: chroot (or fs, filesystem), ext2, initramfs or tar.")
+            value("format", "FORMAT", "Set the output format: chroot (or fs, filesystem), ext2, initramfs, tar or erofs (a kernel view's metadata image).")
                 .short('f'),
         )
         .arg(flag("copy-kernel", "Copy the kernel instead of symlinking to it."))

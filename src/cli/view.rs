@@ -111,14 +111,14 @@ pub fn umount(argv: &[String]) -> Result<()> {
 pub(super) fn materialize_command() -> Command {
     args::subcommand("materialize")
         .about("Build the appliance for real, as --build does, from SUPERMIN.D... or from a live mount of it.")
-        .override_usage("supermin materialize SRC... -f chroot|ext2|initramfs|tar -o OUTPUT")
+        .override_usage("supermin materialize SRC... -f chroot|ext2|initramfs|tar|erofs -o OUTPUT")
         .arg(
             Arg::new("format")
                 .short('f')
                 .long("format")
                 .value_name("FORMAT")
                 .required(true)
-                .help("Set the output format: chroot, ext2, initramfs or tar."),
+                .help("Set the output format: chroot, ext2, initramfs, tar or erofs."),
         )
         .arg(
             Arg::new("output")

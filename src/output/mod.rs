@@ -1,4 +1,4 @@
-//! Writing a resolved appliance: the formats (`chroot`, `ext2`, `initramfs`, `tar`), each a writer
+//! Writing a resolved appliance: the formats (`chroot`, `erofs`, `ext2`, `initramfs`, `tar`), each a writer
 //! of the one [`Manifest`], and what every output shares: a staging directory swapped into
 //! place atomically (`staging`) and the `--if-newer` fingerprint (`freshness`).
 
@@ -16,6 +16,7 @@ use crate::util::dirfd::Dir;
 use staging::Shape;
 
 mod chroot;
+mod erofs;
 mod ext2;
 pub mod freshness;
 mod initramfs;
@@ -41,6 +42,8 @@ pub(crate) fn open_host(file: &HostFile, size: u64) -> Result<Option<std::fs::Fi
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Chroot,
+    /// The metadata image of a kernel view (overlayfs metacopy stubs over the host's files).
+    Erofs,
     Ext2,
     Initramfs,
     Tar,
@@ -50,6 +53,7 @@ impl Format {
     pub fn parse(s: &str) -> Option<Format> {
         match s {
             "chroot" | "fs" | "filesystem" => Some(Format::Chroot),
+            "erofs" => Some(Format::Erofs),
             "ext2" => Some(Format::Ext2),
             "initramfs" => Some(Format::Initramfs),
             "tar" => Some(Format::Tar),
@@ -66,6 +70,7 @@ impl Format {
     pub fn shape(self) -> Shape {
         let (name, files): (_, &'static [&'static str]) = match self {
             Format::Chroot => ("chroot", &[]),
+            Format::Erofs => ("erofs", &[erofs::FILE]),
             Format::Ext2 => ("ext2", &["kernel", "initrd", "root"]),
             Format::Initramfs => ("initramfs", &["kernel", "initrd"]),
             Format::Tar => ("tar", &[tar::FILE]),
@@ -111,6 +116,7 @@ fn write_format(format: Format, mut manifest: Manifest, out: &Dir, boot: Option<
     let boot = match (format, boot) {
         (Format::Chroot, _) => return chroot::write(&manifest, out),
         (Format::Tar, _) => return tar::write_file(&manifest, out),
+        (Format::Erofs, _) => return erofs::write_file(&manifest, out),
         (_, Some(boot)) => boot,
         (_, None) => return Err(Error::new(format!("{format:?} output needs a kernel"))),
     };
