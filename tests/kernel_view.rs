@@ -148,3 +148,87 @@ fn sysroot_stubs_redirect_inside_the_sysroot() {
     let _guards = kernel_view(&image, &meta, &s.path("sysroot-view2"), &root);
     assert_eq!(xattr(&meta.join("usr/lib/y"), "trusted.overlay.redirect").as_deref(), Some(&b"/usr/lib/y"[..]));
 }
+
+/// `mount --kernel`'s images in the cache (the kernel view's), by name.
+fn cached_images() -> Vec<(String, std::time::SystemTime)> {
+    let dir = Path::new("/var/tmp/supermin-rs-cache-0");
+    let mut images: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kernel-"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().modified().unwrap()))
+        .collect();
+    images.sort();
+    images
+}
+
+/// `supermin mount --kernel`: the overlay is the chroot build, no process serves it, a second
+/// mount of the same appliance writes no image, and `supermin umount` leaves no mount.
+#[test]
+fn mount_kernel_is_the_chroot_build_with_no_daemon() {
+    let s = Scratch::new("kview-mount");
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    for round in 0..2 {
+        let guard = Mounted::new(&mnt);
+        let before = cached_images();
+        let started = Instant::now();
+        ok(ours().args(["mount", "--kernel"]).arg(example()).arg(&mnt));
+        eprintln!("mount --kernel, round {round}: {} ms", started.elapsed().as_millis());
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info.lines().find(|l| l.contains(&format!(" {} ", mnt.display()))).expect("mounted");
+        assert!(line.contains(" - overlay ") && line.contains("metacopy=on"), "{line}");
+        if round == 1 {
+            assert_eq!(cached_images(), before, "a second mount of the same appliance wrote an image");
+        }
+        assert_same_tree(&built, &mnt);
+        ok(ours().arg("umount").arg(&mnt));
+        assert!(!is_mounted(&mnt), "umount left the overlay");
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!info.contains("supermin-rs-cache-0/layer."), "the image's mount is left: {info}");
+        drop(guard);
+    }
+}
+
+/// A host file of the appliance that a user replaces with a symlink to a root-only file after
+/// the mount reads as an error through the kernel view, never as the target's bytes; a
+/// non-root user cannot mount one.
+#[test]
+fn the_kernel_view_never_follows_a_swapped_in_symlink() {
+    let s = Scratch::new("kview-swap");
+    let secret = s.path("secret");
+    fs::write(&secret, "SECRET root-only\n").unwrap();
+    let home = hostile_dir(&s.0, "home");
+    let f = home.join("f");
+    fs::write(&f, "mine: the user's\n").unwrap();
+    let (uid, gid) = hostile_user();
+    std::os::unix::fs::chown(&f, Some(uid), Some(gid)).unwrap();
+    let d = s.path("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hostfiles"), format!("{}\n", f.display())).unwrap();
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let _guard = Mounted::new(&mnt);
+    ok(ours().args(["mount", "--kernel"]).arg(&d).arg(&mnt));
+    let link = home.join("l");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).unwrap();
+    let mut mv = Command::new("mv");
+    mv.arg("-f").arg(&link).arg(&f);
+    ok(&mut as_hostile(mv));
+    let read = fs::read(mnt.join(f.strip_prefix("/").unwrap()));
+    assert!(
+        read.is_err(),
+        "the kernel view read {:?} through a symlink",
+        read.map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+    ok(ours().arg("umount").arg(&mnt));
+    // Not root: refused in one line, nothing mounted.
+    let mut cmd = ours();
+    cmd.args(["mount", "--kernel"]).arg(&d).arg(&mnt);
+    let out = run(&mut as_hostile(cmd));
+    assert_one_line_error(&out, &["needs root"]);
+    assert!(!is_mounted(&mnt));
+}

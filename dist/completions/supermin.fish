@@ -122,6 +122,7 @@ complete -c supermin -n "__fish_supermin_using_subcommand mount" -l dev -d 'Hono
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l passthrough -d 'Hand large host files to the kernel (FUSE passthrough, as root); every open then costs a round trip (by default this is chosen from the appliance\'s file sizes).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l no-passthrough -d 'Read host files through the daemon, so that opens never reach it.'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l include-packagelist -d 'Add /packagelist, as --build --include-packagelist does.'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l kernel -d 'Mount the view in the kernel, with no daemon (as root): an overlay whose lower layer is an EROFS image of the appliance\'s metadata and whose data layer is the host (or --sysroot), so reads go straight to the host files\' page cache. It returns once mounted (as with --daemon); every user may enter, as files\' modes allow (as with --allow-other).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s h -l help -d 'Print this help, with an example.'

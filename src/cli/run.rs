@@ -71,6 +71,7 @@ pub fn run(argv: &[String]) -> Result<()> {
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: None,
+        kernel: false,
     };
     let command = m.get_many::<String>("command").map(|v| v.cloned().collect()).unwrap_or_default();
     let code = run::run(Options { mount, writable: m.get_flag("writable"), binds, command })?;

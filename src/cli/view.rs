@@ -39,6 +39,16 @@ pub(super) fn mount_command() -> Command {
                 .conflicts_with("passthrough"),
         )
         .arg(flag("include-packagelist", "Add /packagelist, as --build --include-packagelist does."))
+        .arg(
+            flag(
+                "kernel",
+                "Mount the view in the kernel, with no daemon (as root): an overlay whose lower layer is an EROFS \
+                 image of the appliance's metadata and whose data layer is the host (or --sysroot), so reads go \
+                 straight to the host files' page cache. It returns once mounted (as with --daemon); every user may \
+                 enter, as files' modes allow (as with --allow-other).",
+            )
+            .conflicts_with_all(["trace", "passthrough", "no-passthrough", "threads"]),
+        )
         .arg(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
             "Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).",
         ))
@@ -85,6 +95,7 @@ pub fn mount(argv: &[String]) -> Result<()> {
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
+        kernel: m.get_flag("kernel"),
     })
 }
 

@@ -20,6 +20,7 @@ use crate::util::sys;
 use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, XATTR_SYSROOT};
 
 mod daemon;
+mod kernel;
 pub mod mountpoint;
 
 use mountpoint::OurMount;
@@ -41,9 +42,14 @@ pub struct MountOptions {
     pub packager: Option<String>,
     /// `--trace FILE` (absolute): record the paths used, written to FILE when the mount ends.
     pub trace: Option<PathBuf>,
+    /// `--kernel`: an overlay over an EROFS image instead of FUSE ([`kernel`]).
+    pub kernel: bool,
 }
 
 pub fn mount(opts: MountOptions) -> Result<()> {
+    if opts.kernel {
+        return kernel::mount(&opts);
+    }
     // Fork before anything starts a thread; the parent returns only when the child reports.
     let mut ready = if opts.daemon { Some(daemon::daemonize()?) } else { None };
     let served = serve(&opts, || {
@@ -137,23 +143,29 @@ fn serve_error(mp: &Path, e: ServeError) -> Error {
 /// Resolve the inputs as `--build` does, with base images in the mapped cache, or take the
 /// manifest from the resolved-manifest cache when the host still answers the same.
 fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
+    let manifest = resolve_manifest(opts)?;
+    // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
+    sys::trim_heap();
+    for image in &manifest.images {
+        image.tar.release_pages();
+    }
+    // Absolute, so `materialize MOUNTPOINT` works from any directory.
+    let inputs = opts.inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+    let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
+    let record = Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() };
+    Ok(ManifestView::new(manifest, &record))
+}
+
+/// The manifest of `opts`'s inputs, from the resolved-manifest cache when it still holds.
+fn resolve_manifest(opts: &MountOptions) -> Result<crate::manifest::Manifest> {
     let started = std::time::Instant::now();
     let driver = match &opts.packager {
         Some(name) => Driver::from_name(name)?,
         None => Driver::detect(&opts.root)?,
     };
     let manifest = cache::resolve(driver, &opts.inputs, &opts.root, opts.settings)?;
-    // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
-    sys::trim_heap();
-    for image in &manifest.images {
-        image.tar.release_pages();
-    }
     log::info!("mount: resolved the appliance in {} ms", started.elapsed().as_millis());
-    // Absolute, so `materialize MOUNTPOINT` works from any directory.
-    let inputs = opts.inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
-    let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
-    let record = Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() };
-    Ok(ManifestView::new(manifest, &record))
+    Ok(manifest)
 }
 
 /// `supermin umount MOUNTPOINT`: unmount and wait for the daemon to exit.

@@ -16,7 +16,7 @@ use crate::util::dirfd::Dir;
 use staging::Shape;
 
 mod chroot;
-mod erofs;
+pub mod erofs;
 mod ext2;
 pub mod freshness;
 mod initramfs;

@@ -1,0 +1,146 @@
+//! `mount --kernel`: the view in the kernel, with no daemon (issue 20). The manifest becomes an
+//! EROFS image of its metadata (`output::erofs`: host files as overlayfs metacopy stubs that
+//! redirect into the host root or the sysroot), cached per manifest in the user's private
+//! cache directory, so a second mount of the same appliance writes nothing. The image is
+//! mounted from its file (file-backed EROFS), then a read-only overlay takes it as its upper
+//! lower layer and the root (`/` or the sysroot) as a data-only layer (`lowerdir=META::DATA`):
+//! a read goes to the host file's own page cache, shared with the host and every other view.
+//! The image's mount is detached as soon as the overlay holds it, so the overlay at the
+//! mountpoint is the only mount to see, and `umount` of it frees everything.
+//!
+//! The kernel resolves a redirect component by component inside the data layer and follows
+//! no symlink there: a host file swapped for a symlink reads as an error, never the target.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::{mountpoint, MountOptions};
+use crate::bail;
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::cache::ImageCache;
+use crate::manifest::Manifest;
+use crate::output::{erofs, staging};
+use crate::util::newfile;
+
+/// Mount the appliance of `opts` at its mountpoint as an overlay over an EROFS image.
+pub fn mount(opts: &MountOptions) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "{}: mount --kernel needs root (overlayfs metacopy reads trusted.* xattrs): run as root, or mount \
+             without --kernel (the FUSE view)",
+            opts.mountpoint.display()
+        );
+    }
+    if opts.trace.is_some() {
+        bail!("--trace needs the FUSE view, which sees every use: mount without --kernel to trace");
+    }
+    let abs = mountpoint::check(&opts.mountpoint)?;
+    let manifest = super::resolve_manifest(opts)?;
+    let cache = ImageCache::open_default()
+        .ok_or_else(|| Error::new("mount --kernel: no private cache directory for the image (see -v)"))?;
+    let image = cached_image(&cache, &manifest)?;
+    remove_abandoned_layers(cache.dir());
+    let meta = staging::create_unique(cache.dir(), "layer", 0o700)?;
+    let mounted = mount_layers(&image, &meta, opts, &abs);
+    // The overlay holds the image's mount; ours of it is no longer needed (nor on failure).
+    let _ = nix::mount::umount2(&meta, MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir(&meta);
+    mounted
+}
+
+/// The image of `manifest` in `cache`, written there if it is not yet: named by a hash of
+/// everything the image is made from (the tree, and which base images it stores bytes of:
+/// each file's identity, as the decompressed-image cache names them, not its bytes).
+fn cached_image(cache: &ImageCache, manifest: &Manifest) -> Result<PathBuf> {
+    let encoded = postcard::to_stdvec(&manifest.inodes).map_err(|e| Error::new(format!("mount --kernel: {e}")))?;
+    let mut h = DefaultHasher::new();
+    encoded.hash(&mut h);
+    for image in &manifest.images {
+        let m = fs::metadata(&image.path).at(&image.path, "cannot stat")?;
+        (&image.path, m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(&mut h);
+    }
+    let path = cache.dir().join(format!("kernel-{:016x}.erofs", h.finish()));
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        log::info!("mount --kernel: {} (cached)", path.display());
+        return Ok(path);
+    }
+    let tmp = cache.dir().join(format!(".kernel-{:016x}.{}", h.finish(), std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
+    let written = erofs::write(manifest, file, &tmp).and_then(|()| fs::rename(&tmp, &path).at(&path, "cannot rename"));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    log::info!("mount --kernel: wrote {}", path.display());
+    Ok(path)
+}
+
+/// Detach and remove `layer.*` directories a killed `mount --kernel` left in the cache (one
+/// lives a millisecond: those older than a minute are no one's).
+fn remove_abandoned_layers(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let old = |m: &fs::Metadata| m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a.as_secs() > 60);
+    for e in rd.flatten() {
+        let is_layer = e.file_name().to_string_lossy().starts_with("layer.");
+        if is_layer && e.metadata().is_ok_and(|m| m.is_dir() && old(&m)) {
+            let _ = nix::mount::umount2(&e.path(), MntFlags::MNT_DETACH);
+            let _ = fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// Mount `image` at `meta`, then the overlay of it over the data layer at `mp`.
+fn mount_layers(image: &Path, meta: &Path, opts: &MountOptions, mp: &Path) -> Result<()> {
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if let Err(e) = nix::mount::mount(Some(image), meta, Some("erofs"), ro, None::<&str>) {
+        let why = match e {
+            nix::errno::Errno::ENOTBLK | nix::errno::Errno::ENODEV => format!(
+                "this kernel ({}) cannot mount an EROFS image from a file (Linux 6.12 or later with \
+                 EROFS_FS_BACKED_BY_FILE): mount without --kernel",
+                kernel_release()
+            ),
+            e => format!("{e}"),
+        };
+        bail!("{}: cannot mount the view's image: {why}", image.display());
+    }
+    let data = fs::canonicalize(&opts.root).at(&opts.root, "cannot resolve")?;
+    let options = format!("lowerdir={}::{},metacopy=on,redirect_dir=follow", escape(meta), escape(&data));
+    let mut flags = MsFlags::MS_RDONLY;
+    if !opts.suid {
+        flags |= MsFlags::MS_NOSUID;
+    }
+    if !opts.dev {
+        flags |= MsFlags::MS_NODEV;
+    }
+    if let Err(e) = nix::mount::mount(Some("supermin"), mp, Some("overlay"), flags, Some(options.as_str())) {
+        bail!(
+            "{}: cannot mount the overlay: {e} (this kernel, {}, needs data-only lower layers: Linux 6.5 or later; \
+             mount without --kernel for the FUSE view)",
+            opts.mountpoint.display(),
+            kernel_release()
+        );
+    }
+    Ok(())
+}
+
+/// A path in overlayfs's mount options: `,`, `:` and `\` escaped with a backslash.
+fn escape(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|r| r.trim().to_string()).unwrap_or_default()
+}
