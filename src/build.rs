@@ -129,6 +129,10 @@ fn build_to_stdout(driver: Driver, opts: &Options) -> Result<()> {
 /// Paths are compared by identity (device and inode), not by spelling, so `IN/.`, `IN/../IN`,
 /// a relative path, a symlink to IN and a bind mount of IN are all IN.
 pub fn check_apart(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    // `/` contains every input; what is wrong with it is more than that.
+    if std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/")) {
+        bail!("{}: refusing to replace the root directory (choose an output directory)", out.display());
+    }
     let output = Place::of(out);
     for input in inputs {
         let place = Place::of(input);

@@ -48,7 +48,7 @@ pub struct Reached {
 /// Where a pristine config file's bytes come from during `--prepare`.
 pub enum ConfigSource {
     /// The host copy is the pristine one (checksum matches), or `--use-installed` asked for it:
-    /// the file found then (`size` bytes), read through [`HostFile::open`], never its path.
+    /// the file found then (`size` bytes), read through `HostFile::open`, never its path.
     Host { file: HostFile, size: u64 },
     /// Extracted from the package archive.
     Bytes { data: Vec<u8>, mode: u32, mtime: u64 },
