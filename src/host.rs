@@ -271,15 +271,12 @@ impl HostFile {
         HostFile { path, root_len, dev: st.dev(), ino: st.ino() }
     }
 
-    /// A host file found at `path` on the host (under `root`) by walking a directory, whose
-    /// `lstat` said `st`: its directories are resolved inside the root as [`HostFile::new`]
-    /// does (the walk may have gone through a symlink such as `/lib -> usr/lib`).
+    /// A host file found at `path` on the host (under `root`) by walking a directory whose
+    /// path was resolved inside the root first (no symlink on the way: [`HostFile::open`]
+    /// refuses one), whose `lstat` said `st`.
     pub fn found(root: &Path, path: &Path, st: &fs::Metadata) -> HostFile {
-        let inside = match path.strip_prefix(root) {
-            Ok(rel) => format!("/{}", rel.to_string_lossy()),
-            Err(_) => path.to_string_lossy().into_owned(),
-        };
-        HostFile::new(root, &inside, st)
+        let root_len = if is_host(root) { 1 } else { root.as_os_str().len() as u32 };
+        HostFile { path: path.to_path_buf(), root_len, dev: st.dev(), ino: st.ino() }
     }
 
     /// Its path inside its root, absolute (`/usr/bin/bash` also in a sysroot): where an
@@ -325,12 +322,14 @@ impl HostFile {
 
     /// `file` if it is the file resolved, `size` bytes long.
     fn check(&self, file: fs::File, size: u64) -> io::Result<fs::File> {
-        let m = file.metadata()?;
-        if !m.is_file() || (m.dev(), m.ino()) != (self.dev, self.ino) {
+        // fstat, not std's statx: the cheapest question, asked of every file read.
+        let m = nix::sys::stat::fstat(&file).map_err(io::Error::from)?;
+        let regular = m.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if !regular || (m.st_dev, m.st_ino) != (self.dev, self.ino) {
             return Err(self.changed("another file is there now"));
         }
-        if m.size() != size {
-            return Err(self.changed(&format!("its size is {} bytes now, not {size}", m.size())));
+        if m.st_size as u64 != size {
+            return Err(self.changed(&format!("its size is {} bytes now, not {size}", m.st_size)));
         }
         Ok(file)
     }
@@ -377,10 +376,11 @@ fn reopen(handle: &fs::File) -> io::Result<fs::File> {
 
 /// `O_NOATIME` when we may use it on any file (root): reading the host should not write to it.
 fn noatime() -> OFlag {
-    if nix::unistd::geteuid().is_root() {
-        OFlag::O_NOATIME
-    } else {
-        OFlag::empty()
+    // Asked once: a build opens thousands of files.
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    match ROOT.get_or_init(|| nix::unistd::geteuid().is_root()) {
+        true => OFlag::O_NOATIME,
+        false => OFlag::empty(),
     }
 }
 
