@@ -37,6 +37,15 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record as the view root's xattrs (the daemon's pid aside).
+    pub fn xattrs(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut xattrs = vec![(XATTR_INPUTS, self.encode_inputs()), (XATTR_OPTIONS, self.encode_options())];
+        if let Some(root) = &self.sysroot {
+            xattrs.push((XATTR_SYSROOT, root.as_os_str().as_encoded_bytes().to_vec()));
+        }
+        xattrs
+    }
+
     /// Inputs as stored in the xattr: NUL-separated absolute paths.
     pub fn encode_inputs(&self) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
@@ -136,14 +145,8 @@ impl ManifestView {
                 }
             }
         }
-        let mut xattrs = vec![
-            (XATTR_INPUTS, record.encode_inputs()),
-            (XATTR_OPTIONS, record.encode_options()),
-            (XATTR_PID, std::process::id().to_string().into_bytes()),
-        ];
-        if let Some(root) = &record.sysroot {
-            xattrs.push((XATTR_SYSROOT, root.as_os_str().as_encoded_bytes().to_vec()));
-        }
+        let mut xattrs = record.xattrs();
+        xattrs.push((XATTR_PID, std::process::id().to_string().into_bytes()));
         ManifestView { manifest, nlink, parent, xattrs, files, large_host_bytes, usage, uses: None }
     }
 

@@ -232,3 +232,24 @@ fn the_kernel_view_never_follows_a_swapped_in_symlink() {
     assert_one_line_error(&out, &["needs root"]);
     assert!(!is_mounted(&mnt));
 }
+
+/// A kernel view carries its record as a FUSE view does: `materialize` of the mountpoint is
+/// the chroot build of what was mounted, and `inspect` of it reports the same appliance.
+#[test]
+fn materialize_and_inspect_read_a_kernel_view() {
+    let s = Scratch::new("kview-record");
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let _guard = Mounted::new(&mnt);
+    ok(ours().args(["mount", "--kernel"]).arg(example()).arg(&mnt));
+    let out = s.path("materialized");
+    let r = ok(ours().args(["materialize", "-v"]).arg(&mnt).args(["-f", "chroot", "-o"]).arg(&out));
+    assert!(stderr(&r).contains("is a mounted view of"), "{}", stderr(&r));
+    assert_same_tree(&built, &out);
+    let from_view = ok(ours().args(["inspect", "--json"]).arg(&mnt)).stdout;
+    let from_input = ok(ours().args(["inspect", "--json"]).arg(example())).stdout;
+    assert_eq!(String::from_utf8_lossy(&from_view), String::from_utf8_lossy(&from_input));
+    ok(ours().arg("umount").arg(&mnt));
+}

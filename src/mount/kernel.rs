@@ -26,6 +26,7 @@ use crate::inputs::cache::ImageCache;
 use crate::manifest::Manifest;
 use crate::output::{erofs, staging};
 use crate::util::newfile;
+use crate::view::Record;
 
 /// Mount the appliance of `opts` at its mountpoint as an overlay over an EROFS image.
 pub fn mount(opts: &MountOptions) -> Result<()> {
@@ -43,7 +44,8 @@ pub fn mount(opts: &MountOptions) -> Result<()> {
     let manifest = super::resolve_manifest(opts)?;
     let cache = ImageCache::open_default()
         .ok_or_else(|| Error::new("mount --kernel: no private cache directory for the image (see -v)"))?;
-    let image = cached_image(&cache, &manifest)?;
+    let record = super::record_of(opts);
+    let image = cached_image(&cache, &manifest, &record)?;
     remove_abandoned_layers(cache.dir());
     let meta = staging::create_unique(cache.dir(), "layer", 0o700)?;
     let mounted = mount_layers(&image, &meta, opts, &abs);
@@ -56,10 +58,18 @@ pub fn mount(opts: &MountOptions) -> Result<()> {
 /// The image of `manifest` in `cache`, written there if it is not yet: named by a hash of
 /// everything the image is made from (the tree, and which base images it stores bytes of:
 /// each file's identity, as the decompressed-image cache names them, not its bytes).
-fn cached_image(cache: &ImageCache, manifest: &Manifest) -> Result<PathBuf> {
+fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Result<PathBuf> {
     let encoded = postcard::to_stdvec(&manifest.inodes).map_err(|e| Error::new(format!("mount --kernel: {e}")))?;
+    // The root carries the record (`user.supermin.*`), as a FUSE view's root does, minus the
+    // daemon's pid: `materialize` and `inspect` read it from a kernel view too.
+    let xattrs: Vec<(Vec<u8>, Vec<u8>)> = record
+        .xattrs()
+        .into_iter()
+        .map(|(name, value)| (name.trim_start_matches("user.").as_bytes().to_vec(), value))
+        .collect();
     let mut h = DefaultHasher::new();
     encoded.hash(&mut h);
+    xattrs.hash(&mut h);
     for image in &manifest.images {
         let m = fs::metadata(&image.path).at(&image.path, "cannot stat")?;
         (&image.path, m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(&mut h);
@@ -72,7 +82,8 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest) -> Result<PathBuf> {
     let tmp = cache.dir().join(format!(".kernel-{:016x}.{}", h.finish(), std::process::id()));
     let _ = fs::remove_file(&tmp);
     let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
-    let written = erofs::write(manifest, file, &tmp).and_then(|()| fs::rename(&tmp, &path).at(&path, "cannot rename"));
+    let written = erofs::write_with(manifest, &xattrs, file, &tmp)
+        .and_then(|()| fs::rename(&tmp, &path).at(&path, "cannot rename"));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -149,11 +149,15 @@ fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     for image in &manifest.images {
         image.tar.release_pages();
     }
+    Ok(ManifestView::new(manifest, &record_of(opts)))
+}
+
+/// What a view of `opts` records on its root, for `materialize` and `inspect` of it.
+fn record_of(opts: &MountOptions) -> Record {
     // Absolute, so `materialize MOUNTPOINT` works from any directory.
     let inputs = opts.inputs.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
     let sysroot = (opts.root != Path::new("/")).then(|| opts.root.clone());
-    let record = Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() };
-    Ok(ManifestView::new(manifest, &record))
+    Record { inputs, settings: opts.settings, sysroot, packager: opts.packager.clone() }
 }
 
 /// The manifest of `opts`'s inputs, from the resolved-manifest cache when it still holds.

@@ -106,6 +106,14 @@ impl MountLine {
     fn is_supermin_fuse(&self) -> bool {
         self.fstype == b"fuse.supermin" || (self.fstype == b"fuse" && self.source == b"supermin")
     }
+
+    /// A `mount --kernel` view: an overlay from source `supermin` whose first lower layer is
+    /// an image mounted in `layers` (`DIR/layer.`: our private cache directory, where nobody
+    /// else can mount anything). Only root can mount an overlay in this mount namespace.
+    fn is_supermin_kernel(&self, layers: &[u8]) -> bool {
+        let lower = self.super_options.split(|&b| b == b',').find_map(|o| o.strip_prefix(b"lowerdir="));
+        self.fstype == b"overlay" && self.source == b"supermin" && lower.is_some_and(|l| l.starts_with(layers))
+    }
 }
 
 /// The topmost mount whose mount point is exactly `abs` (canonical) in a mountinfo table.
@@ -140,6 +148,8 @@ pub enum OurMount {
     None,
     /// The FUSE mount of a supermin daemon that the caller's effective user mounted.
     Fuse,
+    /// A `mount --kernel` view (an overlay over an image in root's cache), asked by root.
+    Kernel,
 }
 
 /// Which of our mounts `dir`, opened at `abs` (canonical), is the root of, per
@@ -150,7 +160,23 @@ pub enum OurMount {
 pub fn our_mount(abs: &Path, dir: &fs::File) -> OurMount {
     use std::os::unix::fs::MetadataExt;
     let (Ok(info), Ok(meta)) = (fs::read("/proc/self/mountinfo"), dir.metadata()) else { return OurMount::None };
-    kind_in(&info, abs, meta.dev(), nix::unistd::geteuid().as_raw())
+    let euid = nix::unistd::geteuid().as_raw();
+    match kind_in(&info, abs, meta.dev(), euid) {
+        OurMount::None if euid == 0 => kernel_in(&info, abs, meta.dev()),
+        kind => kind,
+    }
+}
+
+/// [`our_mount`] for a kernel view on the text of a mountinfo table.
+fn kernel_in(info: &[u8], abs: &Path, dev: u64) -> OurMount {
+    let Some(cache) = crate::inputs::cache::ImageCache::open_default() else { return OurMount::None };
+    let layers = format!("{}/layer.", cache.dir().display());
+    let Some(m) = mount_in(info, abs) else { return OurMount::None };
+    let on_it = m.device == format!("{}:{}", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    match on_it && m.is_supermin_kernel(layers.as_bytes()) {
+        true => OurMount::Kernel,
+        false => OurMount::None,
+    }
 }
 
 /// [`our_mount`] on the text of a mountinfo table, for a directory on device `dev`, asked by `euid`.

@@ -21,6 +21,8 @@ pub const INCOMPAT_CHUNKED_FILE: u32 = 0x4;
 pub const NULL_ADDR: u32 = u32::MAX;
 /// The xattr name index of the `trusted.` prefix.
 pub const XATTR_TRUSTED: u8 = 4;
+/// The xattr name index of the `user.` prefix.
+pub const XATTR_USER: u8 = 1;
 /// The in-inode xattr body header (`erofs_xattr_ibody_header`), before the entries.
 pub const XATTR_IBODY_HEADER: u64 = 12;
 /// `erofs_xattr_entry` without its name and value.
@@ -146,8 +148,10 @@ pub fn one_chunk_format(size: u64) -> u16 {
     (64 - (blocks - 1).leading_zeros()).min(31) as u16
 }
 
-/// An in-inode extended attribute: `trusted.NAME` = `value`.
+/// An in-inode extended attribute: `PREFIX.NAME` = `value`, the prefix given by its index
+/// ([`XATTR_TRUSTED`] or [`XATTR_USER`]).
 pub struct Xattr<'a> {
+    pub index: u8,
     pub name: &'a [u8],
     pub value: &'a [u8],
 }
@@ -178,7 +182,7 @@ pub fn xattr_bytes(xattrs: &[Xattr]) -> Vec<u8> {
     let mut b = vec![0u8; XATTR_IBODY_HEADER as usize];
     for x in xattrs {
         b.push(x.name.len() as u8);
-        b.push(XATTR_TRUSTED);
+        b.push(x.index);
         b.extend_from_slice(&(x.value.len() as u16).to_le_bytes());
         b.extend_from_slice(x.name);
         b.extend_from_slice(x.value);
@@ -247,7 +251,10 @@ mod tests {
 
     #[test]
     fn xattrs_and_chunks() {
-        let x = [Xattr { name: b"overlay.metacopy", value: b"" }, Xattr { name: b"overlay.redirect", value: b"/a" }];
+        let x = [
+            Xattr { index: XATTR_TRUSTED, name: b"overlay.metacopy", value: b"" },
+            Xattr { index: XATTR_TRUSTED, name: b"overlay.redirect", value: b"/a" },
+        ];
         let body = xattr_bytes(&x);
         assert_eq!(body.len() as u64, xattr_size(&x));
         // 12 + (4 + 16) + (4 + 16 + 2, padded to 24).

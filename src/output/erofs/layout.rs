@@ -38,17 +38,20 @@ pub struct Placed<'a> {
     pub blkaddr: u32,
     pub nlink: u32,
     pub data: Data<'a>,
+    /// `user.` xattrs (names without the prefix): the root's record, for a kernel view.
+    pub user: &'a [(Vec<u8>, Vec<u8>)],
 }
 
 impl Placed<'_> {
-    /// Its xattrs: a stub's overlayfs ones.
+    /// Its xattrs: a stub's overlayfs ones, the root's record.
     pub fn xattrs(&self) -> Vec<Xattr<'_>> {
+        let user = self.user.iter().map(|(name, value)| Xattr { index: format::XATTR_USER, name, value });
         match &self.data {
             Data::Stub(redirect) => vec![
-                Xattr { name: b"overlay.metacopy", value: b"" },
-                Xattr { name: b"overlay.redirect", value: redirect },
+                Xattr { index: format::XATTR_TRUSTED, name: b"overlay.metacopy", value: b"" },
+                Xattr { index: format::XATTR_TRUSTED, name: b"overlay.redirect", value: redirect },
             ],
-            _ => vec![],
+            _ => user.collect(),
         }
     }
 
@@ -89,7 +92,8 @@ const MAX_STUB: u64 = BS << 31;
 /// The block where the metadata area starts (nid 0).
 pub const META_BLKADDR: u64 = 1;
 
-pub fn plan<'a>(manifest: &'a Manifest) -> Result<Plan<'a>> {
+/// The plan of `manifest`'s image; the root carries `root_xattrs` (`user.` names, no prefix).
+pub fn plan<'a>(manifest: &'a Manifest, root_xattrs: &'a [(Vec<u8>, Vec<u8>)]) -> Result<Plan<'a>> {
     let links = manifest.link_counts();
     let mut placed = Vec::new();
     let mut seen = vec![false; manifest.inodes.len()];
@@ -99,7 +103,11 @@ pub fn plan<'a>(manifest: &'a Manifest) -> Result<Plan<'a>> {
         if std::mem::replace(&mut seen[ino as usize], true) {
             continue;
         }
-        let p = place(manifest, ino, parent, links[ino as usize])?;
+        let mut p = place(manifest, ino, parent, links[ino as usize])?;
+        if ino == ROOT {
+            p.user = root_xattrs;
+            p.layout = layout_of(&p);
+        }
         if let Some(children) = manifest.children(ino) {
             stack.extend(children.values().rev().map(|&c| (c, ino)));
         }
@@ -164,14 +172,21 @@ fn place(manifest: &Manifest, ino: Ino, parent: Ino, nlink: u32) -> Result<Place
         }
         _ => nlink,
     };
-    let mut p = Placed { ino, nid: 0, layout: Layout::FlatPlain, size, blkaddr: format::NULL_ADDR, nlink, data };
-    p.layout = match p.data {
-        Data::Stub(_) => Layout::ChunkBased,
-        _ if size % BS == 0 => Layout::FlatPlain,
-        _ if INODE_SIZE + format::xattr_size(&p.xattrs()) + size % BS <= BS => Layout::FlatInline,
-        _ => Layout::FlatPlain,
-    };
+    let mut p =
+        Placed { ino, nid: 0, layout: Layout::FlatPlain, size, blkaddr: format::NULL_ADDR, nlink, data, user: &[] };
+    p.layout = layout_of(&p);
     Ok(p)
+}
+
+/// How `p`'s data is laid out: a stub in a chunk, a tail inline when it fits with the inode
+/// and its xattrs in one block.
+fn layout_of(p: &Placed) -> Layout {
+    match p.data {
+        Data::Stub(_) => Layout::ChunkBased,
+        _ if p.size % BS == 0 => Layout::FlatPlain,
+        _ if INODE_SIZE + format::xattr_size(&p.xattrs()) + p.size % BS <= BS => Layout::FlatInline,
+        _ => Layout::FlatPlain,
+    }
 }
 
 /// The bytes a directory block's entries take: their dirents, then their names.

@@ -30,7 +30,13 @@ pub const FILE: &str = "root.erofs";
 
 /// Write `manifest` as an EROFS metadata image to `out` (`shown` in messages).
 pub fn write(manifest: &Manifest, out: File, shown: &Path) -> Result<()> {
-    let plan = layout::plan(manifest)?;
+    write_with(manifest, &[], out, shown)
+}
+
+/// [`write`], the root carrying `root_xattrs` (`user.` names without the prefix, and values):
+/// a kernel view's record.
+pub fn write_with(manifest: &Manifest, root_xattrs: &[(Vec<u8>, Vec<u8>)], out: File, shown: &Path) -> Result<()> {
+    let plan = layout::plan(manifest, root_xattrs)?;
     write::write(manifest, &plan, &out, shown, super::ext2::uuid(manifest))?;
     log::debug!("erofs: {} inodes, {} blocks", plan.placed.len(), plan.blocks);
     Ok(())
