@@ -183,7 +183,7 @@ fn place(manifest: &Manifest, ino: Ino, parent: Ino, nlink: u32) -> Result<Place
 fn layout_of(p: &Placed) -> Layout {
     match p.data {
         Data::Stub(_) => Layout::ChunkBased,
-        _ if p.size % BS == 0 => Layout::FlatPlain,
+        _ if p.size.is_multiple_of(BS) => Layout::FlatPlain,
         _ if INODE_SIZE + format::xattr_size(&p.xattrs()) + p.size % BS <= BS => Layout::FlatInline,
         _ => Layout::FlatPlain,
     }
