@@ -106,10 +106,9 @@ impl Kernel {
     }
 
     /// The kernel's build configuration: `config-VERSION` next to it (Debian, Fedora), else
-    /// the modules directory's `build/.config`, each read inside the root it was found in (the
-    /// kernel knows its own, so the appliance's root the caller passes is not needed); `None`
-    /// when neither is readable.
-    pub fn config(&self, _root: &Path) -> Option<String> {
+    /// the modules directory's `build/.config`, each read inside the root it was found in;
+    /// `None` when neither is readable.
+    pub fn config(&self) -> Option<String> {
         let next_to_it = inside(&self.root, &self.path.with_file_name(format!("config-{}", self.version)));
         let found = host::open_in_root(&self.root, &next_to_it)
             .or_else(|_| self.modpath.open("build/.config"))

@@ -128,7 +128,7 @@ fn write_format(format: Format, mut manifest: Manifest, out: &Dir, boot: Option<
     let initrd = out.shown(Path::new("initrd"));
     let initrd = (create(out, "initrd", false)?, initrd.as_path());
     if format == Format::Initramfs {
-        let config = k.config(boot.root);
+        let config = k.config();
         let compression = initramfs::Compression::for_kernel(config.as_deref());
         let all_modules = which == Modules::All;
         let target = initramfs::Target { compression, kernel_memory: k.memory(), all_modules };
