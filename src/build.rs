@@ -98,7 +98,6 @@ pub fn build(driver: Driver, opts: &Options) -> Result<()> {
     info!("resolved the appliance in {} ms", started.elapsed().as_millis());
     let boot = kernel.as_ref().map(|kernel| Boot {
         kernel,
-        root: &opts.root,
         copy_kernel: opts.copy_kernel,
         size: opts.size,
         modules: opts.modules,

@@ -219,3 +219,14 @@ fn sigkill_of_run_ends_the_command() {
     assert_eq!(fs::metadata(&log).unwrap().len(), size, "nothing writes into the bind any more");
     assert!(our_host_mounts().is_empty());
 }
+
+/// As root the command runs in the kernel view (an overlay over the appliance's EROFS image,
+/// no daemon), with `--writable` too (its tmpfs-backed overlay stacked on it).
+#[test]
+fn the_command_runs_in_the_kernel_view() {
+    for args in [&[][..], &["--writable"][..]] {
+        let out = bash(args, "stat -f -c %T / && test -x /usr/bin/bash && echo ok");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "overlayfs\nok\n", "{args:?}: {}", stderr(&out));
+    }
+}

@@ -21,6 +21,8 @@ use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, 
 
 mod daemon;
 mod kernel;
+
+pub use kernel::mount as mount_kernel;
 pub mod mountpoint;
 
 use mountpoint::OurMount;

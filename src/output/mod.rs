@@ -86,9 +86,8 @@ impl Format {
 
 /// How a bootable output is made.
 pub struct Boot<'a> {
+    /// The kernel, which knows the root (`/` or the `--sysroot`) its modules are read in.
     pub kernel: &'a Kernel,
-    /// `/`, or the `--sysroot` the kernel's modules are read from.
-    pub root: &'a Path,
     pub copy_kernel: bool,
     /// `--size` of the ext2 image.
     pub size: Option<u64>,

@@ -1,9 +1,9 @@
 //! `supermin run`: the lazy view as a throwaway root to run a command in.
 //!
 //! This process enters a private mount namespace (nothing it mounts shows in the host's
-//! mount table) and a new PID namespace for its child, mounts the view on a private tmpfs,
-//! optionally an overlay with a tmpfs upper layer over it (`--writable`), and serves the view
-//! on background threads. The child is this same binary as the namespace's init
+//! mount table) and a new PID namespace for its child, mounts the view on a private tmpfs
+//! (in the kernel, as `mount --kernel` does, where it can; else served over FUSE on
+//! background threads), optionally an overlay with a tmpfs upper layer over it (`--writable`). The child is this same binary as the namespace's init
 //! ([`init`]): it mounts `/proc`, `/sys`, a minimal `/dev`, `/tmp` and `/run` and the
 //! `--bind`s inside the root, chroots, runs the command and reaps orphans. When the command
 //! exits, init exits with its status, the kernel kills whatever the command left behind (the
@@ -49,14 +49,42 @@ pub fn run(mut opts: Options) -> Result<i32> {
     // or a supervisor sends are for the command, and reach it (see `forward_signals`).
     let signals = run_signals();
     signals.thread_block().map_err(|e| Error::new(format!("run: cannot block signals: {e}")))?;
-    let session = crate::mount::spawn(&opts.mount)?;
+    let session = Session::start(&opts.mount)?;
     let root = if opts.writable { work.overlay()? } else { opts.mount.mountpoint.clone() };
     let status = run_init(&root, &opts, signals);
     work.unmount(opts.writable);
-    if let Err(e) = session.unmount() {
-        log::debug!("run: unmounting the view: {e}");
-    }
+    session.unmount(&opts.mount.mountpoint);
     status
+}
+
+/// The view the command runs in: in the kernel where it can be (`mount --kernel`: no daemon,
+/// reads from the host's page cache), else over FUSE (`--trace`, or a kernel without
+/// file-backed EROFS or data-only overlay layers).
+enum Session {
+    Kernel,
+    Fuse(supermin_fuse::Background),
+}
+
+impl Session {
+    fn start(opts: &MountOptions) -> Result<Session> {
+        if opts.trace.is_none() {
+            match crate::mount::mount_kernel(opts) {
+                Ok(()) => return Ok(Session::Kernel),
+                Err(e) => log::info!("run: serving the view over FUSE: no kernel view here ({})", e.message()),
+            }
+        }
+        crate::mount::spawn(opts).map(Session::Fuse)
+    }
+
+    fn unmount(self, mp: &Path) {
+        let done = match self {
+            Session::Kernel => umount2(mp, MntFlags::MNT_DETACH).map_err(std::io::Error::from),
+            Session::Fuse(session) => session.unmount(),
+        };
+        if let Err(e) = done {
+            log::debug!("run: unmounting the view: {e}");
+        }
+    }
 }
 
 /// A private mount namespace: nothing propagates to or from the host.

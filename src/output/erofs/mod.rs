@@ -33,7 +33,7 @@ pub fn write(manifest: &Manifest, out: File, shown: &Path) -> Result<()> {
     write_with(manifest, &[], out, shown)
 }
 
-/// [`write`], the root carrying `root_xattrs` (`user.` names without the prefix, and values):
+/// [`write()`], the root carrying `root_xattrs` (`user.` names without the prefix, and values):
 /// a kernel view's record.
 pub fn write_with(manifest: &Manifest, root_xattrs: &[(Vec<u8>, Vec<u8>)], out: File, shown: &Path) -> Result<()> {
     let plan = layout::plan(manifest, root_xattrs)?;
