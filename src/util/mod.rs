@@ -4,6 +4,7 @@ pub mod cpio;
 pub mod dirfd;
 pub mod escape;
 pub mod fingerprint;
+pub mod le;
 pub mod newfile;
 pub mod pathwalk;
 pub mod progress;

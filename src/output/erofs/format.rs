@@ -4,6 +4,8 @@
 //! size, nanosecond mtime, 32-bit owners), the in-inode xattr body and directory entries.
 //! Nothing compressed, no shared xattrs, no extra devices: the kernel needs no more to read it.
 
+use crate::util::le::{put16, put32, put64};
+
 /// Block size, and its log2 (the superblock's `blkszbits`).
 pub const BS: u64 = 4096;
 pub const BLKSZBITS: u8 = 12;
@@ -51,18 +53,6 @@ pub fn file_type(mode: u32) -> u8 {
         0o120000 => 7,
         _ => 0,
     }
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
 /// `erofs_super_block` (128 bytes at [`SUPER_OFFSET`]).

@@ -2,6 +2,7 @@
 //! structs that encode themselves (little-endian, at the offsets `mke2fs` uses).
 
 use crate::manifest::S_IFMT;
+use crate::util::le::{put16, put32};
 
 /// Block size.
 pub const BS: u64 = 4096;
@@ -15,14 +16,6 @@ pub const LOST_FOUND_INO: u32 = 11;
 pub const PPB: u64 = BS / 4;
 /// Symlink targets shorter than this live in the inode itself ("fast" symlinks).
 pub const FAST_SYMLINK_MAX: usize = 60;
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
 
 /// One inode.
 pub struct Inode {
