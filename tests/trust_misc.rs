@@ -87,8 +87,11 @@ fn seventy_thousand_hard_links() {
         let (r, _) = build(&t.0, &input, format);
         let err = stderr(&r);
         assert!(!err.contains("panicked"), "{format}: {err}");
-        if !r.status.success() {
-            assert_one_line_error(&r, &[]);
+        match (r.status.success(), format) {
+            (true, _) => {}
+            // The file's name in the appliance and what to do, not the temporary output's path.
+            (false, "chroot") => drop(assert_one_line_error(&r, &["more hard links to /usr/x", "-f tar"])),
+            (false, _) => drop(assert_one_line_error(&r, &[])),
         }
         eprintln!("{format}: {:?} {}", r.status.code(), err.trim());
     }

@@ -69,7 +69,7 @@ pub fn write(manifest: &Manifest, out: &Dir) -> Result<()> {
 
     copy_files(manifest, out, &files)?;
     for (existing, new) in &links {
-        out.hard_link(existing, new).at(&out.shown(new), "cannot create hard link")?;
+        out.hard_link(existing, new).map_err(|e| link_error(out, existing, new, e))?;
     }
     for (rel, meta) in dirs.iter().rev() {
         let dir = out.open_dir(rel).at(&out.shown(rel), "cannot open directory")?;
@@ -127,6 +127,20 @@ fn copy_one(manifest: &Manifest, ino: Ino, out: &Dir, rel: &Path) -> Result<()> 
         }
     }
     dirfd::finish(&made, &attrs(meta)).at(&dest, "cannot set owner, times and mode")
+}
+
+/// A hard link the output's filesystem refused; past its limit of links to one file (ext4:
+/// 65,000), named by its path in the appliance, with what to do.
+fn link_error(out: &Dir, existing: &Path, new: &Path, e: io::Error) -> Error {
+    if e.raw_os_error() != Some(libc::EMLINK) {
+        return Error::io(&out.shown(new), "cannot create hard link", e);
+    }
+    Error::new(format!(
+        "/{}: more hard links to /{} than the output's filesystem allows: build on one that allows more (xfs, \
+         tmpfs), or choose -f tar",
+        new.display(),
+        existing.display()
+    ))
 }
 
 fn copy_error(src: &Path, dest: &Path, e: io::Error) -> Error {
