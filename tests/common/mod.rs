@@ -679,16 +679,29 @@ impl Drop for KernelUring {
 /// `useradd` the first time (several test binaries may race to create it: whoever loses finds
 /// it made). Returns its uid and gid.
 pub fn hostile_user() -> (u32, u32) {
+    // Once per test binary (its tests run on parallel threads); binaries run one at a time.
+    static USER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *USER.get_or_init(make_hostile_user)
+}
+
+fn make_hostile_user() -> (u32, u32) {
     const NAME: &str = "supermin-hostile";
     let id = |flag: &str| -> Option<u32> {
         let out = Command::new("id").args([flag, NAME]).output().ok()?;
         String::from_utf8(out.stdout).ok()?.trim().parse().ok().filter(|_| out.status.success())
     };
-    if id("-u").is_none() {
+    // useradd fails while another process holds /etc/passwd's lock: try again a while.
+    for _ in 0..50 {
+        if id("-u").is_some() {
+            break;
+        }
         let _ = Command::new("useradd")
             .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME])
             .stderr(Stdio::null())
             .status();
+        if id("-u").is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let (uid, gid) = (id("-u"), id("-g"));
     let (Some(uid), Some(gid)) = (uid, gid) else {
