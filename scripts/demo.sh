@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the shipped example (README): build examples/supermin.d (bash + coreutils)
 # as a chroot and run a command inside it; then present the same appliance lazily with
-# `supermin mount` and run the same command inside the view, without building anything.
+# `supermin mount` and run the same command inside the view, without building anything; then
+# once more with the view in the kernel (`mount --kernel`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -23,3 +24,14 @@ $bin mount --daemon examples/supermin.d "$mnt"
 echo "--- the same appliance mounted lazily at $mnt in $(( ($(date +%s%N) - start) / 1000000 )) ms; inside it:"
 trap '$bin umount "$mnt"' EXIT
 chroot "$mnt" /bin/bash -c "$inside"
+
+# The same view in the kernel (as root): an EROFS image of the metadata under a read-only
+# overlay whose data layer is the host, with no daemon.
+kmnt=$out.kernel
+mkdir -p "$kmnt"
+mountpoint -q "$kmnt" && $bin umount "$kmnt"
+start=$(date +%s%N)
+$bin mount --kernel examples/supermin.d "$kmnt"
+echo "--- and in the kernel (mount --kernel) at $kmnt in $(( ($(date +%s%N) - start) / 1000000 )) ms; inside it:"
+chroot "$kmnt" /bin/bash -c "$inside"
+$bin umount "$kmnt"
