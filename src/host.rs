@@ -267,16 +267,14 @@ impl HostFile {
         } else {
             path(root, p)
         };
-        let root_len = if is_host(root) { 1 } else { root.as_os_str().len() as u32 };
-        HostFile { path, root_len, dev: st.dev(), ino: st.ino() }
+        HostFile { path, root_len: root_len(root), dev: st.dev(), ino: st.ino() }
     }
 
     /// A host file found at `path` on the host (under `root`) by walking a directory whose
     /// path was resolved inside the root first (no symlink on the way: [`HostFile::open`]
     /// refuses one), whose `lstat` said `st`.
     pub fn found(root: &Path, path: &Path, st: &fs::Metadata) -> HostFile {
-        let root_len = if is_host(root) { 1 } else { root.as_os_str().len() as u32 };
-        HostFile { path: path.to_path_buf(), root_len, dev: st.dev(), ino: st.ino() }
+        HostFile { path: path.to_path_buf(), root_len: root_len(root), dev: st.dev(), ino: st.ino() }
     }
 
     /// Its path inside its root, absolute (`/usr/bin/bash` also in a sysroot): where an
@@ -346,6 +344,35 @@ impl HostFile {
     }
 }
 
+/// How many bytes of a host path name `root` (`/` or the sysroot).
+fn root_len(root: &Path) -> u32 {
+    if is_host(root) {
+        1
+    } else {
+        root.as_os_str().len() as u32
+    }
+}
+
+/// `p`, an absolute path inside a root, relative to the root's descriptor (`.` for the root).
+fn relative(p: &str) -> &str {
+    match p.trim_start_matches('/') {
+        "" => ".",
+        rel => rel,
+    }
+}
+
+/// Open `p` (absolute, inside the sysroot `root`) with `flags`, symlinks followed as in a
+/// chroot: resolved inside `root` by the kernel, never out of it. Before Linux 5.6 (no
+/// `openat2`) our walker resolves it and the last component is not followed.
+fn open_following_in_root(root: &Path, p: &str, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match nix::fcntl::openat2(root_fd(root)?.as_fd(), relative(p), how) {
+        Err(Errno::ENOSYS) => nix::fcntl::open(&path_follow(root, p), flags | OFlag::O_NOFOLLOW, Mode::empty()),
+        r => r,
+    }
+    .map_err(io::Error::from)
+}
+
 /// Open `path` with `flags`, no symlink followed on the way: inside `root` when given (and
 /// never out of it), else `path` is absolute. Kernels before 5.6 have no `openat2`: then the
 /// last component only is not followed, and the caller's identity check is what holds.
@@ -407,22 +434,11 @@ fn root_fd(root: &Path) -> io::Result<Arc<OwnedFd>> {
 /// the build host's, opened as given.
 pub fn open_in_root(root: &Path, p: &str) -> io::Result<fs::File> {
     let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
-    let handle = if is_host(root) {
-        nix::fcntl::open(p, flags, Mode::empty()).map(fs::File::from).map_err(io::Error::from)?
+    let handle = fs::File::from(if is_host(root) {
+        nix::fcntl::open(p, flags, Mode::empty()).map_err(io::Error::from)?
     } else {
-        let fd = root_fd(root)?;
-        let rel = p.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let how =
-            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match nix::fcntl::openat2(fd.as_fd(), rel, how) {
-            // Before Linux 5.6: resolved by our walker, the last component not followed.
-            Err(Errno::ENOSYS) => nix::fcntl::open(&path_follow(root, p), flags | OFlag::O_NOFOLLOW, Mode::empty()),
-            r => r,
-        }
-        .map(fs::File::from)
-        .map_err(io::Error::from)?
-    };
+        open_following_in_root(root, p, flags)?
+    });
     if !handle.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
@@ -435,17 +451,11 @@ pub fn open_in_root(root: &Path, p: &str) -> io::Result<fs::File> {
 pub fn read_dir_in_root(root: &Path, p: &str) -> io::Result<Vec<std::ffi::OsString>> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let fd = if is_host(root) {
-        nix::fcntl::open(p, flags, Mode::empty())
+        nix::fcntl::open(p, flags, Mode::empty()).map_err(io::Error::from)?
     } else {
-        let rel = p.trim_start_matches('/');
-        let how =
-            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match nix::fcntl::openat2(root_fd(root)?.as_fd(), if rel.is_empty() { "." } else { rel }, how) {
-            Err(Errno::ENOSYS) => nix::fcntl::open(&path_follow(root, p), flags | OFlag::O_NOFOLLOW, Mode::empty()),
-            r => r,
-        }
+        open_following_in_root(root, p, flags)?
     };
-    HostDir(nix::dir::Dir::from_fd(fd.map_err(io::Error::from)?).map_err(io::Error::from)?).names()
+    HostDir(nix::dir::Dir::from_fd(fd).map_err(io::Error::from)?).names()
 }
 
 /// A directory of the host opened by [`HostDir::open`]: its entries are looked at through
@@ -461,8 +471,7 @@ impl HostDir {
         let file = if is_host(root) {
             open_no_symlinks(None, Path::new(p), flags)?
         } else {
-            let rel = p.trim_start_matches('/');
-            let rel = Path::new(if rel.is_empty() { "." } else { rel });
+            let rel = Path::new(relative(p));
             let fd = root_fd(root)?;
             match open_no_symlinks(Some(&fd), rel, flags) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_no_symlinks(None, &root.join(rel), flags),
