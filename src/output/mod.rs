@@ -38,6 +38,21 @@ pub(crate) fn open_host(file: &HostFile, size: u64) -> Result<Option<std::fs::Fi
     }
 }
 
+/// The file type a directory entry records for an `st_mode`: the same codes in ext2's
+/// `ext2_dir_entry_2` and EROFS's `erofs_dirent` (the kernel's `FT_*`).
+pub(crate) fn dirent_type(mode: u32) -> u8 {
+    match mode & crate::manifest::S_IFMT {
+        0o100000 => 1,
+        0o040000 => 2,
+        0o020000 => 3,
+        0o060000 => 4,
+        0o010000 => 5,
+        0o140000 => 6,
+        0o120000 => 7,
+        _ => 0,
+    }
+}
+
 /// What `-f` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

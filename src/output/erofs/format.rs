@@ -41,20 +41,6 @@ pub enum Layout {
     ChunkBased = 4,
 }
 
-/// `erofs_dirent.file_type`.
-pub fn file_type(mode: u32) -> u8 {
-    match mode & 0o170000 {
-        0o100000 => 1,
-        0o040000 => 2,
-        0o020000 => 3,
-        0o060000 => 4,
-        0o010000 => 5,
-        0o140000 => 6,
-        0o120000 => 7,
-        _ => 0,
-    }
-}
-
 /// `erofs_super_block` (128 bytes at [`SUPER_OFFSET`]).
 pub struct Superblock {
     pub root_nid: u16,

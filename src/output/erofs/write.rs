@@ -104,7 +104,7 @@ fn dir_block(manifest: &Manifest, plan: &Plan, block: &DirBlock) -> Vec<u8> {
     let mut nameoff = DIRENT_SIZE * block.len() as u64;
     for (name, ino) in block {
         let nid = plan.nid[*ino as usize];
-        let ft = format::file_type(manifest.inode(*ino).meta.mode);
+        let ft = crate::output::dirent_type(manifest.inode(*ino).meta.mode);
         b.extend_from_slice(&format::dirent(nid, nameoff as u16, ft));
         nameoff += name.len() as u64;
     }

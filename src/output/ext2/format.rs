@@ -1,7 +1,6 @@
 //! The on-disk structures of ext2 revision 1 with 4 KiB blocks and 256-byte inodes, as typed
 //! structs that encode themselves (little-endian, at the offsets `mke2fs` uses).
 
-use crate::manifest::S_IFMT;
 use crate::util::le::{put16, put32};
 
 /// Block size.
@@ -130,20 +129,6 @@ impl GroupDesc {
         put16(&mut d, 14, self.free_inodes);
         put16(&mut d, 16, self.dirs);
         d
-    }
-}
-
-/// The directory-entry file type of an `st_mode`.
-pub fn file_type_code(mode: u32) -> u8 {
-    match mode & S_IFMT {
-        0o100000 => 1,
-        0o040000 => 2,
-        0o020000 => 3,
-        0o060000 => 4,
-        0o010000 => 5,
-        0o140000 => 6,
-        0o120000 => 7,
-        _ => 0,
     }
 }
 

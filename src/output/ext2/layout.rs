@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::format::{
-    device_i_block, dir_blocks, empty_dir_block, fast_symlink_i_block, file_type_code, pointer_block, DirEntry,
-    BLOCKS_PER_GROUP, BS, FAST_SYMLINK_MAX, FIRST_INO, INODE_SIZE, LOST_FOUND_INO, PPB, ROOT_INO,
+    device_i_block, dir_blocks, empty_dir_block, fast_symlink_i_block, pointer_block, DirEntry, BLOCKS_PER_GROUP, BS,
+    FAST_SYMLINK_MAX, FIRST_INO, INODE_SIZE, LOST_FOUND_INO, PPB, ROOT_INO,
 };
 use crate::bail;
 use crate::error::{Error, Result};
@@ -314,7 +314,7 @@ fn directory_blocks(manifest: &Manifest, numbering: &Numbering) -> Vec<(Ino, Vec
             entries.push((LOST_FOUND_INO, 2, b"lost+found"));
         }
         for (name, child) in children {
-            entries.push((number[child], file_type_code(manifest.inode(*child).meta.mode), &name[..]));
+            entries.push((number[child], crate::output::dirent_type(manifest.inode(*child).meta.mode), &name[..]));
             if manifest.children(*child).is_some() {
                 parent_of.insert(*child, number[&ino]);
             }
