@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use crate::bail;
 use crate::error::{strerror, Error, IoContext, Result};
 use crate::util::dirfd::{self, Dir};
-use crate::util::sys;
+use crate::util::{newfile, sys};
 
 pub struct Staging {
     tmp: PathBuf,
@@ -222,8 +222,8 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
 
 /// Create `parent/prefix.<random>` with `mode`, failing if the name is taken.
 pub fn create_unique(parent: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
-    for attempt in 0..100u32 {
-        let path = parent.join(format!("{prefix}.{}", random_suffix(attempt)));
+    for _ in 0..100 {
+        let path = parent.join(format!("{prefix}.{}", newfile::random_suffix()));
         match fs::DirBuilder::new().mode(mode).create(&path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -249,20 +249,4 @@ fn strip_one_trailing_slash(p: &Path) -> PathBuf {
         Some(t) if !t.is_empty() => PathBuf::from(t),
         _ => p.to_path_buf(),
     }
-}
-
-/// Eight characters of `[a-z0-9]`, different per process, time and attempt.
-fn random_suffix(attempt: u32) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let mut x =
-        (nanos as u64) ^ ((std::process::id() as u64) << 32) ^ (attempt as u64).wrapping_mul(0x9e3779b97f4a7c15);
-    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..8)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            alphabet[(x % 36) as usize] as char
-        })
-        .collect()
 }

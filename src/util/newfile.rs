@@ -37,9 +37,8 @@ pub fn copy(from: &Path, to: &Path) -> io::Result<()> {
 /// (`.NAME.XXXXXXXX`), then renamed over it. Readers see the old file or the new one.
 pub fn replace(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = dest.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?.to_string_lossy();
-    let random = RandomState::new();
-    for attempt in 0u32..100 {
-        let tmp = dest.with_file_name(format!(".{name}.{}", suffix(random.hash_one(attempt))));
+    for _ in 0..100 {
+        let tmp = dest.with_file_name(format!(".{name}.{}", random_suffix()));
         let mut file = match create(&tmp, mode) {
             // Someone's file, or a symlink, at that name: left alone; another name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -54,9 +53,10 @@ pub fn replace(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary name beside it"))
 }
 
-/// Eight characters of `[a-z0-9]` from a random number (std's `RandomState` keys come from
-/// the OS's random source).
-fn suffix(mut x: u64) -> String {
+/// Eight random characters of `[a-z0-9]`, for a temporary name nobody can plant in advance
+/// (std's `RandomState` keys come from the OS's random source, and differ at every call).
+pub fn random_suffix() -> String {
+    let mut x = RandomState::new().hash_one(0u8);
     let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..8)
         .map(|_| {
