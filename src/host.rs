@@ -306,12 +306,9 @@ impl HostFile {
             let file = open_no_symlinks(None, &self.path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | noatime());
             self.check(file.map_err(|e| self.loop_is_change(e))?, size)?
         } else {
-            let root = root_fd(Path::new(std::ffi::OsStr::from_bytes(root)))?;
+            let root = Path::new(std::ffi::OsStr::from_bytes(root));
             let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
-            let handle = match open_no_symlinks(Some(&root), rel, OFlag::O_PATH) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_no_symlinks(None, &self.path, OFlag::O_PATH),
-                r => r,
-            };
+            let handle = open_no_symlinks(Some(root), rel, OFlag::O_PATH);
             let handle = self.check(handle.map_err(|e| self.loop_is_change(e))?, size)?;
             reopen(&handle)?
         };
@@ -373,24 +370,36 @@ fn open_following_in_root(root: &Path, p: &str, flags: OFlag) -> io::Result<Owne
     .map_err(io::Error::from)
 }
 
-/// Open `path` with `flags`, no symlink followed on the way: inside `root` when given (and
-/// never out of it), else `path` is absolute. Kernels before 5.6 have no `openat2`: then the
-/// last component only is not followed, and the caller's identity check is what holds.
-fn open_no_symlinks(root: Option<&OwnedFd>, path: &Path, flags: OFlag) -> io::Result<fs::File> {
+/// Open `path` with `flags`, no symlink followed on the way: relative to the sysroot `root`
+/// when given (and never out of it), else `path` is absolute. Kernels before 5.6 have no
+/// `openat2`: then the last component only is not followed, and the caller's identity check
+/// is what holds.
+fn open_no_symlinks(root: Option<&Path>, path: &Path, flags: OFlag) -> io::Result<fs::File> {
     // `openat2` refuses (EINVAL) any flag `O_PATH` ignores, `O_NOCTTY` among them.
     let noctty = if flags.contains(OFlag::O_PATH) { OFlag::empty() } else { OFlag::O_NOCTTY };
     let flags = flags | OFlag::O_NOFOLLOW | noctty | OFlag::O_CLOEXEC;
-    let (at, resolve) = match root {
-        Some(fd) => (fd.as_fd(), ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS),
-        None => (AT_FDCWD, ResolveFlag::RESOLVE_NO_SYMLINKS),
+    let opened = match root {
+        Some(root) => {
+            let how =
+                OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+            match nix::fcntl::openat2(root_fd(root)?.as_fd(), path, how) {
+                // `path` may be absolute inside the root: joined below it, not in its place.
+                Err(Errno::ENOSYS) => {
+                    nix::fcntl::open(&root.join(path.strip_prefix("/").unwrap_or(path)), flags, Mode::empty())
+                }
+                r => r,
+            }
+        }
+        None => match nix::fcntl::openat2(
+            AT_FDCWD,
+            path,
+            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS),
+        ) {
+            Err(Errno::ENOSYS) => nix::fcntl::open(path, flags, Mode::empty()),
+            r => r,
+        },
     };
-    let how = OpenHow::new().flags(flags).resolve(resolve);
-    match nix::fcntl::openat2(at, path, how) {
-        Err(Errno::ENOSYS) if root.is_none() => nix::fcntl::open(path, flags, Mode::empty()),
-        r => r,
-    }
-    .map(fs::File::from)
-    .map_err(io::Error::from)
+    opened.map(fs::File::from).map_err(io::Error::from)
 }
 
 /// A descriptor for reading the file that `handle` (an `O_PATH` descriptor) names: the same
@@ -468,15 +477,9 @@ impl HostDir {
     /// leaves the root.
     pub fn open(root: &Path, p: &str) -> io::Result<HostDir> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
-        let file = if is_host(root) {
-            open_no_symlinks(None, Path::new(p), flags)?
-        } else {
-            let rel = Path::new(relative(p));
-            let fd = root_fd(root)?;
-            match open_no_symlinks(Some(&fd), rel, flags) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_no_symlinks(None, &root.join(rel), flags),
-                r => r,
-            }?
+        let file = match is_host(root) {
+            true => open_no_symlinks(None, Path::new(p), flags)?,
+            false => open_no_symlinks(Some(root), Path::new(relative(p)), flags)?,
         };
         Ok(HostDir(nix::dir::Dir::from_fd(file.into()).map_err(io::Error::from)?))
     }
