@@ -79,8 +79,7 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Res
         log::info!("mount --kernel: {} (cached)", path.display());
         return Ok(path);
     }
-    let tmp = cache.dir().join(format!(".kernel-{:016x}.{}", h.finish(), std::process::id()));
-    let _ = fs::remove_file(&tmp);
+    let tmp = cache.dir().join(format!(".kernel-{:016x}.{}", h.finish(), newfile::random_suffix()));
     let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
     let written = erofs::write_with(manifest, &xattrs, file, &tmp)
         .and_then(|()| fs::rename(&tmp, &path).at(&path, "cannot rename"));
