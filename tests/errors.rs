@@ -227,7 +227,8 @@ fn dev_fuse_missing() {
     fs::create_dir_all(&mp).unwrap();
     let _guard = Mounted::new(&mp);
     // A private mount namespace whose /dev is an empty tmpfs.
-    let script = format!("mount -t tmpfs none /dev && exec {OURS} mount --daemon {} {}", d.display(), mp.display());
+    let script =
+        format!("mount -t tmpfs none /dev && exec {OURS} mount --fuse --daemon {} {}", d.display(), mp.display());
     let r = run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
     assert_teaches(&r, &["/dev/fuse: not available", "modprobe fuse", "apt-get install fuse3"]);
 }

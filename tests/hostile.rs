@@ -1060,7 +1060,7 @@ fn read_view_file(p: &Path, size: u64) {
     assert_eq!(data.len() as u64, if size > CAP { CAP + 1 } else { size }, "{}", p.display());
 }
 
-/// `mount --daemon`, then the walk, then `umount`; or the mount refused with one line.
+/// `mount --fuse --daemon`, then the walk, then `umount`; or the mount refused with one line.
 fn check_mount(c: &Ctx, s: &Setup, case: &Case) {
     let what = format!("{} mount", case.name);
     let mp = c.dir.join("mp");
@@ -1068,7 +1068,7 @@ fn check_mount(c: &Ctx, s: &Setup, case: &Case) {
     let before = snapshot(&c.dir);
     let guard = Mounted::new(&mp);
     let mut cmd = command(c, s);
-    cmd.args(["mount", "--daemon"]).args(&s.args).args(&s.inputs).arg(&mp);
+    cmd.args(["mount", "--fuse", "--daemon"]).args(&s.args).args(&s.inputs).arg(&mp);
     let r = run_for(c, &mut cmd, Duration::from_secs(120));
     assert_no_panic(&r, &what);
     match case.mount {

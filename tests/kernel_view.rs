@@ -253,3 +253,76 @@ fn materialize_and_inspect_read_a_kernel_view() {
     assert_eq!(String::from_utf8_lossy(&from_view), String::from_utf8_lossy(&from_input));
     ok(ours().arg("umount").arg(&mnt));
 }
+
+/// The mount table's line for `mnt`, if it is a mount point.
+fn mount_line(mnt: &Path) -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy())).map(str::to_string)
+}
+
+/// With neither `--kernel` nor `--fuse`, root gets the kernel view (no process left, `-v`
+/// says so), `--fuse` the FUSE view, and a user who is not root the FUSE view with the reason
+/// in one `-v` line.
+#[test]
+fn the_default_is_the_kernel_view_where_it_works() {
+    let s = Scratch::new("kview-default");
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let guard = Mounted::new(&mnt);
+    let r = ok(ours().args(["mount", "-v"]).arg(example()).arg(&mnt));
+    assert!(stderr(&r).contains("mount: the kernel view"), "{}", stderr(&r));
+    let line = mount_line(&mnt).expect("mounted");
+    assert!(line.contains(" - overlay supermin "), "{line}");
+    assert!(mnt.join("usr/bin/bash").is_file());
+    ok(ours().arg("umount").arg(&mnt));
+    assert!(mount_line(&mnt).is_none());
+    let r = ok(ours().args(["mount", "--fuse", "--daemon"]).arg(example()).arg(&mnt));
+    assert!(!stderr(&r).contains("kernel view"), "{}", stderr(&r));
+    let line = mount_line(&mnt).expect("mounted");
+    assert!(line.contains(" - fuse"), "{line}");
+    ok(ours().arg("umount").arg(&mnt));
+    drop(guard);
+    // Not root: the FUSE view, and -v says why.
+    let mnt = hostile_dir(&s.0, "user-mnt");
+    let guard = Mounted::new(&mnt);
+    let mut cmd = ours();
+    cmd.args(["mount", "-v", "--daemon"]).arg(example()).arg(&mnt);
+    let r = ok(&mut as_hostile(cmd));
+    let said = stderr(&r);
+    assert!(said.contains("the FUSE view, as no kernel view here: it needs root"), "{said}");
+    let line = mount_line(&mnt).expect("mounted");
+    assert!(line.contains(" - fuse"), "{line}");
+    drop(guard);
+}
+
+/// Kernels before 6.12 mount the image through a loop device (forced here on a newer one):
+/// the view is the same, the device is read-only with autoclear, and `supermin umount`
+/// leaves no device attached to the image.
+#[test]
+fn the_image_through_a_loop_device() {
+    let s = Scratch::new("kview-loop");
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let guard = Mounted::new(&mnt);
+    let r = ok(ours().args(["mount", "--kernel", "-v"]).env("SUPERMIN_EROFS_LOOP", "1").arg(example()).arg(&mnt));
+    let said = stderr(&r);
+    let dev = said.split("the image through /dev/").nth(1).and_then(|r| r.split_whitespace().next());
+    let dev = dev.unwrap_or_else(|| panic!("no loop device named: {said}")).to_string();
+    let sys = Path::new("/sys/block").join(&dev);
+    let backing = fs::read_to_string(sys.join("loop/backing_file")).unwrap();
+    assert!(backing.contains("supermin-rs-cache-0/kernel-"), "{dev} backs {backing}");
+    assert_eq!(fs::read_to_string(sys.join("loop/autoclear")).unwrap().trim(), "1");
+    assert_eq!(fs::read_to_string(sys.join("ro")).unwrap().trim(), "1");
+    assert_same_tree(&built, &mnt);
+    ok(ours().arg("umount").arg(&mnt));
+    assert!(mount_line(&mnt).is_none());
+    let detached = (0..100).any(|_| {
+        let gone = fs::read_to_string(sys.join("loop/backing_file")).is_err();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        gone
+    });
+    assert!(detached, "{dev} still attached after umount");
+    drop(guard);
+}

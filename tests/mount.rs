@@ -313,7 +313,7 @@ fn bad_mountpoints_are_one_line_errors() {
     // No /dev/fuse: a private mount namespace with an empty /dev.
     let empty = s.path("empty");
     fs::create_dir_all(&empty).unwrap();
-    let script = format!("mount -t tmpfs none /dev && exec {OURS} mount {} {}", d.display(), empty.display());
+    let script = format!("mount -t tmpfs none /dev && exec {OURS} mount --fuse {} {}", d.display(), empty.display());
     one_line_error(&run(Command::new("unshare").args(["-m", "sh", "-c", &script])), "/dev/fuse");
     // No permission: another user cannot even look into a root-only mountpoint.
     let private = s.path("private");
@@ -333,7 +333,7 @@ fn foreground_mount_ends_cleanly_on_sigint_and_sigterm() {
         let mp = s.path(&format!("mnt{sig}"));
         fs::create_dir_all(&mp).unwrap();
         let _guard = Mounted::new(&mp);
-        let mut child = ours().arg("mount").arg(&d).arg(&mp).spawn().unwrap();
+        let mut child = ours().args(["mount", "--fuse"]).arg(&d).arg(&mp).spawn().unwrap();
         wait_until_mounted(&mp, &mut child);
         assert!(mp.join("usr/bin/bash").exists());
         // SAFETY: signalling our own child.
@@ -453,7 +453,7 @@ fn a_foreground_mount_unmounted_from_outside_exits_quietly() {
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
     let _guard = Mounted::new(&mp);
-    let mut child = ours().arg("mount").arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = ours().args(["mount", "--fuse"]).arg(&d).arg(&mp).stderr(Stdio::piped()).spawn().unwrap();
     wait_until_mounted(&mp, &mut child);
     ok(ours().arg("umount").arg(&mp));
     let out = child.wait_with_output().unwrap();

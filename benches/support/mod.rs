@@ -39,12 +39,12 @@ pub fn runs() -> usize {
     std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
 }
 
-/// `supermin mount --daemon` of `input` at `mp`, and the time until the view answered `ls /`.
+/// `supermin mount --fuse --daemon` of `input` at `mp`, and the time until the view answered `ls /`.
 pub fn mount_timed(input: &Path, mp: &Path, args: &[&str]) -> (Mounted, Duration) {
     fs::create_dir_all(mp).unwrap();
     let guard = Mounted::new(mp);
     let start = Instant::now();
-    let status = ours().arg("mount").arg("--daemon").args(args).arg(input).arg(mp).status().unwrap();
+    let status = ours().args(["mount", "--fuse", "--daemon"]).args(args).arg(input).arg(mp).status().unwrap();
     assert!(status.success(), "mount failed");
     // Ready to use: the mount answered `ls /`.
     let listed = fs::read_dir(mp).unwrap().count();

@@ -8,7 +8,7 @@ use super::args::{self, flag, parse, root_args, verbose};
 use super::logger;
 use crate::bail;
 use crate::error::{IoContext, Result};
-use crate::mount::MountOptions;
+use crate::mount::{MountOptions, ViewKind};
 use crate::run::{self, Options};
 
 pub(super) fn run_command() -> Command {
@@ -71,7 +71,7 @@ pub fn run(argv: &[String]) -> Result<()> {
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: None,
-        kernel: false,
+        view: ViewKind::Auto,
     };
     let command = m.get_many::<String>("command").map(|v| v.cloned().collect()).unwrap_or_default();
     let code = run::run(Options { mount, writable: m.get_flag("writable"), binds, command })?;

@@ -9,7 +9,7 @@ use super::args::{self, flag, parse, root_args, verbose};
 use super::logger;
 use crate::build;
 use crate::error::{Error, Result};
-use crate::mount::{self, MountOptions};
+use crate::mount::{self, MountOptions, ViewKind};
 
 fn paths(m: &ArgMatches, id: &str) -> Vec<PathBuf> {
     m.get_many::<PathBuf>(id).map(|v| v.cloned().collect()).unwrap_or_default()
@@ -21,7 +21,8 @@ pub(super) fn mount_command() -> Command {
         .override_usage("supermin mount [OPTIONS] SUPERMIN.D... MOUNTPOINT")
         .arg(flag(
             "daemon",
-            "Detach once the mount is ready (by default the mount is served in the foreground until unmounted).",
+            "Detach once the mount is ready (by default a FUSE view is served in the foreground until unmounted; a \
+             kernel view has no process to serve it and returns once mounted either way).",
         ))
         .arg(flag(
             "allow-other",
@@ -42,13 +43,19 @@ pub(super) fn mount_command() -> Command {
         .arg(
             flag(
                 "kernel",
-                "Mount the view in the kernel, with no daemon (as root): an overlay whose lower layer is an EROFS \
-                 image of the appliance's metadata and whose data layer is the host (or --sysroot), so reads go \
-                 straight to the host files' page cache. It returns once mounted (as with --daemon); every user may \
-                 enter, as files' modes allow (as with --allow-other).",
+                "Mount the view in the kernel, or fail saying why (the default when run as root and the kernel \
+                 can): an overlay whose lower layer is an EROFS image of the appliance's metadata and whose data \
+                 layer is the host (or --sysroot), so reads go straight to the host files' page cache and no \
+                 process serves it. It returns once mounted (as with --daemon); every user may enter, as files' \
+                 modes allow (as with --allow-other).",
             )
-            .conflicts_with_all(["trace", "passthrough", "no-passthrough", "threads"]),
+            .conflicts_with_all(["trace", "passthrough", "no-passthrough", "threads", "fuse"]),
         )
+        .arg(flag(
+            "fuse",
+            "Serve the view over FUSE from this process (the default when not root, with --trace, \
+             --passthrough or --threads, or when the kernel cannot have the kernel view).",
+        ))
         .arg(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
             "Record every path used while mounted, and write the list to FILE when the mount ends (for supermin slim).",
         ))
@@ -95,7 +102,11 @@ pub fn mount(argv: &[String]) -> Result<()> {
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
-        kernel: m.get_flag("kernel"),
+        view: match (m.get_flag("kernel"), m.get_flag("fuse")) {
+            (true, _) => ViewKind::Kernel,
+            (_, true) => ViewKind::Fuse,
+            _ => ViewKind::Auto,
+        },
     })
 }
 

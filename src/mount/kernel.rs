@@ -17,42 +17,64 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use super::{mountpoint, MountOptions};
-use crate::bail;
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::cache::ImageCache;
 use crate::manifest::Manifest;
 use crate::output::{erofs, staging};
-use crate::util::newfile;
+use crate::util::{newfile, sys};
 use crate::view::Record;
 
-/// Mount the appliance of `opts` at its mountpoint as an overlay over an EROFS image.
+/// Why a kernel view was not mounted.
+pub enum Refusal {
+    /// This system or these options cannot have one (not root, `--trace`, a kernel feature
+    /// missing): nothing was mounted, and the default serves the FUSE view instead.
+    Unsupported(String),
+    /// One was possible, but this mount failed (the mountpoint, the cache, the image).
+    Failed(Error),
+}
+
+/// `mount --kernel`: the kernel view, or an error saying why not.
 pub fn mount(opts: &MountOptions) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "{}: mount --kernel needs root (overlayfs metacopy reads trusted.* xattrs): run as root, or mount \
-             without --kernel (the FUSE view)",
-            opts.mountpoint.display()
-        );
+    try_mount(opts).map_err(|r| match r {
+        Refusal::Unsupported(why) => Error::new(format!("{}: no kernel view: {why}", opts.mountpoint.display())),
+        Refusal::Failed(e) => e,
+    })
+}
+
+/// Mount the appliance of `opts` at its mountpoint as an overlay over an EROFS image.
+pub fn try_mount(opts: &MountOptions) -> std::result::Result<(), Refusal> {
+    if let Some(why) = unsupported_options(opts) {
+        return Err(Refusal::Unsupported(why.into()));
     }
-    if opts.trace.is_some() {
-        bail!("--trace needs the FUSE view, which sees every use: mount without --kernel to trace");
-    }
-    let abs = mountpoint::check(&opts.mountpoint)?;
-    let manifest = super::resolve_manifest(opts)?;
-    let cache = ImageCache::open_default()
-        .ok_or_else(|| Error::new("mount --kernel: no private cache directory for the image (see -v)"))?;
+    let abs = mountpoint::check(&opts.mountpoint).map_err(Refusal::Failed)?;
+    let manifest = super::resolve_manifest(opts).map_err(Refusal::Failed)?;
+    let cache = ImageCache::open_default().ok_or_else(|| {
+        Refusal::Failed(Error::new("mount --kernel: no private cache directory for the image (see -v)"))
+    })?;
     let record = super::record_of(opts);
-    let image = cached_image(&cache, &manifest, &record)?;
+    let image = cached_image(&cache, &manifest, &record).map_err(Refusal::Failed)?;
     remove_abandoned_layers(cache.dir());
-    let meta = staging::create_unique(cache.dir(), "layer", 0o700)?;
+    let meta = staging::create_unique(cache.dir(), "layer", 0o700).map_err(Refusal::Failed)?;
     let mounted = mount_layers(&image, &meta, opts, &abs);
     // The overlay holds the image's mount; ours of it is no longer needed (nor on failure).
     let _ = nix::mount::umount2(&meta, MntFlags::MNT_DETACH);
     let _ = fs::remove_dir(&meta);
     mounted
+}
+
+/// What in `opts` rules the kernel view out, whatever the kernel.
+fn unsupported_options(opts: &MountOptions) -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("it needs root (overlayfs metacopy reads trusted.* xattrs): run as root, or use the FUSE view");
+    }
+    if opts.trace.is_some() {
+        return Some("--trace needs the FUSE view, which sees every use");
+    }
+    None
 }
 
 /// The image of `manifest` in `cache`, written there if it is not yet: named by a hash of
@@ -106,20 +128,9 @@ fn remove_abandoned_layers(dir: &Path) {
 }
 
 /// Mount `image` at `meta`, then the overlay of it over the data layer at `mp`.
-fn mount_layers(image: &Path, meta: &Path, opts: &MountOptions, mp: &Path) -> Result<()> {
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if let Err(e) = nix::mount::mount(Some(image), meta, Some("erofs"), ro, None::<&str>) {
-        let why = match e {
-            nix::errno::Errno::ENOTBLK | nix::errno::Errno::ENODEV => format!(
-                "this kernel ({}) cannot mount an EROFS image from a file (Linux 6.12 or later with \
-                 EROFS_FS_BACKED_BY_FILE): mount without --kernel",
-                kernel_release()
-            ),
-            e => format!("{e}"),
-        };
-        bail!("{}: cannot mount the view's image: {why}", image.display());
-    }
-    let data = fs::canonicalize(&opts.root).at(&opts.root, "cannot resolve")?;
+fn mount_layers(image: &Path, meta: &Path, opts: &MountOptions, mp: &Path) -> std::result::Result<(), Refusal> {
+    mount_image(image, meta)?;
+    let data = fs::canonicalize(&opts.root).at(&opts.root, "cannot resolve").map_err(Refusal::Failed)?;
     let options = format!("lowerdir={}::{},metacopy=on,redirect_dir=follow", escape(meta), escape(&data));
     let mut flags = MsFlags::MS_RDONLY;
     if !opts.suid {
@@ -128,15 +139,51 @@ fn mount_layers(image: &Path, meta: &Path, opts: &MountOptions, mp: &Path) -> Re
     if !opts.dev {
         flags |= MsFlags::MS_NODEV;
     }
-    if let Err(e) = nix::mount::mount(Some("supermin"), mp, Some("overlay"), flags, Some(options.as_str())) {
-        bail!(
-            "{}: cannot mount the overlay: {e} (this kernel, {}, needs data-only lower layers: Linux 6.5 or later; \
-             mount without --kernel for the FUSE view)",
-            opts.mountpoint.display(),
+    match nix::mount::mount(Some("supermin"), mp, Some("overlay"), flags, Some(options.as_str())) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL | Errno::ENODEV) => Err(Refusal::Unsupported(format!(
+            "this kernel ({}) has no overlayfs with data-only lower layers (Linux 6.5 or later)",
             kernel_release()
-        );
+        ))),
+        Err(e) => {
+            Err(Refusal::Failed(Error::new(format!("{}: cannot mount the overlay: {e}", opts.mountpoint.display()))))
+        }
     }
-    Ok(())
+}
+
+/// Mount the EROFS `image` read-only at `meta`: from the file itself where the kernel can
+/// (Linux 6.12+ with EROFS_FS_BACKED_BY_FILE), else through a loop device with autoclear
+/// (also when `SUPERMIN_EROFS_LOOP=1`, which tests that path on newer kernels).
+fn mount_image(image: &Path, meta: &Path) -> std::result::Result<(), Refusal> {
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let forced_loop = std::env::var_os("SUPERMIN_EROFS_LOOP").is_some_and(|v| v == "1");
+    let from_file = if forced_loop {
+        Err(Errno::ENOTBLK)
+    } else {
+        nix::mount::mount(Some(image), meta, Some("erofs"), ro, None::<&str>)
+    };
+    let failed =
+        |e: String| Refusal::Failed(Error::new(format!("{}: cannot mount the view's image: {e}", image.display())));
+    match from_file {
+        Ok(()) => return Ok(()),
+        Err(Errno::ENODEV) => {
+            return Err(Refusal::Unsupported(format!("this kernel ({}) has no EROFS", kernel_release())))
+        }
+        Err(Errno::ENOTBLK) => {}
+        Err(e) => return Err(failed(e.to_string())),
+    }
+    let file = fs::File::open(image).map_err(|e| failed(e.to_string()))?;
+    let (dev, path) = sys::attach_loop(&file).map_err(|e| {
+        Refusal::Unsupported(format!(
+            "this kernel ({}) cannot mount an EROFS image from a file (Linux 6.12+), and no loop device: {e}",
+            kernel_release()
+        ))
+    })?;
+    log::info!("mount --kernel: the image through {}", path.display());
+    let mounted = nix::mount::mount(Some(&path), meta, Some("erofs"), ro, None::<&str>);
+    // The mount now holds the device; closing ours lets autoclear detach it at the unmount.
+    drop(dev);
+    mounted.map_err(|e| failed(format!("through {}: {e}", path.display())))
 }
 
 /// A path in overlayfs's mount options: `,`, `:` and `\` escaped with a backslash.

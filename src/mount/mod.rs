@@ -22,7 +22,7 @@ use crate::view::{ManifestView, Record, XATTR_INPUTS, XATTR_OPTIONS, XATTR_PID, 
 mod daemon;
 mod kernel;
 
-pub use kernel::mount as mount_kernel;
+pub use kernel::Refusal;
 pub mod mountpoint;
 
 use mountpoint::OurMount;
@@ -44,13 +44,31 @@ pub struct MountOptions {
     pub packager: Option<String>,
     /// `--trace FILE` (absolute): record the paths used, written to FILE when the mount ends.
     pub trace: Option<PathBuf>,
-    /// `--kernel`: an overlay over an EROFS image instead of FUSE ([`kernel`]).
-    pub kernel: bool,
+    /// `--kernel`, `--fuse`, or neither: which view to serve.
+    pub view: ViewKind,
+}
+
+/// Which view `mount` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewKind {
+    /// The kernel view where it works (root, no FUSE-only option, a kernel that accepts the
+    /// mount), else FUSE, saying why with `-v`.
+    Auto,
+    /// `--kernel`: an overlay over an EROFS image ([`kernel`]), or an error.
+    Kernel,
+    /// `--fuse`: the FUSE view, served by this process.
+    Fuse,
 }
 
 pub fn mount(opts: MountOptions) -> Result<()> {
-    if opts.kernel {
-        return kernel::mount(&opts);
+    match opts.view {
+        ViewKind::Kernel => return kernel::mount(&opts),
+        ViewKind::Fuse => {}
+        ViewKind::Auto => match try_kernel(&opts) {
+            Ok(()) => return Ok(()),
+            Err(Refusal::Failed(e)) => return Err(e),
+            Err(Refusal::Unsupported(why)) => log::info!("mount: the FUSE view, as no kernel view here: {why}"),
+        },
     }
     // Fork before anything starts a thread; the parent returns only when the child reports.
     let mut ready = if opts.daemon { Some(daemon::daemonize()?) } else { None };
@@ -67,6 +85,23 @@ pub fn mount(opts: MountOptions) -> Result<()> {
         }
         (r, _) => r,
     }
+}
+
+/// The kernel view of `opts` unless it asks for something only the FUSE view does.
+pub fn try_kernel(opts: &MountOptions) -> std::result::Result<(), Refusal> {
+    let fuse_only = if opts.passthrough.is_some() {
+        Some("--passthrough and --no-passthrough are FUSE options")
+    } else if opts.threads != 0 {
+        Some("--threads is a FUSE option")
+    } else {
+        None
+    };
+    if let Some(why) = fuse_only {
+        return Err(Refusal::Unsupported(why.into()));
+    }
+    kernel::try_mount(opts)?;
+    log::info!("mount: the kernel view (an EROFS image under an overlay, no daemon; --fuse for the FUSE view)");
+    Ok(())
 }
 
 /// Resolve and serve until unmounted; `ready` once the mount is up.

@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::bail;
 use crate::error::{Error, IoContext, Result};
-use crate::mount::MountOptions;
+use crate::mount::{MountOptions, Refusal};
 use crate::output::staging;
 
 pub mod init;
@@ -67,10 +67,11 @@ enum Session {
 
 impl Session {
     fn start(opts: &MountOptions) -> Result<Session> {
-        if opts.trace.is_none() {
-            match crate::mount::mount_kernel(opts) {
-                Ok(()) => return Ok(Session::Kernel),
-                Err(e) => log::info!("run: serving the view over FUSE: no kernel view here ({})", e.message()),
+        match crate::mount::try_kernel(opts) {
+            Ok(()) => return Ok(Session::Kernel),
+            Err(Refusal::Failed(e)) => return Err(e),
+            Err(Refusal::Unsupported(why)) => {
+                log::info!("run: serving the view over FUSE: no kernel view here ({why})")
             }
         }
         crate::mount::spawn(opts).map(Session::Fuse)

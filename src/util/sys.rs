@@ -241,6 +241,41 @@ pub fn die_with_this_thread(cmd: &mut std::process::Command) -> io::Result<Paren
     Ok(ParentLink { _read: read, _write: write })
 }
 
+/// A loop device attached read-only to `file` with autoclear: the kernel detaches it when the
+/// last user lets go (the returned descriptor, then whatever mounted it), so a process killed
+/// at any point leaves no device attached. `LOOP_CTL_GET_FREE`, then `LOOP_CONFIGURE` (Linux
+/// 5.8), retried when another process took the same free device first.
+pub fn attach_loop(file: &File) -> io::Result<(File, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd;
+    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+    const LO_FLAGS_READ_ONLY: u32 = 1;
+    const LO_FLAGS_AUTOCLEAR: u32 = 4;
+    let control = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    for _ in 0..16 {
+        // SAFETY: this request takes no argument.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = std::path::PathBuf::from(format!("/dev/loop{n}"));
+        let dev = std::fs::OpenOptions::new().read(true).open(&path)?;
+        // struct loop_config: fd, block_size, then struct loop_info64 (lo_flags at byte 52).
+        let mut config = [0u8; 304];
+        config[0..4].copy_from_slice(&(file.as_raw_fd() as u32).to_ne_bytes());
+        config[60..64].copy_from_slice(&(LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR).to_ne_bytes());
+        // SAFETY: `config` is the 304 bytes of a struct loop_config the kernel only reads.
+        if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, config.as_ptr()) } == 0 {
+            return Ok((dev, path));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(e);
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EBUSY))
+}
+
 /// Let a write to a closed pipe end the process quietly, as it does C tools (`supermin --help |
 /// head`), instead of Rust's default of ignoring SIGPIPE and panicking in `print!`.
 pub fn die_on_broken_pipe() {

@@ -539,7 +539,7 @@ pub fn daemon_pid(mp: &Path) -> i32 {
     String::from_utf8_lossy(&value).trim().parse().unwrap()
 }
 
-/// `supermin mount --daemon ARGS… INPUT MP`: returns once the view is ready, with a guard
+/// `supermin mount --fuse --daemon ARGS… INPUT MP`: returns once the view is ready, with a guard
 /// that unmounts it and waits for its daemon.
 pub fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
     mount_by(ours(), input, mp, args).0
@@ -549,7 +549,7 @@ pub fn mount(input: &Path, mp: &Path, args: &[&str]) -> Mounted {
 pub fn mount_by(mut cmd: Command, input: &Path, mp: &Path, args: &[&str]) -> (Mounted, Output) {
     fs::create_dir_all(mp).unwrap();
     let guard = Mounted::new(mp);
-    let out = ok(cmd.arg("mount").arg("--daemon").args(args).arg(input).arg(mp));
+    let out = ok(cmd.args(["mount", "--fuse", "--daemon"]).args(args).arg(input).arg(mp));
     assert!(is_mounted(mp), "mount --daemon returned before the mount was there");
     (guard.with_daemon(daemon_pid(mp)), out)
 }
