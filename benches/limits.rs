@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{KernelUring, ENABLE_URING, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
-use support::{alternate, drop_caches, mount_timed, ms, read_cold_warm, runs, settle, sh, times};
+use support::{alternate, drop_caches, kernel_mount_timed, mount_timed, ms, read_cold_warm, runs, settle, sh, times};
 
 /// One line of the table.
 struct Row {
@@ -218,6 +218,63 @@ fn bench_reads(t: &mut Table, built: &Path, scratch: &Path) {
     }
 }
 
+/// The kernel view (issue 20) against its limits, beside the FUSE view: readiness (median of
+/// 7), a cold `find` against the built tree's, every host file read cold against the same
+/// files from `/`, and a second view reading what the first left in the page cache.
+fn bench_views(t: &mut Table, built: &Path, scratch: &Path) {
+    let input = Path::new(LIBGUESTFS_APPLIANCE);
+    let mp = scratch.join("kview-ready");
+    drop(kernel_mount_timed(input, &mp));
+    let ready = times(7, || kernel_mount_timed(input, &mp).1);
+    let tmpfs = times(7, || tmpfs_ready(&mp));
+    ready_row(t, "libguestfs: kernel view ready (`mount` + `ls /`), median of 7", ready, tmpfs, ("≤ 15 ms", 15.0));
+
+    let fuse = mount_timed(input, &scratch.join("find-fuse"), &[]).0;
+    let kernel = kernel_mount_timed(input, &scratch.join("find-kernel")).0;
+    let find = |root: &Path| {
+        drop_caches();
+        sh(&format!("find {} -printf '%s %m %p\\n' > /dev/null", root.display()))
+    };
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..runs() {
+        samples[0].push(find(built));
+        samples[1].push(find(fuse.path()));
+        samples[2].push(find(kernel.path()));
+    }
+    let [tree, over_fuse, in_kernel] = samples.map(common::median);
+    t.times("libguestfs: cold `find` of the FUSE view", over_fuse, ("built tree", tree), ("≤ 1.2x", 1.2));
+    t.times("libguestfs: cold `find` of the kernel view", in_kernel, ("built tree", tree), ("≤ 1.1x", 1.1));
+    bench_kernel_reads(t, built, kernel.path(), scratch);
+}
+
+/// Every host file of the appliance read cold through the kernel view and from `/`; then
+/// through a second kernel view of the same appliance, after the first read them all.
+fn bench_kernel_reads(t: &mut Table, built: &Path, view: &Path, scratch: &Path) {
+    let files = host_backed_files(built);
+    let list = scratch.join("kview-files.list");
+    fs::write(&list, files.join("\n") + "\n").unwrap();
+    let tar = |root: &Path| sh(&format!("tar cf - -C {} -T {} | cat > /dev/null", root.display(), list.display()));
+    let (mut native, mut kernel) = (Vec::new(), Vec::new());
+    for _ in 0..runs() {
+        drop_caches();
+        native.push(tar(Path::new("/")));
+        drop_caches();
+        kernel.push(tar(view));
+    }
+    let what = format!("libguestfs: read its {} host files, cold, kernel view", files.len());
+    t.times(&what, common::median(kernel), ("same files from /", common::median(native)), ("≤ 1.05x", 1.05));
+    let second = kernel_mount_timed(Path::new(LIBGUESTFS_APPLIANCE), &scratch.join("kview-second")).0;
+    let (mut warm, mut shared) = (Vec::new(), Vec::new());
+    for _ in 0..runs() {
+        drop_caches();
+        tar(view);
+        warm.push(tar(view));
+        shared.push(tar(second.path()));
+    }
+    let what = "libguestfs: the same files through a second kernel view, after the first read them";
+    t.times(what, common::median(shared), ("warm re-read through the first", common::median(warm)), ("≤ 1.3x", 1.3));
+}
+
 fn build(bin: &str, format: &str, extra: &[&str], out: &Path) -> Duration {
     let start = Instant::now();
     let status = Command::new(bin)
@@ -328,14 +385,22 @@ fn main() {
 
     let built = scratch.join("built");
     build(OURS, "chroot", &[], &built);
-    bench_reads(&mut t, &built, &scratch);
-    bench_closures(&mut t, &scratch);
-    // The ext2 rows first: the chroot rows delete a gigabyte tree per run, which slows the
-    // next writer on this VM's disk (see `support::settle`), and the ext2 target is tighter.
-    bench_ext2(&mut t, &scratch);
-    bench_builds(&mut t, &built, &scratch);
-    bench_fresh(&mut t, &built, &scratch);
-
+    bench_views(&mut t, &built, &scratch);
+    // `cargo bench --bench limits -- views`: the views' rows only.
+    if !std::env::args().any(|a| a == "views") {
+        bench_rest(&mut t, &built, &scratch);
+    }
     t.print();
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+}
+
+/// The rows after the views': host file reads over FUSE, closures, builds.
+fn bench_rest(t: &mut Table, built: &Path, scratch: &Path) {
+    bench_reads(t, built, scratch);
+    bench_closures(t, scratch);
+    // The ext2 rows first: the chroot rows delete a gigabyte tree per run, which slows the
+    // next writer on this VM's disk (see `support::settle`), and the ext2 target is tighter.
+    bench_ext2(t, scratch);
+    bench_builds(t, built, scratch);
+    bench_fresh(t, built, scratch);
 }

@@ -54,6 +54,19 @@ pub fn mount_timed(input: &Path, mp: &Path, args: &[&str]) -> (Mounted, Duration
     (guard.with_daemon(daemon_pid(mp)), t)
 }
 
+/// `supermin mount --kernel` of `input` at `mp` (no daemon), and the time until `ls /` answered.
+pub fn kernel_mount_timed(input: &Path, mp: &Path) -> (Mounted, Duration) {
+    fs::create_dir_all(mp).unwrap();
+    let guard = Mounted::new(mp);
+    let start = Instant::now();
+    let status = ours().args(["mount", "--kernel"]).arg(input).arg(mp).status().unwrap();
+    assert!(status.success(), "mount --kernel failed");
+    let listed = fs::read_dir(mp).unwrap().count();
+    let t = start.elapsed();
+    assert!(listed > 0);
+    (guard, t)
+}
+
 /// Sequential read of `native` and `view` (the same file), cold then warm: the four medians.
 pub fn read_cold_warm(native: &Path, view: &Path, runs: usize) -> (Duration, Duration, Duration, Duration) {
     let read = |p: &Path| format!("dd if={} of=/dev/null bs=1M status=none", p.display());

@@ -14,7 +14,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -81,7 +81,12 @@ fn unsupported_options(opts: &MountOptions) -> Option<&'static str> {
 /// everything the image is made from (the tree, and which base images it stores bytes of:
 /// each file's identity, as the decompressed-image cache names them, not its bytes).
 fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Result<PathBuf> {
-    let encoded = postcard::to_stdvec(&manifest.inodes).map_err(|e| Error::new(format!("mount --kernel: {e}")))?;
+    // Not the root's time: a view shows the time it was first made there, as a build's root
+    // shows when it was built (else each second would have its own image).
+    let mut root = manifest.inodes[crate::manifest::ROOT as usize].meta;
+    root.mtime = 0;
+    let encoded =
+        postcard::to_stdvec(&(&root, &manifest.inodes[1..])).map_err(|e| Error::new(format!("mount --kernel: {e}")))?;
     // The root carries the record (`user.supermin.*`), as a FUSE view's root does, minus the
     // daemon's pid: `materialize` and `inspect` read it from a kernel view too.
     let xattrs: Vec<(Vec<u8>, Vec<u8>)> = record
@@ -97,7 +102,9 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Res
         (&image.path, m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(&mut h);
     }
     let path = cache.dir().join(format!("kernel-{:016x}.erofs", h.finish()));
-    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+    if let Ok(f) = fs::OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+        // Recently used: the cache's trim removes the least recently used entries first.
+        crate::inputs::cache::touch(&f);
         log::info!("mount --kernel: {} (cached)", path.display());
         return Ok(path);
     }
@@ -110,6 +117,7 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Res
     }
     written?;
     log::info!("mount --kernel: wrote {}", path.display());
+    cache.trim();
     Ok(path)
 }
 
