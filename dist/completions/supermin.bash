@@ -289,7 +289,7 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__mount)
-            opts="-h -v -q --help --daemon --allow-other --suid --dev --passthrough --no-passthrough --include-packagelist --kernel --trace --threads --deps --sysroot --packager --verbose --quiet"
+            opts="-h -v -q --help --daemon --allow-other --suid --dev --passthrough --no-passthrough --include-packagelist --kernel --fuse --trace --threads --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -115,14 +115,15 @@ supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s h -l help -d 'Print this help, with an example.'
-complete -c supermin -n "__fish_supermin_using_subcommand mount" -l daemon -d 'Detach once the mount is ready (by default the mount is served in the foreground until unmounted).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l daemon -d 'Detach once the mount is ready (by default a FUSE view is served in the foreground until unmounted; a kernel view has no process to serve it and returns once mounted either way).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l allow-other -d 'Let other users in; file modes are then enforced by the kernel (default_permissions).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l suid -d 'Honour set-uid bits, for use as a chroot (the default is nosuid).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l dev -d 'Honour device nodes, for use as a chroot (the default is nodev).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l passthrough -d 'Hand large host files to the kernel (FUSE passthrough, as root); every open then costs a round trip (by default this is chosen from the appliance\'s file sizes).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l no-passthrough -d 'Read host files through the daemon, so that opens never reach it.'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -l include-packagelist -d 'Add /packagelist, as --build --include-packagelist does.'
-complete -c supermin -n "__fish_supermin_using_subcommand mount" -l kernel -d 'Mount the view in the kernel, with no daemon (as root): an overlay whose lower layer is an EROFS image of the appliance\'s metadata and whose data layer is the host (or --sysroot), so reads go straight to the host files\' page cache. It returns once mounted (as with --daemon); every user may enter, as files\' modes allow (as with --allow-other).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l kernel -d 'Mount the view in the kernel, or fail saying why (the default when run as root and the kernel can): an overlay whose lower layer is an EROFS image of the appliance\'s metadata and whose data layer is the host (or --sysroot), so reads go straight to the host files\' page cache and no process serves it. It returns once mounted (as with --daemon); every user may enter, as files\' modes allow (as with --allow-other).'
+complete -c supermin -n "__fish_supermin_using_subcommand mount" -l fuse -d 'Serve the view over FUSE from this process (the default when not root, with --trace, --passthrough or --threads, or when the kernel cannot have the kernel view).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand mount" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand umount" -s h -l help -d 'Print this help, with an example.'

@@ -56,10 +56,14 @@ pub fn try_mount(opts: &MountOptions) -> std::result::Result<(), Refusal> {
         Refusal::Failed(Error::new("mount --kernel: no private cache directory for the image (see -v)"))
     })?;
     let record = super::record_of(opts);
+    let started = std::time::Instant::now();
     let image = cached_image(&cache, &manifest, &record).map_err(Refusal::Failed)?;
+    log::debug!("mount --kernel: image found or made in {:?}", started.elapsed());
     remove_abandoned_layers(cache.dir());
     let meta = staging::create_unique(cache.dir(), "layer", 0o700).map_err(Refusal::Failed)?;
+    let started = std::time::Instant::now();
     let mounted = mount_layers(&image, &meta, opts, &abs);
+    log::debug!("mount --kernel: mounted in {:?}", started.elapsed());
     // The overlay holds the image's mount; ours of it is no longer needed (nor on failure).
     let _ = nix::mount::umount2(&meta, MntFlags::MNT_DETACH);
     let _ = fs::remove_dir(&meta);
