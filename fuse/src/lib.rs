@@ -17,18 +17,34 @@
 
 #![deny(unsafe_code)]
 
+mod abi;
 mod core;
+#[doc(hidden)]
+pub mod demo;
 mod files;
 mod fs;
+mod raw;
 mod session;
 mod uring;
+mod virtio;
 
 use std::fs::File;
 use std::io;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 pub use core::PASSTHROUGH_MIN_SIZE;
 pub use session::{serve, spawn, Background, Options, ServeError};
+
+/// Serve `view` as a virtio-fs device over vhost-user (qemu's `vhost-user-fs-pci`) to the
+/// one frontend that connects to `listener`, until that frontend disconnects (the VM ends);
+/// then return. The caller binds `listener` (in a directory only it can use) before it
+/// starts the VM, and may run this on a thread of its own. Of `opts`, only
+/// [`Options::every_lookup`] applies: a guest has no use for the mount options, and no host
+/// file can be handed to it (passthrough).
+pub fn serve_vhost_user<V: View>(view: V, listener: UnixListener, opts: &Options) -> io::Result<()> {
+    virtio::serve(view, listener, opts)
+}
 
 /// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these
 /// plus one, because FUSE reserves 0 and calls the root 1.)
