@@ -29,9 +29,7 @@ use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventF
 
 use crate::core::Core;
 use crate::{Options, View};
-use frame::{Answer, MAX_REPLY, MAX_REQUEST};
-
-pub(crate) use frame::answer;
+pub(crate) use frame::{answer, Answer, MAX_REPLY, MAX_REQUEST};
 
 /// The high-priority queue and one request queue.
 const QUEUES: usize = 2;
