@@ -1,6 +1,6 @@
 //! The answers, whatever carries the requests: each kernel request of the view becomes one
-//! call here returning a value or an errno. Both transports use it: `fs` (fuser over
-//! `/dev/fuse`) and `uring` (FUSE over io_uring).
+//! call here returning a value or an errno. Every transport uses it: `fs` (fuser over
+//! `/dev/fuse`), `uring` (FUSE over io_uring) and `virtio` (virtio-fs to a guest).
 //!
 //! Every answer is computed inside [`guarded`], which turns a panic into `EIO` for that one
 //! request: a panic escaping a handler would end its thread and take the whole mount down.

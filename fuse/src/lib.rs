@@ -6,29 +6,54 @@
 //! answer is cached by the kernel for as long as it wants (entries, attributes, negative
 //! lookups, symlinks, page cache), and file opens either never reach this process
 //! (FUSE_NO_OPEN) or, when the owner asks for passthrough ([`Options::passthrough`]), hand
-//! large host files to the kernel: so most work never reaches this process.
+//! large host files to the kernel: so most work never reaches this process. The same tree
+//! can also be a virtual machine's filesystem: [`serve_vhost_user`] is a virtio-fs device
+//! for qemu's `vhost-user-fs-pci`, which the guest mounts with `mount -t virtiofs`.
 //!
 //! Modules: `core` (each request's answer), `fs` (fuser's handlers over `/dev/fuse`),
-//! `uring` (the same answers over FUSE io_uring queues, one per CPU), `files` (opened host
-//! files: a bounded cache and passthrough handles), `session` (mount options, readiness, stop
-//! signals). Checking a mountpoint, running in the background and unmounting are the
+//! `uring` (the same answers over FUSE io_uring queues, one per CPU), `virtio` (the same
+//! answers to a guest over virtio-fs and vhost-user; `virtio/frame.rs` is a request's bytes
+//! to its reply's), `abi` (the FUSE messages' bytes) and `raw` (the answers to requests
+//! carried as bytes), shared by `uring` and `virtio`, `files` (opened host files: a bounded
+//! cache and passthrough handles), `session` (mount options, readiness, stop signals),
+//! `demo` (a small in-memory tree for tests and examples) and `fuzzing` (the fuzz targets'
+//! entry points). Checking a mountpoint, running in the background and unmounting are the
 //! application's business. Syscalls go through `nix`; the only `unsafe` is queueing io_uring
-//! commands (`uring/sys.rs`).
+//! commands (`uring/sys.rs`); guest memory is mapped and accessed by `vhost-user-backend`
+//! and `virtio-queue`.
 
 #![deny(unsafe_code)]
 
+mod abi;
 mod core;
+#[doc(hidden)]
+pub mod demo;
 mod files;
 mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
+mod raw;
 mod session;
 mod uring;
+mod virtio;
 
 use std::fs::File;
 use std::io;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 pub use core::PASSTHROUGH_MIN_SIZE;
 pub use session::{serve, spawn, Background, Options, ServeError};
+
+/// Serve `view` as a virtio-fs device over vhost-user (qemu's `vhost-user-fs-pci`) to the
+/// one frontend that connects to `listener`, until that frontend disconnects (the VM ends);
+/// then return. The caller binds `listener` (in a directory only it can use) before it
+/// starts the VM, and may run this on a thread of its own. Of `opts`, only
+/// [`Options::every_lookup`] applies: a guest has no use for the mount options, and no host
+/// file can be handed to it (passthrough).
+pub fn serve_vhost_user<V: View>(view: V, listener: UnixListener, opts: &Options) -> io::Result<()> {
+    virtio::serve(view, listener, opts)
+}
 
 /// Inode numbers of a view; [`ROOT`] is the root directory. (The kernel's numbers are these
 /// plus one, because FUSE reserves 0 and calls the root 1.)

@@ -1,48 +1,14 @@
-//! The FUSE messages as FUSE over io_uring lays them out (`linux/fuse.h`): a request in a
-//! ring entry's header buffer (`struct fuse_uring_req_header`: the `fuse_in_header`, the
-//! operation's fixed argument, the entry's commit id and payload size) and its payload
-//! buffer (names), and the reply written back into the same two buffers. Little-endian
-//! fields, read and written at their offsets: no `unsafe`, no packed structs.
+//! Where FUSE over io_uring puts the messages (`linux/fuse.h`): a request in a ring entry's
+//! header buffer (`struct fuse_uring_req_header`: the `fuse_in_header`, the operation's fixed
+//! argument, the entry's commit id and payload size) and its payload buffer (names), and the
+//! reply written back into the same two buffers. The messages themselves are `crate::abi`'s.
 
-use crate::core::{kernel_ino, TTL};
-use crate::{Attr, Ino, Usage, BLOCK_SIZE};
+use crate::abi::{u32_at, u64_at, OpIn};
 
 /// `struct fuse_uring_req_header`: `in_out[128]`, `op_in[128]`, then `fuse_uring_ent_in_out`.
 pub(crate) const HEADER_SIZE: usize = 288;
 const OP_IN: usize = 128;
 const ENT_IN_OUT: usize = 256;
-
-pub(crate) const FOPEN_KEEP_CACHE: u32 = 1 << 1;
-pub(crate) const FOPEN_CACHE_DIR: u32 = 1 << 3;
-const FOPEN_NOFLUSH: u32 = 1 << 5;
-const FOPEN_PASSTHROUGH: u32 = 1 << 7;
-
-/// The opcodes the view answers; every other one is ENOSYS.
-pub(crate) mod op {
-    pub const LOOKUP: u32 = 1;
-    pub const GETATTR: u32 = 3;
-    pub const READLINK: u32 = 5;
-    pub const OPEN: u32 = 14;
-    pub const READ: u32 = 15;
-    pub const STATFS: u32 = 17;
-    pub const RELEASE: u32 = 18;
-    pub const GETXATTR: u32 = 22;
-    pub const LISTXATTR: u32 = 23;
-    pub const OPENDIR: u32 = 27;
-    pub const READDIR: u32 = 28;
-    pub const RELEASEDIR: u32 = 29;
-    pub const ACCESS: u32 = 34;
-    pub const DESTROY: u32 = 38;
-    pub const READDIRPLUS: u32 = 44;
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// What the kernel asks (`fuse_in_header`, and the entry's own fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,25 +34,9 @@ impl Request {
     }
 }
 
-/// The operation's fixed argument.
-pub(crate) struct OpIn<'a>(pub &'a [u8]);
-
-impl OpIn<'_> {
-    pub(crate) fn of(header: &[u8]) -> OpIn<'_> {
-        OpIn(&header[OP_IN..ENT_IN_OUT])
-    }
-    /// `fuse_read_in`: offset and size (READ, READDIR, READDIRPLUS).
-    pub(crate) fn read(&self) -> (u64, usize) {
-        (u64_at(self.0, 8), u32_at(self.0, 16) as usize)
-    }
-    /// `fuse_open_in.flags`, `fuse_getxattr_in.size`, `fuse_access_in.mask`: the first u32.
-    pub(crate) fn first_u32(&self) -> u32 {
-        u32_at(self.0, 0)
-    }
-    /// `fuse_release_in.fh`.
-    pub(crate) fn fh(&self) -> u64 {
-        u64_at(self.0, 0)
-    }
+/// The operation's fixed argument in the header buffer.
+pub(crate) fn op_in(header: &[u8]) -> OpIn<'_> {
+    OpIn(&header[OP_IN..ENT_IN_OUT])
 }
 
 /// Write the reply's `fuse_out_header` and payload size into the header buffer.
@@ -97,109 +47,10 @@ pub(crate) fn set_reply(header: &mut [u8], unique: u64, error: i32, payload: usi
     header[ENT_IN_OUT + 16..ENT_IN_OUT + 20].copy_from_slice(&(payload as u32).to_le_bytes());
 }
 
-/// A reply payload being written.
-pub(crate) struct Out<'a> {
-    buf: &'a mut [u8],
-    pub len: usize,
-}
-
-impl<'a> Out<'a> {
-    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
-        Out { buf, len: 0 }
-    }
-
-    pub(crate) fn room(&self) -> usize {
-        self.buf.len() - self.len
-    }
-
-    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-        self
-    }
-
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.bytes(&v.to_le_bytes())
-    }
-
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.bytes(&v.to_le_bytes())
-    }
-
-    /// `struct fuse_attr`.
-    fn attr(&mut self, ino: Ino, a: &Attr) -> &mut Self {
-        // Before the epoch only whole seconds, as fuser's conversion gives them.
-        let (secs, nsec) = if a.mtime >= 0 { (a.mtime, a.mtime_nsec) } else { (a.mtime, 0) };
-        self.u64(kernel_ino(ino)).u64(a.size).u64(a.size.div_ceil(512));
-        self.u64(secs as u64).u64(secs as u64).u64(secs as u64);
-        self.u32(nsec).u32(nsec).u32(nsec).u32(a.mode).u32(a.nlink).u32(a.uid).u32(a.gid);
-        // Linux's dev_t for majors < 4096 is the kernel's 32-bit encoding FUSE carries.
-        self.u32(a.rdev as u32).u32(4096).u32(0)
-    }
-
-    /// `struct fuse_entry_out`; `None` is a negative entry (inode 0, remembered).
-    pub(crate) fn entry(&mut self, found: Option<(Ino, &Attr)>) -> &mut Self {
-        let ttl = TTL.as_secs();
-        match found {
-            Some((ino, a)) => self.u64(kernel_ino(ino)).u64(0).u64(ttl).u64(ttl).u32(0).u32(0).attr(ino, a),
-            None => self.u64(0).u64(0).u64(ttl).u64(ttl).u32(0).u32(0).bytes(&[0; 88]),
-        }
-    }
-
-    /// `struct fuse_attr_out`.
-    pub(crate) fn attr_out(&mut self, ino: Ino, a: &Attr) -> &mut Self {
-        self.u64(TTL.as_secs()).u32(0).u32(0).attr(ino, a)
-    }
-
-    /// `struct fuse_open_out` with file handle 0.
-    pub(crate) fn open(&mut self, flags: u32) -> &mut Self {
-        self.u64(0).u32(flags).u32(0)
-    }
-
-    /// `struct fuse_open_out` handing the file to the kernel (passthrough) with `backing_id`.
-    pub(crate) fn open_passthrough(&mut self, fh: u64, backing_id: u32) -> &mut Self {
-        self.u64(fh).u32(FOPEN_PASSTHROUGH | FOPEN_NOFLUSH).u32(backing_id)
-    }
-
-    /// `struct fuse_statfs_out`: read-only, everything used, nothing free.
-    pub(crate) fn statfs(&mut self, u: Usage) -> &mut Self {
-        self.u64(u.blocks).u64(0).u64(0).u64(u.inodes).u64(0);
-        self.u32(BLOCK_SIZE as u32).u32(255).u32(BLOCK_SIZE as u32).u32(0).bytes(&[0; 24])
-    }
-
-    /// `struct fuse_getxattr_out`: the size a value or list needs.
-    pub(crate) fn xattr_size(&mut self, size: u32) -> &mut Self {
-        self.u32(size).u32(0)
-    }
-
-    /// One `struct fuse_dirent` (with `plus`, a `fuse_direntplus`), or false when it does not
-    /// fit in what is left.
-    pub(crate) fn dirent(&mut self, plus: bool, cookie: u64, name: &[u8], ino: Ino, a: &Attr) -> bool {
-        let size = (24 + name.len()).next_multiple_of(8) + if plus { 128 } else { 0 };
-        if size > self.room() {
-            return false;
-        }
-        if plus {
-            self.entry(Some((ino, a)));
-        }
-        let kind = (a.mode & libc::S_IFMT) >> 12;
-        // A view inode without attributes (never: see `Core::entries`) is listed as a file.
-        let kind = if kind == 0 { libc::S_IFREG >> 12 } else { kind };
-        self.u64(kernel_ino(ino)).u64(cookie).u32(name.len() as u32).u32(kind).bytes(name);
-        let pad = self.len.next_multiple_of(8) - self.len;
-        self.bytes(&[0; 8][..pad]);
-        true
-    }
-}
-
-/// A NUL-terminated name from a request's payload.
-pub(crate) fn name(payload: &[u8]) -> &[u8] {
-    payload.split(|&b| b == 0).next().unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::op;
 
     #[test]
     fn a_request_header_is_read_at_the_kernels_offsets() {
@@ -213,45 +64,9 @@ mod tests {
         h[ENT_IN_OUT + 16..ENT_IN_OUT + 20].copy_from_slice(&6u32.to_le_bytes());
         let r = Request::parse(&h);
         assert_eq!(r, Request { opcode: op::READ, unique: 77, nodeid: 3, commit_id: 77, payload: 6 });
-        assert_eq!(OpIn::of(&h).read(), (4096, 65536));
+        assert_eq!(op_in(&h).read(), (4096, 65536));
         set_reply(&mut h, 77, -2, 10);
         assert_eq!((u32_at(&h, 0), u32_at(&h, 4) as i32, u64_at(&h, 8)), (26, -2, 77));
         assert_eq!(Request::parse(&h).payload, 10);
-    }
-
-    #[test]
-    fn replies_have_the_kernels_sizes() {
-        let mut buf = [0u8; 4096];
-        let a = Attr { mode: libc::S_IFREG | 0o644, size: 1000, nlink: 1, ..Attr::default() };
-        let sizes: Vec<usize> = [
-            Out::new(&mut buf).entry(Some((2, &a))).len,
-            Out::new(&mut buf).entry(None).len,
-            Out::new(&mut buf).attr_out(2, &a).len,
-            Out::new(&mut buf).open(FOPEN_KEEP_CACHE).len,
-            Out::new(&mut buf).statfs(Usage::default()).len,
-        ]
-        .to_vec();
-        assert_eq!(sizes, [128, 128, 104, 16, 80]);
-        let mut out = Out::new(&mut buf);
-        assert!(out.dirent(false, 3, b"abc", 2, &a));
-        assert!(out.dirent(true, 4, b"longer-name", 2, &a));
-        assert_eq!(out.len, 32 + 128 + 40);
-        assert_eq!((u64_at(&buf, 0), u64_at(&buf, 8), u32_at(&buf, 16), u32_at(&buf, 20)), (3, 3, 3, 8));
-        assert_eq!(&buf[24..27], b"abc");
-    }
-
-    #[test]
-    fn a_full_buffer_takes_no_partial_entry() {
-        let mut buf = [0u8; 40];
-        let mut out = Out::new(&mut buf);
-        assert!(out.dirent(false, 3, b"abc", 2, &Attr::default()));
-        assert!(!out.dirent(false, 4, b"abc", 2, &Attr::default()));
-        assert_eq!(out.len, 32);
-    }
-
-    #[test]
-    fn names_end_at_their_nul() {
-        assert_eq!(name(b"libc.so.6\0"), b"libc.so.6");
-        assert_eq!(name(b""), b"");
     }
 }

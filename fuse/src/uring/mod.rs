@@ -30,10 +30,11 @@ use fuser::Errno;
 use io_uring::squeue::Entry128;
 use io_uring::IoUring;
 
-use crate::core::{xattr_reply, Core, ReadOut, XattrReply};
+use crate::abi::{op, OpIn, Out, FOPEN_KEEP_CACHE};
+use crate::core::Core;
 use crate::files::RawBacking;
-use crate::View;
-use abi::{op, OpIn, Out, Request, FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE};
+use crate::{raw, View};
+use abi::Request;
 use sys::Buffers;
 
 /// Each entry's payload buffer: the largest read the kernel sends (256 pages).
@@ -177,13 +178,14 @@ fn pin_to_cpu(cpu: usize) {
 /// Answer the request in `bufs` in place; returns its commit id.
 fn answer<V: View>(core: &Core<V>, dev: &Arc<OwnedFd>, bufs: &mut Buffers) -> u64 {
     let req = Request::parse(&bufs.header);
-    let op_in: [u8; 128] = OpIn::of(&bufs.header).0.try_into().expect("128 bytes");
+    let op_in: [u8; 128] = abi::op_in(&bufs.header).0.try_into().expect("128 bytes");
     // Names come in the payload that the reply overwrites.
     let name = match req.opcode {
-        op::LOOKUP | op::GETXATTR => abi::name(&bufs.payload[..req.payload.min(bufs.payload.len())]).to_vec(),
+        op::LOOKUP | op::GETXATTR => crate::abi::name(&bufs.payload[..req.payload.min(bufs.payload.len())]).to_vec(),
         _ => Vec::new(),
     };
-    let r = catch_unwind(AssertUnwindSafe(|| dispatch((core, dev), &req, &OpIn(&op_in), &name, &mut bufs.payload)));
+    let raw = raw::Request { opcode: req.opcode, nodeid: req.nodeid, op_in: OpIn(&op_in), name: &name };
+    let r = catch_unwind(AssertUnwindSafe(|| dispatch((core, dev), &raw, &mut bufs.payload)));
     let (error, len) = match r {
         Ok(Ok(len)) => (0, len),
         Ok(Err(e)) => (-e.code(), 0),
@@ -196,45 +198,19 @@ fn answer<V: View>(core: &Core<V>, dev: &Arc<OwnedFd>, bufs: &mut Buffers) -> u6
     req.commit_id
 }
 
-/// The reply to one request, written at the start of `out`: its length.
+/// The reply to one request, written at the start of `out`: its length. Opens are this
+/// transport's (passthrough); the rest is answered as over virtio-fs (`raw`).
 fn dispatch<V: View>(
     (core, dev): (&Core<V>, &Arc<OwnedFd>),
-    req: &Request,
-    op_in: &OpIn,
-    name: &[u8],
+    req: &raw::Request,
     out: &mut [u8],
 ) -> Result<usize, Errno> {
-    let node = req.nodeid;
-    let mut w = Out::new(out);
-    match req.opcode {
-        op::LOOKUP => w.entry(core.lookup(node, name)?.as_ref().map(|(ino, a)| (*ino, a))),
-        op::GETATTR => {
-            let (ino, a) = core.getattr(node)?;
-            w.attr_out(ino, &a)
-        }
-        op::READLINK => w.bytes(core.readlink(node)?),
-        op::OPEN => open((core, dev), node, op_in.first_u32(), &mut w)?,
-        op::READ => return read(core, node, op_in, out),
-        op::STATFS => w.statfs(core.view.usage()),
-        op::RELEASE => {
-            core.files.release(op_in.fh());
-            &mut w
-        }
-        op::RELEASEDIR | op::DESTROY => &mut w,
-        op::GETXATTR => xattr(core.xattr(node, name), op_in.first_u32(), &mut w)?,
-        op::LISTXATTR => xattr(core.xattr_list(node), op_in.first_u32(), &mut w)?,
-        op::OPENDIR => {
-            core.opendir(node)?;
-            w.open(FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE)
-        }
-        op::READDIR | op::READDIRPLUS => return readdir(core, req, op_in, out),
-        op::ACCESS => {
-            core.access(node, op_in.first_u32() & libc::W_OK as u32 != 0)?;
-            &mut w
-        }
-        _ => return Err(Errno::ENOSYS),
-    };
-    Ok(w.len)
+    if req.opcode == op::OPEN {
+        let mut w = Out::new(out);
+        open((core, dev), req.nodeid, req.op_in.first_u32(), &mut w)?;
+        return Ok(w.len);
+    }
+    raw::answer(core, req, out).unwrap_or(Err(Errno::ENOSYS))
 }
 
 fn open<'o, 'b, V: View>(
@@ -260,34 +236,6 @@ fn open<'o, 'b, V: View>(
             Ok(w.open(FOPEN_KEEP_CACHE))
         }
     }
-}
-
-fn read<V: View>(core: &Core<V>, node: u64, op_in: &OpIn, out: &mut [u8]) -> Result<usize, Errno> {
-    let (offset, size) = op_in.read();
-    let size = size.min(out.len());
-    match core.read(node, offset, size, out)? {
-        ReadOut::InBuf(n) => Ok(n),
-        ReadOut::Bytes(bytes) => {
-            out[..bytes.len()].copy_from_slice(bytes);
-            Ok(bytes.len())
-        }
-    }
-}
-
-fn xattr<'o, 'b>(r: Result<Vec<u8>, Errno>, size: u32, w: &'o mut Out<'b>) -> Result<&'o mut Out<'b>, Errno> {
-    Ok(match xattr_reply(r?, size)? {
-        XattrReply::Size(n) => w.xattr_size(n),
-        XattrReply::Data(v) => w.bytes(&v),
-    })
-}
-
-fn readdir<V: View>(core: &Core<V>, req: &Request, op_in: &OpIn, out: &mut [u8]) -> Result<usize, Errno> {
-    let (offset, size) = op_in.read();
-    let plus = req.opcode == op::READDIRPLUS;
-    let limit = size.min(out.len());
-    let mut w = Out::new(&mut out[..limit]);
-    core.entries(req.nodeid, offset, &mut |cookie, name, ino, a| !w.dirent(plus, cookie, name, ino, a))?;
-    Ok(w.len)
 }
 
 #[cfg(test)]
