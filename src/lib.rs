@@ -42,6 +42,9 @@ pub fn main() {
         run::init::main(args.get(2..).unwrap_or_default());
     }
     if std::process::id() == 1 {
+        if run::vm::guest::is_vm() {
+            run::vm::guest::main();
+        }
         boot::init::main();
     }
     util::sys::die_on_broken_pipe();

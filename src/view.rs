@@ -169,6 +169,11 @@ impl ManifestView {
         (self.files, self.large_host_bytes)
     }
 
+    /// Whether the appliance has an `/init` of its own (what `run --vm` runs by default).
+    pub fn has_init(&self) -> bool {
+        self.manifest.children(ROOT).is_some_and(|c| c.contains_key(&b"init"[..]))
+    }
+
     /// Record from now on which paths are used (see [`crate::trace`]).
     pub fn trace(&mut self) {
         let uses = Uses::new(self.manifest.inodes.len());

@@ -80,7 +80,7 @@ fn run() -> Result<Never, String> {
     }
     mount("sysfs", "/sys", "sysfs", MsFlags::empty(), "").map_err(|e| format!("mount /sys: {e}"))?;
 
-    load_modules(&con);
+    load_modules(con.quiet);
 
     let root = cmdline
         .split_whitespace()
@@ -107,9 +107,10 @@ fn run() -> Result<Never, String> {
     Err(format!("execute /init in the appliance: {e}"))
 }
 
-/// Load each module named in `/modules`, in order. A module that fails to load is reported and
-/// skipped: the kernel may have it built in.
-fn load_modules(con: &Console) {
+/// Load each module named in `/modules`, in order (also `run --vm`'s guest). A module that
+/// fails to load is reported and skipped: the kernel may have it built in.
+pub fn load_modules(quiet: bool) {
+    let con = Console { quiet };
     let Ok(list) = fs::read_to_string("/modules") else { return };
     for name in list.lines().filter(|l| !l.is_empty()) {
         let path = format!("/{name}");

@@ -15,8 +15,9 @@ use super::modules;
 use crate::error::{Error, IoContext, Result};
 use crate::util::{cpio, sys};
 
-/// Modules whose file names match one of these (the original's list) are loaded at boot.
-const PATTERNS: &[&str] = &[
+/// The ext2 appliance's: modules whose file names match one of these (the original's list)
+/// are loaded at boot.
+pub const EXT2: &[&str] = &[
     "ext2.ko*",
     "ext4.ko*",
     "virtio*.ko*",
@@ -34,6 +35,22 @@ const PATTERNS: &[&str] = &[
     "nfit.ko*",
 ];
 const EXCLUDED: &[&str] = &["virtio-gpu.ko*", "virtio_gpu.ko*"];
+
+/// `run --vm`'s: the PCI virtio transport, virtio-fs for the root, virtio-console for the
+/// command's streams, overlayfs for `--writable` and 9p for `--bind` (with their
+/// dependencies from `modules.dep`); nothing for disks.
+pub const VM: &[&str] = &[
+    "virtio.ko*",
+    "virtio_ring.ko*",
+    "virtio_pci*.ko*",
+    "virtiofs.ko*",
+    "fuse.ko*",
+    "virtio_console.ko*",
+    "overlay.ko*",
+    "9p.ko*",
+    "9pnet.ko*",
+    "9pnet_virtio.ko*",
+];
 
 /// `modules.dep`: module path (relative to the modules directory) → its dependencies.
 fn parse_modules_dep(text: &str) -> Vec<(String, Vec<String>)> {
@@ -54,14 +71,14 @@ fn matches(patterns: &[&str], name: &str) -> bool {
     patterns.iter().any(|p| CString::new(*p).is_ok_and(|p| sys::fnmatch(&p, &name, 0)))
 }
 
-/// The modules to load, dependencies first, each once.
-pub fn module_order(modules_dep: &str) -> Vec<String> {
+/// The modules matching `patterns` to load, dependencies first, each once.
+pub fn module_order(modules_dep: &str, patterns: &[&str]) -> Vec<String> {
     let deps = parse_modules_dep(modules_dep);
     let index: std::collections::HashMap<&str, &Vec<String>> = deps.iter().map(|(m, d)| (m.as_str(), d)).collect();
     let mut top: Vec<&str> = deps
         .iter()
         .map(|(m, _)| m.as_str())
-        .filter(|m| matches(PATTERNS, basename(m)) && !matches(EXCLUDED, basename(m)))
+        .filter(|m| matches(patterns, basename(m)) && !matches(EXCLUDED, basename(m)))
         .collect();
     top.sort_unstable();
     let mut seen = HashSet::new();
@@ -125,12 +142,12 @@ pub fn read_module(modules: &ModulesDir, rel: &str) -> Result<(String, Vec<u8>)>
 /// Write the initrd for the kernel whose modules are in `modpath`: `modules.dep` and every
 /// module it names are read inside the directory's root, and only by the relative paths
 /// [`modules::check_dep`] lets through.
-pub fn write(modpath: &ModulesDir, (file, out): (fs::File, &Path)) -> Result<()> {
+pub fn write(modpath: &ModulesDir, patterns: &[&str], (file, out): (fs::File, &Path)) -> Result<()> {
     let dep_path = modpath.shown("modules.dep");
     let dep = modpath.read("modules.dep").at(&dep_path, "cannot read")?;
     let dep = String::from_utf8_lossy(&dep);
     modules::check_dep(&dep, &dep_path)?;
-    let order = module_order(&dep);
+    let order = module_order(&dep, patterns);
     debug!("initrd: {} modules", order.len());
     let init = fs::read("/proc/self/exe").at(Path::new("/proc/self/exe"), "cannot read our own binary for /init")?;
 
@@ -169,7 +186,7 @@ mod tests {
         let dep = "kernel/a/virtio_blk.ko: kernel/b/virtio_ring.ko kernel/b/virtio.ko\n\
                    kernel/b/virtio_ring.ko: kernel/b/virtio.ko\nkernel/b/virtio.ko:\n\
                    kernel/c/virtio-gpu.ko: kernel/b/virtio.ko\nkernel/d/unrelated.ko:\nbogus line\n";
-        assert_eq!(module_order(dep), vec!["kernel/b/virtio.ko", "kernel/b/virtio_ring.ko", "kernel/a/virtio_blk.ko"]);
+        assert_eq!(module_order(dep, EXT2), vec!["kernel/b/virtio.ko", "kernel/b/virtio_ring.ko", "kernel/a/virtio_blk.ko"]);
     }
 
     #[test]

@@ -164,6 +164,19 @@ pub fn find(root: &Path, host_cpu: &str) -> Result<Kernel> {
     Ok(kernel)
 }
 
+/// The kernel at `path` on the build host (`run --vm --kernel FILE`), with the modules
+/// directory of its version in `root`.
+pub fn from_file(root: &Path, path: &Path) -> Result<Kernel> {
+    let version = version_from_file(path).ok_or_else(|| {
+        Error::new(format!("{}: not a Linux kernel image with a version (an x86 bzImage)", path.display()))
+    })?;
+    let modpath = modpath_for(root, &version)?;
+    if !modpath.has_dep() {
+        bail!("{}: no modules.dep for the kernel {version} (install its modules)", modpath.shown("").display());
+    }
+    Ok(Kernel { path: path.to_path_buf(), version, modpath, root: PathBuf::from("/") })
+}
+
 /// The modules directory of `version`: `SUPERMIN_MODULES` (on the build host), else
 /// `/lib/modules/VERSION` inside `root`, refused if it is a symlink out of the root.
 fn modpath_for(root: &Path, version: &str) -> Result<ModulesDir> {

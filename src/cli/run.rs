@@ -9,6 +9,7 @@ use super::logger;
 use crate::bail;
 use crate::error::{IoContext, Result};
 use crate::mount::{MountOptions, ViewKind};
+use crate::run::vm::{Accel, VmOptions};
 use crate::run::{self, Options};
 
 pub(super) fn run_command() -> Command {
@@ -17,7 +18,10 @@ pub(super) fn run_command() -> Command {
             "Run a command (by default the appliance's shell) inside the appliance, served lazily in a private \
              mount namespace; nothing stays mounted afterwards.",
         )
-        .override_usage("supermin run [--writable] [--bind HOST:GUEST]... SUPERMIN.D... [-- CMD [ARG]...]")
+        .override_usage(
+            "supermin run [--vm [--accel auto|kvm|tcg] [--memory MIB] [--cpus N] [--kernel FILE] [--trace FILE]] \
+             [--writable] [--bind HOST:GUEST]... SUPERMIN.D... [-- CMD [ARG]...]",
+        )
         .arg(flag(
             "writable",
             "Put a writable layer (in memory) over the appliance, so that the command can change files; the changes \
@@ -30,6 +34,12 @@ pub(super) fn run_command() -> Command {
                 .action(ArgAction::Append)
                 .help("Make the host directory or file HOST appear at GUEST inside the appliance (repeatable)."),
         )
+        .arg(flag(
+            "vm",
+            "Boot the appliance in a VM (qemu) whose root is the view, served over virtio-fs by this process: \
+             nothing is built and root is not needed. The command's output and exit status are its own.",
+        ))
+        .args(vm_args())
         .arg(args::deps())
         .args(root_args())
         .args(verbose())
@@ -42,6 +52,29 @@ pub(super) fn run_command() -> Command {
                 .help("The command to run and its arguments, after --; the default is /bin/bash or /bin/sh."),
         )
         .after_help("Example:\n  supermin run --writable examples/supermin.d -- /bin/bash -c 'echo hello > /etc/motd; cat /etc/motd'")
+}
+
+/// `--vm`'s own options.
+fn vm_args() -> Vec<Arg> {
+    let vm = |a: Arg| a.requires("vm");
+    vec![
+        vm(Arg::new("accel").long("accel").value_name("auto|kvm|tcg").value_parser(["auto", "kvm", "tcg"]).help(
+            "The accelerator: KVM when it really works (auto, the default: a probe guest must run on it), else TCG \
+             emulation.",
+        )),
+        vm(Arg::new("memory").long("memory").value_name("MIB").value_parser(clap::value_parser!(u64)).help(
+            "The guest's memory in MiB (default 1024).",
+        )),
+        vm(Arg::new("cpus").long("cpus").value_name("N").value_parser(clap::value_parser!(u32)).help(
+            "The guest's CPUs (default 1).",
+        )),
+        vm(Arg::new("kernel").long("kernel").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
+            "The kernel to boot (its modules from /lib/modules/VERSION); the default is the one -f ext2 picks.",
+        )),
+        vm(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
+            "Record every path the guest used, written to FILE when it ends (for supermin slim).",
+        )),
+    ]
 }
 
 pub fn run(argv: &[String]) -> Result<()> {
@@ -70,10 +103,26 @@ pub fn run(argv: &[String]) -> Result<()> {
         settings: args::settings(&m),
         root: args::sysroot(&m)?,
         packager: m.get_one::<String>("packager").cloned(),
-        trace: None,
+        trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
         view: ViewKind::Auto,
     };
     let command = m.get_many::<String>("command").map(|v| v.cloned().collect()).unwrap_or_default();
-    let code = run::run(Options { mount, writable: m.get_flag("writable"), binds, command })?;
+    let opts = Options { mount, writable: m.get_flag("writable"), binds, command };
+    let code = if m.get_flag("vm") {
+        let accel = match m.get_one::<String>("accel").map(String::as_str) {
+            Some("kvm") => Accel::Kvm,
+            Some("tcg") => Accel::Tcg,
+            _ => Accel::Auto,
+        };
+        let vm = VmOptions {
+            accel,
+            memory_mib: m.get_one::<u64>("memory").copied().unwrap_or(1024),
+            cpus: m.get_one::<u32>("cpus").copied().unwrap_or(1),
+            kernel: m.get_one::<PathBuf>("kernel").cloned(),
+        };
+        run::vm::run(&opts, &vm)?
+    } else {
+        run::run(opts)?
+    };
     std::process::exit(code)
 }

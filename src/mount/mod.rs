@@ -142,7 +142,7 @@ pub fn spawn(opts: &MountOptions) -> Result<supermin_fuse::Background> {
     Ok(session)
 }
 
-fn fuse_options(opts: &MountOptions, view: &ManifestView) -> supermin_fuse::Options {
+pub(crate) fn fuse_options(opts: &MountOptions, view: &ManifestView) -> supermin_fuse::Options {
     let (files, large) = view.file_stats();
     let passthrough = opts.passthrough.unwrap_or_else(|| view.passthrough_pays());
     log::info!(
@@ -179,7 +179,7 @@ fn serve_error(mp: &Path, e: ServeError) -> Error {
 
 /// Resolve the inputs as `--build` does, with base images in the mapped cache, or take the
 /// manifest from the resolved-manifest cache when the host still answers the same.
-fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
+pub(crate) fn resolve_view(opts: &MountOptions) -> Result<ManifestView> {
     let manifest = resolve_manifest(opts)?;
     // A mount lives long: its RSS should be what the view needs, not the peak of resolving.
     sys::trim_heap();

@@ -152,7 +152,7 @@ fn write_format(format: Format, mut manifest: Manifest, out: &Dir, boot: Option<
     let root = (create(out, "root", true)?, root.as_path());
     // The initrd is small and independent of the image: make it meanwhile.
     std::thread::scope(|s| {
-        let mini = s.spawn(|| initrd::write(&k.modpath, initrd));
+        let mini = s.spawn(|| initrd::write(&k.modpath, initrd::EXT2, initrd));
         let image = ext2::write(&manifest, root, boot.size.unwrap_or(DEFAULT_SIZE), ext2::uuid(&manifest));
         image.and(mini.join().unwrap_or_else(|_| Err(Error::new("initrd: internal error"))))
     })

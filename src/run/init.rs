@@ -156,16 +156,22 @@ fn make_devices() -> Result<()> {
 /// Start the command (the appliance's shell by default), then reap every child until it has
 /// exited; returns its status.
 fn run(command: &[String]) -> Result<i32> {
+    let command = if command.is_empty() { default_shell()? } else { command.to_vec() };
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    supervise(cmd)
+}
+
+/// Start `cmd` and, as the init of its PID namespace or VM, reap every child until it has
+/// exited, passing SIGTERM and SIGHUP on to it; returns its status.
+pub(crate) fn supervise(mut cmd: Command) -> Result<i32> {
     let mut signals = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP] {
         signals.add(s);
     }
-    let command = if command.is_empty() { default_shell()? } else { command.to_vec() };
     // The command inherits our signal mask: empty (see `start`) until it runs.
-    let child = Command::new(&command[0])
-        .args(&command[1..])
-        .spawn()
-        .map_err(|e| Error::new(format!("{}: cannot run in the appliance: {e}", command[0])))?;
+    let shown = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd.spawn().map_err(|e| Error::new(format!("{shown}: cannot run in the appliance: {e}")))?;
     let pid = Pid::from_raw(child.id() as i32);
     signals.thread_block().map_err(|e| Error::new(format!("cannot block signals: {e}")))?;
     // It may have exited before SIGCHLD was blocked.
@@ -202,7 +208,7 @@ fn reap(cmd: Pid) -> Option<i32> {
 }
 
 /// `/bin/bash` if the appliance has it, else `/bin/sh`.
-fn default_shell() -> Result<Vec<String>> {
+pub(crate) fn default_shell() -> Result<Vec<String>> {
     ["/bin/bash", "/bin/sh"]
         .into_iter()
         .find(|s| Path::new(s).exists())

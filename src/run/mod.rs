@@ -28,6 +28,7 @@ use crate::mount::{MountOptions, Refusal};
 use crate::output::staging;
 
 pub mod init;
+pub mod vm;
 
 pub struct Options {
     /// What to mount (its `mountpoint` is chosen here).

@@ -276,6 +276,22 @@ pub fn attach_loop(file: &File) -> io::Result<(File, std::path::PathBuf)> {
     Err(io::Error::from_raw_os_error(libc::EBUSY))
 }
 
+/// Make the process `cmd` starts lead a new session whose controlling terminal is its
+/// standard input (an interactive shell on a console: job control and Ctrl-C work).
+pub fn new_session_on_stdin(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let take_tty = || -> io::Result<()> {
+        nix::unistd::setsid()?;
+        // SAFETY: TIOCSCTTY on descriptor 0 takes an integer argument, 0 (do not steal).
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: between fork and exec only setsid and ioctl run: async-signal-safe, no allocation.
+    unsafe { cmd.pre_exec(take_tty) };
+}
+
 /// Let a write to a closed pipe end the process quietly, as it does C tools (`supermin --help |
 /// head`), instead of Rust's default of ignoring SIGPIPE and panicking in `print!`.
 pub fn die_on_broken_pipe() {
