@@ -24,14 +24,15 @@ if [ -f "$sources" ] && [ ! -f "$backports" ] \
 fi
 
 apt-get update -q
-# Order matters: qemu from backports first, then what depends on it.
+# Order matters: qemu from backports first, then what depends on it. busybox-static is the
+# initramfs of the fuse crate's own virtio-fs VM test (fuse/tests/virtio_vm.rs).
 apt-get install -y -q -t bookworm-backports qemu-system-x86
 apt-get install -y -q \
     supermin fuse3 attr e2fsprogs erofs-utils cpio xz-utils zstd \
     linux-image-amd64 libguestfs0 libguestfs-tools \
     rpm libarchive-tools hyperfine \
     rpm2cpio libsqlite3-dev pacman-package-manager makepkg fakeroot mmdebstrap sqlite3 \
-    podman runc zsh fish man-db
+    podman runc zsh fish man-db busybox-static
 
 # fuse3's udev rule makes /dev/fuse usable by all (0666), but only when the device appears: on
 # a machine where the module was loaded before fuse3 was installed it stays 0600, and the
