@@ -24,6 +24,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Some("slim") => view::slim(&args[1..]),
         Some("inspect") => inspect::inspect(&args[1..]),
         Some("run") => run::run(&args[1..]),
+        Some("serve") => run::serve(&args[1..]),
         Some("completions") => docs::completions(&args[1..]),
         Some("manpage") => docs::manpage(&args[1..]),
         _ => classic::run(args),
@@ -72,6 +73,7 @@ pub fn command() -> clap::Command {
             view::slim_command(),
             inspect::inspect_command(),
             run::run_command(),
+            run::serve_command(),
             docs::completions_command(),
             docs::manpage_command(),
         ])

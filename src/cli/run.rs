@@ -1,4 +1,5 @@
-//! `supermin run`: parses its arguments and hands typed options to [`crate::run`].
+//! `supermin run` and `supermin serve`: parse their arguments and hand typed options to
+//! [`crate::run`] and [`crate::run::vm`].
 
 use std::path::PathBuf;
 
@@ -125,4 +126,55 @@ pub fn run(argv: &[String]) -> Result<()> {
         run::run(opts)?
     };
     std::process::exit(code)
+}
+
+pub(super) fn serve_command() -> Command {
+    args::subcommand("serve")
+        .about(
+            "Serve the appliance as a virtio-fs device over vhost-user at SOCKET, for a qemu or libvirt started by \
+             someone else; it returns when that VM disconnects.",
+        )
+        .override_usage("supermin serve --vhost-user SOCKET [--trace FILE] SUPERMIN.D...")
+        .arg(
+            Arg::new("vhost-user")
+                .long("vhost-user")
+                .required(true)
+                .value_name("SOCKET")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The Unix socket to listen on (it must not exist); the VM's vhost-user-fs device connects to it."),
+        )
+        .arg(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
+            "Record every path the VM used, written to FILE when it disconnects (for supermin slim).",
+        ))
+        .arg(args::deps())
+        .args(root_args())
+        .args(verbose())
+        .arg(args::sources("SUPERMIN.D", "The supermin appliances to serve."))
+        .after_help(
+            "Example:\n  supermin serve --vhost-user /run/app.sock supermin.d &\n  qemu-system-x86_64 -m 1G -object \
+             memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem -chardev \
+             socket,id=vfs,path=/run/app.sock -device vhost-user-fs-pci,chardev=vfs,tag=root ...",
+        )
+}
+
+pub fn serve(argv: &[String]) -> Result<()> {
+    let m = parse(serve_command(), argv)?;
+    logger::init(&m);
+    let mount = MountOptions {
+        inputs: m.get_many::<PathBuf>("src").map(|v| v.cloned().collect()).unwrap_or_default(),
+        mountpoint: PathBuf::new(),
+        daemon: false,
+        allow_other: false,
+        suid: false,
+        dev: false,
+        passthrough: None,
+        threads: 0,
+        settings: args::settings(&m),
+        root: args::sysroot(&m)?,
+        packager: m.get_one::<String>("packager").cloned(),
+        trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
+        view: ViewKind::Fuse,
+    };
+    let socket = m.get_one::<PathBuf>("vhost-user").cloned().unwrap_or_default();
+    run::vm::serve(&mount, &socket)
 }

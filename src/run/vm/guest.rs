@@ -64,6 +64,10 @@ fn start() -> Result<()> {
     crate::boot::init::load_modules(!guest.verbose);
     mount_root(&guest)?;
     let ports = Ports::open(guest.interactive)?;
+    // The host sends standard input only now: data sent before the port is open is lost.
+    if let Some(status) = &ports.status {
+        let _ = nix::unistd::write(status, b"ready\n");
+    }
     for (dir, fstype) in [("proc", "proc"), ("sys", "sysfs"), ("tmp", "tmpfs"), ("run", "tmpfs")] {
         let target = format!("/root/{dir}");
         if Path::new(&target).is_dir() {
@@ -76,6 +80,13 @@ fn start() -> Result<()> {
     }
     for (i, guest_path) in guest.binds.iter().enumerate() {
         let target = format!("/root{}", guest_path.display());
+        if fs::create_dir_all(&target).is_err() && !Path::new(&target).is_dir() {
+            return Err(Error::new(format!(
+                "--bind: {} is not a directory in the appliance and cannot be made (the view is read-only: add \
+                 --writable, or bind onto a directory it has)",
+                guest_path.display()
+            )));
+        }
         let data = "trans=virtio,version=9p2000.L,msize=262144,cache=none";
         fs_mount(&format!("bind{i}"), &target, "9p", data)?;
     }

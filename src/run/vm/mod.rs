@@ -26,6 +26,7 @@ use nix::sys::signal::{SigSet, Signal};
 pub use qemu::Accel;
 
 use crate::error::{Error, Result};
+use crate::mount::MountOptions;
 use crate::output::staging;
 
 /// What `run --vm` was asked for, beyond the view (`mount`) and the command.
@@ -60,6 +61,30 @@ pub fn run(opts: &super::Options, vm: &VmOptions) -> Result<i32> {
         log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display());
     }
     result
+}
+
+/// `supermin serve --vhost-user SOCKET`: the view of `opts` to one VM someone else starts,
+/// until it disconnects.
+pub fn serve(opts: &MountOptions, socket: &Path) -> Result<()> {
+    let mut view = crate::mount::resolve_view(opts)?;
+    if opts.trace.is_some() {
+        view.trace();
+    }
+    let view = Arc::new(view);
+    let listener = UnixListener::bind(socket).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse { " (remove it first if no one serves it)" } else { "" };
+        Error::io(socket, &format!("cannot listen{hint}"), e)
+    })?;
+    log::info!("serve: listening on {}", socket.display());
+    let fuse_opts = crate::mount::fuse_options(opts, &view);
+    let served = supermin_fuse::serve_vhost_user(view.clone(), listener, &fuse_opts);
+    let _ = std::fs::remove_file(socket);
+    served.map_err(|e| Error::io(socket, "virtio-fs", e))?;
+    if let Some(trace) = &opts.trace {
+        let (read, looked_up) = view.write_trace(trace)?;
+        log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display());
+    }
+    Ok(())
 }
 
 /// Serve the view and the channels in `dir`, run qemu to its end; the command's status.

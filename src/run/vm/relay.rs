@@ -41,15 +41,12 @@ impl Channels {
         let (status_tx, status) = channel();
         let console = Arc::new(Mutex::new(VecDeque::new()));
         let listen = |name: &str| super::bind(dir, name);
-        accept_then(listen("stdin.sock")?, conn_tx.clone(), move |s| feed_stdin(s, interactive));
+        let (ready_tx, ready) = channel();
+        accept_then(listen("stdin.sock")?, conn_tx.clone(), move |s| feed_stdin(s, interactive, ready));
         let tx = drain_tx.clone();
         accept_then(listen("stdout.sock")?, conn_tx.clone(), move |s| copy_out(s, std::io::stdout(), tx));
         accept_then(listen("stderr.sock")?, conn_tx.clone(), move |s| copy_out(s, std::io::stderr(), drain_tx));
-        accept_then(listen("status.sock")?, conn_tx.clone(), move |mut s| {
-            let mut text = String::new();
-            let _ = (&mut s).take(64).read_to_string(&mut text);
-            let _ = status_tx.send(text);
-        });
+        accept_then(listen("status.sock")?, conn_tx.clone(), move |s| read_status(s, ready_tx, status_tx));
         let mut count = 4;
         if !interactive {
             let tail = console.clone();
@@ -70,13 +67,25 @@ fn accept_then(l: UnixListener, connected: Sender<()>, f: impl FnOnce(UnixStream
     });
 }
 
-/// Our standard input to the guest's; at its end the connection closes, which the guest's
-/// command reads as end of file. An interactive guest reads the terminal through its console.
-fn feed_stdin(mut s: UnixStream, interactive: bool) {
-    if !interactive {
+/// Our standard input to the guest's, once the guest has opened its port; at its end the
+/// connection closes, which the guest's command reads as end of file. An interactive guest
+/// reads the terminal through its console.
+fn feed_stdin(mut s: UnixStream, interactive: bool, ready: Receiver<()>) {
+    if !interactive && ready.recv().is_ok() {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut s);
     }
     let _ = s.shutdown(Shutdown::Both);
+}
+
+/// The status port: `ready` once the guest's ports are open, then the command's exit status.
+fn read_status(s: UnixStream, ready: Sender<()>, status: Sender<String>) {
+    for line in BufReader::new(s.take(256)).lines().map_while(|l| l.ok()) {
+        if line == "ready" {
+            let _ = ready.send(());
+        } else {
+            let _ = status.send(line);
+        }
+    }
 }
 
 fn copy_out(mut s: UnixStream, mut out: impl Write, done: Sender<()>) {
