@@ -13,6 +13,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 use nix::fcntl::AT_FDCWD;
+use nix::sys::signal::SigSet;
 use nix::sys::stat::{Mode, SFlag};
 
 fn cpath(path: &Path) -> io::Result<CString> {
@@ -209,7 +210,7 @@ pub struct ParentLink {
 }
 
 /// Make the process `cmd` starts get SIGKILL when the calling thread ends, however it ends
-/// (`PR_SET_PDEATHSIG`, set in the child before exec): a supervisor's SIGKILL of `run` must
+/// (`PR_SET_PDEATHSIG`, set in the child before exec), with no signal blocked: a supervisor's SIGKILL of `run` must
 /// not leave its command running. The kernel counts the *thread* that forked as the parent, so
 /// call this from a thread that lives as long as the process (`run`'s main thread).
 ///
@@ -225,6 +226,8 @@ pub fn die_with_this_thread(cmd: &mut std::process::Command) -> io::Result<Paren
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (r, w) = (read.as_raw_fd(), write.as_raw_fd());
     let check = move || -> io::Result<()> {
+        // The caller may have blocked the signals it waits for; the program gets none blocked.
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
         nix::unistd::close(w)?;
         let mut fd = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };

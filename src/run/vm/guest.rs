@@ -131,7 +131,14 @@ impl Ports {
             let tty = || open_dev("/dev/ttyS0", OFlag::O_RDWR | OFlag::O_NOCTTY);
             return Ok(Ports { stdio: [tty()?, tty()?, tty()?], status });
         }
-        Ok(Ports { stdio: [port("supermin.stdin")?, port("supermin.stdout")?, port("supermin.stderr")?], status })
+        match port("supermin.stdin") {
+            Ok(stdin) => Ok(Ports { stdio: [stdin, port("supermin.stdout")?, port("supermin.stderr")?], status }),
+            // A VM someone else started (`supermin serve`) may have no ports: the console.
+            Err(_) => {
+                let con = || open_dev("/dev/console", OFlag::O_RDWR | OFlag::O_NOCTTY);
+                Ok(Ports { stdio: [con()?, con()?, con()?], status })
+            }
+        }
     }
 }
 

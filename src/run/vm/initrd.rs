@@ -27,6 +27,7 @@ pub fn cached(kernel: &Kernel) -> Result<PathBuf> {
     let path = cache.dir().join(format!("vm-initrd-{:016x}.cpio", h.finish()));
     if let Ok(f) = std::fs::OpenOptions::new().append(true).open(&path) {
         crate::inputs::cache::touch(&f);
+        log::info!("run --vm: the mini initrd {} (cached)", path.display());
         return Ok(path);
     }
     let tmp = cache.dir().join(format!(".vm-initrd.{}", newfile::random_suffix()));

@@ -45,6 +45,15 @@ pub fn run(opts: &super::Options, vm: &VmOptions) -> Result<i32> {
         Some(file) => crate::boot::kernel::from_file(&opts.mount.root, file)?,
         None => crate::boot::kernel::find(&opts.mount.root, std::env::consts::ARCH)?,
     };
+    log::info!("run --vm: the kernel {} ({})", kernel.path.display(), kernel.version);
+    for (host, _) in &opts.binds {
+        if !host.is_dir() {
+            return Err(Error::new(format!(
+                "run --vm --bind: {}: not a directory (a VM shares directories, over 9p)",
+                host.display()
+            )));
+        }
+    }
     let initrd = initrd::cached(&kernel)?;
     let mut view = crate::mount::resolve_view(&opts.mount)?;
     if opts.mount.trace.is_some() {

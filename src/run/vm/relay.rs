@@ -173,6 +173,7 @@ fn wait_connected(ch: &Channels, child: &mut std::process::Child, dir: &Path) {
     for name in qemu::SOCKETS {
         let _ = std::fs::remove_file(dir.join(name));
     }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// The error of a guest that ended without a status, after its last console lines.
