@@ -20,87 +20,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{KernelUring, ENABLE_URING, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
+use support::table::{fmt_ms, Table};
 use support::{alternate, drop_caches, kernel_mount_timed, mount_timed, ms, read_cold_warm, runs, settle, sh, times};
-
-/// One line of the table.
-struct Row {
-    what: String,
-    ours: String,
-    reference: String,
-    /// How the two compare, phrased as the target is.
-    ratio: String,
-    target: &'static str,
-    met: Option<bool>,
-}
-
-#[derive(Default)]
-struct Table(Vec<Row>);
-
-impl Table {
-    /// `ours` against `reference` as times: the ratio ours/reference (≤ targets) or
-    /// reference/ours (`faster`: ≥ targets, "x sooner").
-    fn times(&mut self, what: &str, ours: Duration, reference: (&str, Duration), target: (&'static str, f64)) {
-        let (name, base) = reference;
-        let faster = target.0.starts_with('≥');
-        let ratio = if faster { ms(base) / ms(ours) } else { ms(ours) / ms(base) };
-        let met = if faster { ratio >= target.1 } else { ratio <= target.1 };
-        self.push(what, fmt_ms(ours), format!("{name} {}", fmt_ms(base)), format!("{ratio:.2}x"), target.0, Some(met));
-    }
-
-    fn push(
-        &mut self,
-        what: &str,
-        ours: String,
-        reference: String,
-        ratio: String,
-        target: &'static str,
-        met: Option<bool>,
-    ) {
-        let row = Row { what: what.into(), ours, reference, ratio, target, met };
-        eprintln!("{} | {} | {} | {} | {}", row.what, row.ours, row.reference, row.ratio, row.target);
-        self.0.push(row);
-    }
-
-    fn print(&self) {
-        println!("<!-- limits:begin -->");
-        println!("{}", machine());
-        println!();
-        println!("| measurement | ours | reference | ratio | target | |");
-        println!("|---|---|---|---|---|---|");
-        for r in &self.0 {
-            let mark = match r.met {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "",
-            };
-            println!("| {} | {} | {} | {} | {} | {mark} |", r.what, r.ours, r.reference, r.ratio, r.target);
-        }
-        println!("<!-- limits:end -->");
-    }
-}
-
-fn fmt_ms(d: Duration) -> String {
-    match ms(d) {
-        t if t < 100.0 => format!("{t:.1} ms"),
-        t => format!("{t:.0} ms"),
-    }
-}
-
-/// The date and the machine, for the table's heading.
-fn machine() -> String {
-    let out = |cmd: &str| {
-        let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    format!(
-        "`cargo bench --bench limits`, {}, {} cores, {} GiB, kernel {}, medians of {} runs.",
-        out("date -u +%F"),
-        out("nproc"),
-        out("awk '/MemTotal/ {printf \"%d\", $2/1048576 + 0.5}' /proc/meminfo"),
-        out("uname -r"),
-        runs()
-    )
-}
 
 /// The time of `mount -t tmpfs` + `ls` + `umount`: what any mount costs.
 fn tmpfs_ready(mp: &Path) -> Duration {
@@ -378,7 +299,7 @@ fn bench_closures(t: &mut Table, scratch: &Path) {
 
 fn main() {
     let scratch = support::scratch("supermin-limits-bench");
-    let mut t = Table::default();
+    let mut t = Table::new("limits");
     let bash = support::prepare_bash(&scratch);
     bench_ready(&mut t, "bash+coreutils", &bash, &scratch, ("≤ 12 ms", 12.0));
     bench_ready(&mut t, "libguestfs", Path::new(LIBGUESTFS_APPLIANCE), &scratch, ("≤ 30 ms", 30.0));

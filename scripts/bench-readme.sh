@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Run `cargo bench --bench limits` and put the table it prints into README.md, between the
-# `<!-- limits:begin -->` and `<!-- limits:end -->` lines. As root, on an idle machine
-# (takes about 5 minutes): BENCH_RUNS=5 scripts/bench-readme.sh
+# Run `cargo bench --bench limits` and `cargo bench --bench vm` and put the tables they print
+# into README.md, each between its `<!-- NAME:begin -->` and `<!-- NAME:end -->` lines. As
+# root, on an idle machine (takes about 10 minutes): BENCH_RUNS=5 scripts/bench-readme.sh
+# Only some: scripts/bench-readme.sh vm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 table=$(mktemp)
 trap 'rm -f "$table"' EXIT
-cargo bench --locked --bench limits | sed -n '/<!-- limits:begin -->/,/<!-- limits:end -->/p' >"$table"
-grep -q 'limits:end' "$table" || { echo "bench-readme.sh: the bench printed no table" >&2; exit 1; }
-python3 - "$table" <<'PY'
+benches=("$@")
+[ ${#benches[@]} -gt 0 ] || benches=(limits vm)
+for name in "${benches[@]}"; do
+    cargo bench --locked --bench "$name" | sed -n "/<!-- $name:begin -->/,/<!-- $name:end -->/p" >"$table"
+    grep -q "$name:end" "$table" || { echo "bench-readme.sh: the $name bench printed no table" >&2; exit 1; }
+    python3 - "$table" "$name" <<'PY'
 import re, sys
-table = open(sys.argv[1]).read().strip()
+table, name = open(sys.argv[1]).read().strip(), sys.argv[2]
 readme = open("README.md").read()
-pattern = re.compile(r"<!-- limits:begin -->.*?<!-- limits:end -->", re.S)
+pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", re.S)
 if not pattern.search(readme):
-    sys.exit("bench-readme.sh: README.md has no limits:begin/limits:end block")
+    sys.exit(f"bench-readme.sh: README.md has no {name}:begin/{name}:end block")
 open("README.md", "w").write(pattern.sub(lambda _: table, readme))
 PY
-echo "README.md: limits table updated"
+    echo "README.md: $name table updated"
+done

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{daemon_pid, median, ours, Mounted, ORACLE};
 
+pub mod table;
+
 /// Run `script` with `sh -c` (output discarded) and return how long it took; panics if it fails.
 pub fn sh(script: &str) -> Duration {
     let start = Instant::now();

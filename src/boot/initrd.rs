@@ -186,7 +186,10 @@ mod tests {
         let dep = "kernel/a/virtio_blk.ko: kernel/b/virtio_ring.ko kernel/b/virtio.ko\n\
                    kernel/b/virtio_ring.ko: kernel/b/virtio.ko\nkernel/b/virtio.ko:\n\
                    kernel/c/virtio-gpu.ko: kernel/b/virtio.ko\nkernel/d/unrelated.ko:\nbogus line\n";
-        assert_eq!(module_order(dep, EXT2), vec!["kernel/b/virtio.ko", "kernel/b/virtio_ring.ko", "kernel/a/virtio_blk.ko"]);
+        assert_eq!(
+            module_order(dep, EXT2),
+            vec!["kernel/b/virtio.ko", "kernel/b/virtio_ring.ko", "kernel/a/virtio_blk.ko"]
+        );
     }
 
     #[test]

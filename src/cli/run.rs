@@ -63,18 +63,26 @@ fn vm_args() -> Vec<Arg> {
             "The accelerator: KVM when it really works (auto, the default: a probe guest must run on it), else TCG \
              emulation.",
         )),
-        vm(Arg::new("memory").long("memory").value_name("MIB").value_parser(clap::value_parser!(u64)).help(
-            "The guest's memory in MiB (default 1024).",
-        )),
-        vm(Arg::new("cpus").long("cpus").value_name("N").value_parser(clap::value_parser!(u32)).help(
-            "The guest's CPUs (default 1).",
-        )),
-        vm(Arg::new("kernel").long("kernel").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
-            "The kernel to boot (its modules from /lib/modules/VERSION); the default is the one -f ext2 picks.",
-        )),
-        vm(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
-            "Record every path the guest used, written to FILE when it ends (for supermin slim).",
-        )),
+        vm(Arg::new("memory")
+            .long("memory")
+            .value_name("MIB")
+            .value_parser(clap::value_parser!(u64))
+            .help("The guest's memory in MiB (default 1024).")),
+        vm(Arg::new("cpus")
+            .long("cpus")
+            .value_name("N")
+            .value_parser(clap::value_parser!(u32))
+            .help("The guest's CPUs (default 1).")),
+        vm(Arg::new("kernel")
+            .long("kernel")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("The kernel to boot (its modules from /lib/modules/VERSION); the default is the one -f ext2 picks.")),
+        vm(Arg::new("trace")
+            .long("trace")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Record every path the guest used, written to FILE when it ends (for supermin slim).")),
     ]
 }
 

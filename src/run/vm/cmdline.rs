@@ -34,7 +34,7 @@ fn unhex(s: &str) -> Result<Vec<String>> {
     if s.is_empty() {
         return Ok(Vec::new());
     }
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("supermin.*: odd hex length");
     }
     let bytes = (0..s.len())

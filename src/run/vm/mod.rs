@@ -60,7 +60,8 @@ pub fn run(opts: &super::Options, vm: &VmOptions) -> Result<i32> {
         view.trace();
     }
     let view = Arc::new(view);
-    let interactive = opts.command.is_empty() && !view.has_init() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let interactive =
+        opts.command.is_empty() && !view.has_init() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
     let tmp = std::env::temp_dir();
     let dir = staging::create_unique(&tmp, "supermin-vm", 0o700)?;
     let result = boot(opts, vm, &qemu_bin, &kernel.path, &initrd, &dir, view.clone(), interactive);
