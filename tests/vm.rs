@@ -136,8 +136,7 @@ fn a_traced_vm_workload_slims() {
     let s = Scratch::new("vm-trace");
     let work = "cat /etc/debian_version; sort --version | head -1; echo done";
     let trace = s.path("w.trace");
-    let traced =
-        ok(vm(&s.path("tmp")).arg("--trace").arg(&trace).arg(example()).args(["--", "/bin/bash", "-c", work]));
+    let traced = ok(vm(&s.path("tmp")).arg("--trace").arg(&trace).arg(example()).args(["--", "/bin/bash", "-c", work]));
     let text = fs::read_to_string(&trace).unwrap();
     assert!(text.lines().any(|l| l == "read /usr/bin/sort"), "{text}");
     let slim = s.path("slim.d");

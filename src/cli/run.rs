@@ -149,11 +149,17 @@ pub(super) fn serve_command() -> Command {
                 .required(true)
                 .value_name("SOCKET")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("The Unix socket to listen on (it must not exist); the VM's vhost-user-fs device connects to it."),
+                .help(
+                    "The Unix socket to listen on (it must not exist); the VM's vhost-user-fs device connects to it.",
+                ),
         )
-        .arg(Arg::new("trace").long("trace").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
-            "Record every path the VM used, written to FILE when it disconnects (for supermin slim).",
-        ))
+        .arg(
+            Arg::new("trace")
+                .long("trace")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Record every path the VM used, written to FILE when it disconnects (for supermin slim)."),
+        )
         .arg(args::deps())
         .args(root_args())
         .args(verbose())

@@ -82,7 +82,8 @@ pub fn serve(opts: &MountOptions, socket: &Path) -> Result<()> {
     }
     let view = Arc::new(view);
     let listener = UnixListener::bind(socket).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse { " (remove it first if no one serves it)" } else { "" };
+        let hint =
+            if e.kind() == std::io::ErrorKind::AddrInUse { " (remove it first if no one serves it)" } else { "" };
         Error::io(socket, &format!("cannot listen{hint}"), e)
     })?;
     log::info!("serve: listening on {}", socket.display());
