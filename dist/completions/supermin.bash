@@ -40,6 +40,9 @@ _supermin() {
             supermin,run)
                 cmd="supermin__subcmd__run"
                 ;;
+            supermin,serve)
+                cmd="supermin__subcmd__serve"
+                ;;
             supermin,slim)
                 cmd="supermin__subcmd__slim"
                 ;;
@@ -53,7 +56,7 @@ _supermin() {
 
     case "${cmd}" in
         supermin)
-            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --modules --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run completions manpage"
+            opts="-o -f -v -q -V --prepare --build --format --copy-kernel --host-cpu --if-newer --force --lock --include-packagelist --packager-config --use-installed --size --verbose --quiet --version --list-drivers --deps --modules --sysroot --packager --names --dtb --help prepare build mount umount materialize slim inspect run serve completions manpage"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -385,13 +388,67 @@ _supermin() {
             return 0
             ;;
         supermin__subcmd__run)
-            opts="-h -v -q --help --writable --bind --deps --sysroot --packager --verbose --quiet"
+            opts="-h -v -q --help --writable --bind --vm --accel --memory --cpus --kernel --trace --deps --sysroot --packager --verbose --quiet"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --accel)
+                    COMPREPLY=($(compgen -W "auto kvm tcg" -- "${cur}"))
+                    return 0
+                    ;;
+                --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kernel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deps)
+                    COMPREPLY=($(compgen -W "all supermin" -- "${cur}"))
+                    return 0
+                    ;;
+                --sysroot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --packager)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        supermin__subcmd__serve)
+            opts="-h -v -q --help --vhost-user --trace --deps --sysroot --packager --verbose --quiet"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vhost-user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -58,6 +58,7 @@ complete -c supermin -n "__fish_supermin_needs_command" -a "materialize" -d 'Bui
 complete -c supermin -n "__fish_supermin_needs_command" -a "slim" -d 'Write a supermin appliance that leaves out every package file the traces (from supermin mount --trace) did not use.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "inspect" -d 'Show what the appliance holds and why: its packages, what pulled each in, and where the bytes go.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "run" -d 'Run a command (by default the appliance\'s shell) inside the appliance, served lazily in a private mount namespace; nothing stays mounted afterwards.'
+complete -c supermin -n "__fish_supermin_needs_command" -a "serve" -d 'Serve the appliance as a virtio-fs device over vhost-user at SOCKET, for a qemu or libvirt started by someone else; it returns when that VM disconnects.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "completions" -d 'Print the shell completion script for SHELL (bash, zsh or fish) on standard output.'
 complete -c supermin -n "__fish_supermin_needs_command" -a "manpage" -d 'Write the manual pages (supermin.1 and one page per subcommand) into DIR.'
 complete -c supermin -n "__fish_supermin_using_subcommand prepare" -s o -d 'Set the output directory.' -r
@@ -168,13 +169,30 @@ complete -c supermin -n "__fish_supermin_using_subcommand inspect" -l include-pa
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand inspect" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l bind -d 'Make the host directory or file HOST appear at GUEST inside the appliance (repeatable).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l accel -d 'The accelerator: KVM when it really works (auto, the default: a probe guest must run on it), else TCG emulation.' -r -f -a "auto\t''
+kvm\t''
+tcg\t''"
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l memory -d 'The guest\'s memory in MiB (default 1024).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l cpus -d 'The guest\'s CPUs (default 1).' -r
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l kernel -d 'The kernel to boot (its modules from /lib/modules/VERSION); the default is the one -f ext2 picks.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l trace -d 'Record every path the guest used, written to FILE when it ends (for supermin slim).' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
 supermin\t''"
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
 complete -c supermin -n "__fish_supermin_using_subcommand run" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -l writable -d 'Put a writable layer (in memory) over the appliance, so that the command can change files; the changes are dropped at the end.'
+complete -c supermin -n "__fish_supermin_using_subcommand run" -l vm -d 'Boot the appliance in a VM (qemu) whose root is the view, served over virtio-fs by this process: nothing is built and root is not needed. The command\'s output and exit status are its own.'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
 complete -c supermin -n "__fish_supermin_using_subcommand run" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -l vhost-user -d 'The Unix socket to listen on (it must not exist); the VM\'s vhost-user-fs device connects to it.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -l trace -d 'Record every path the VM used, written to FILE when it disconnects (for supermin slim).' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -l deps -d 'Take every installed dependency (all, the default), or exactly the original supermin\'s closure (supermin: it loses later alternatives, virtual packages and arch-qualified names).' -r -f -a "all\t''
+supermin\t''"
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -l sysroot -d 'Read the package database, packages and host files under DIR instead of /.' -r -F
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -l packager -d 'Use this package manager (dpkg, rpm or pacman) instead of detecting it.' -r
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -s h -l help -d 'Print this help, with an example.'
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -s v -l verbose -d 'Print what is being done; repeat for more detail (-vv, -vvv).'
+complete -c supermin -n "__fish_supermin_using_subcommand serve" -s q -l quiet -d 'Print nothing but errors: no warnings and no progress bars.'
 complete -c supermin -n "__fish_supermin_using_subcommand completions" -s h -l help -d 'Print this help, with an example.'
 complete -c supermin -n "__fish_supermin_using_subcommand manpage" -s h -l help -d 'Print this help, with an example.'
