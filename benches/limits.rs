@@ -20,18 +20,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{KernelUring, ENABLE_URING, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
-use support::table::{fmt_ms, Table};
-use support::{alternate, drop_caches, kernel_mount_timed, mount_timed, ms, read_cold_warm, runs, settle, sh, times};
-
-/// The time of `mount -t tmpfs` + `ls` + `umount`: what any mount costs.
-fn tmpfs_ready(mp: &Path) -> Duration {
-    fs::create_dir_all(mp).unwrap();
-    let start = Instant::now();
-    assert!(Command::new("mount").args(["-t", "tmpfs", "none"]).arg(mp).status().unwrap().success());
-    fs::read_dir(mp).unwrap().count();
-    assert!(Command::new("umount").arg(mp).status().unwrap().success());
-    start.elapsed()
-}
+use support::table::{fmt_ms, ready_row, Table};
+use support::{alternate, build, drop_caches, host_backed_files, mount_timed, ms, read_cold_warm, runs, settle, sh};
+use support::{times, tmpfs_ready};
 
 fn bench_ready(t: &mut Table, name: &str, input: &Path, scratch: &Path, target: (&'static str, f64)) {
     let mp = scratch.join(format!("{name}-mnt"));
@@ -51,39 +42,12 @@ fn bench_ready(t: &mut Table, name: &str, input: &Path, scratch: &Path, target: 
     ready_row(t, &format!("{name}: ready, a file created in /tmp since the last mount"), churned, tmpfs, target);
 }
 
-/// A readiness row: the time against a tmpfs mount's, and its target in milliseconds.
-fn ready_row(t: &mut Table, what: &str, ready: Duration, tmpfs: Duration, target: (&'static str, f64)) {
-    let ratio = format!("{:.1}x", ms(ready) / ms(tmpfs));
-    let met = ms(ready) <= target.1;
-    t.push(what, fmt_ms(ready), format!("tmpfs mount {}", fmt_ms(tmpfs)), ratio, target.0, Some(met));
-}
-
 /// A new file directly in /tmp (a directory of both appliances): its time changes.
 fn tempfile_in_tmp() -> std::path::PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let f = Path::new("/tmp").join(format!("supermin-limits-{}-{nanos}", std::process::id()));
     fs::write(&f, b"").unwrap();
     f
-}
-
-/// The view's regular files that are the host's own files at the same path (same size), in
-/// the view's order, relative to `/`.
-fn host_backed_files(built: &Path) -> Vec<String> {
-    let list = Command::new("sh")
-        .arg("-c")
-        .arg(format!("cd {} && find . -type f -printf '%P %s\\n'", built.display()))
-        .output()
-        .unwrap();
-    String::from_utf8(list.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(p, size)| {
-            let host = Path::new("/").join(p);
-            fs::symlink_metadata(&host).is_ok_and(|m| m.is_file() && m.len().to_string() == *size)
-        })
-        .map(|(p, _)| p.to_string())
-        .collect()
 }
 
 /// The view's reads against the same host files', over `/dev/fuse` and (when this kernel
@@ -137,76 +101,6 @@ fn bench_reads(t: &mut Table, built: &Path, scratch: &Path) {
         t.times(&what, cold_v, ("native", cold_n), ("≥ 0.9x", 0.9));
         t.times(&what.replace("cold", "warm"), warm_v, ("native", warm_n), ("≥ 0.9x", 0.9));
     }
-}
-
-/// The kernel view (issue 20) against its limits, beside the FUSE view: readiness (median of
-/// 7), a cold `find` against the built tree's, every host file read cold against the same
-/// files from `/`, and a second view reading what the first left in the page cache.
-fn bench_views(t: &mut Table, built: &Path, scratch: &Path) {
-    let input = Path::new(LIBGUESTFS_APPLIANCE);
-    let mp = scratch.join("kview-ready");
-    drop(kernel_mount_timed(input, &mp));
-    let ready = times(7, || kernel_mount_timed(input, &mp).1);
-    let tmpfs = times(7, || tmpfs_ready(&mp));
-    ready_row(t, "libguestfs: kernel view ready (`mount` + `ls /`), median of 7", ready, tmpfs, ("≤ 15 ms", 15.0));
-
-    let fuse = mount_timed(input, &scratch.join("find-fuse"), &[]).0;
-    let kernel = kernel_mount_timed(input, &scratch.join("find-kernel")).0;
-    let find = |root: &Path| {
-        drop_caches();
-        sh(&format!("find {} -printf '%s %m %p\\n' > /dev/null", root.display()))
-    };
-    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..runs() {
-        samples[0].push(find(built));
-        samples[1].push(find(fuse.path()));
-        samples[2].push(find(kernel.path()));
-    }
-    let [tree, over_fuse, in_kernel] = samples.map(common::median);
-    t.times("libguestfs: cold `find` of the FUSE view", over_fuse, ("built tree", tree), ("≤ 1.2x", 1.2));
-    t.times("libguestfs: cold `find` of the kernel view", in_kernel, ("built tree", tree), ("≤ 1.1x", 1.1));
-    bench_kernel_reads(t, built, kernel.path(), scratch);
-}
-
-/// Every host file of the appliance read cold through the kernel view and from `/`; then
-/// through a second kernel view of the same appliance, after the first read them all.
-fn bench_kernel_reads(t: &mut Table, built: &Path, view: &Path, scratch: &Path) {
-    let files = host_backed_files(built);
-    let list = scratch.join("kview-files.list");
-    fs::write(&list, files.join("\n") + "\n").unwrap();
-    let tar = |root: &Path| sh(&format!("tar cf - -C {} -T {} | cat > /dev/null", root.display(), list.display()));
-    let (mut native, mut kernel) = (Vec::new(), Vec::new());
-    for _ in 0..runs() {
-        drop_caches();
-        native.push(tar(Path::new("/")));
-        drop_caches();
-        kernel.push(tar(view));
-    }
-    let what = format!("libguestfs: read its {} host files, cold, kernel view", files.len());
-    t.times(&what, common::median(kernel), ("same files from /", common::median(native)), ("≤ 1.05x", 1.05));
-    let second = kernel_mount_timed(Path::new(LIBGUESTFS_APPLIANCE), &scratch.join("kview-second")).0;
-    let (mut warm, mut shared) = (Vec::new(), Vec::new());
-    for _ in 0..runs() {
-        drop_caches();
-        tar(view);
-        warm.push(tar(view));
-        shared.push(tar(second.path()));
-    }
-    let what = "libguestfs: the same files through a second kernel view, after the first read them";
-    t.times(what, common::median(shared), ("warm re-read through the first", common::median(warm)), ("≤ 1.3x", 1.3));
-}
-
-fn build(bin: &str, format: &str, extra: &[&str], out: &Path) -> Duration {
-    let start = Instant::now();
-    let status = Command::new(bin)
-        .args(["--build", "-f", format])
-        .args(extra)
-        .arg(LIBGUESTFS_APPLIANCE)
-        .arg("-o")
-        .arg(out)
-        .status();
-    assert!(status.unwrap().success(), "{bin} --build -f {format} failed");
-    start.elapsed()
 }
 
 fn bench_builds(t: &mut Table, built: &Path, scratch: &Path) {
@@ -306,11 +200,7 @@ fn main() {
 
     let built = scratch.join("built");
     build(OURS, "chroot", &[], &built);
-    bench_views(&mut t, &built, &scratch);
-    // `cargo bench --bench limits -- views`: the views' rows only.
-    if !std::env::args().any(|a| a == "views") {
-        bench_rest(&mut t, &built, &scratch);
-    }
+    bench_rest(&mut t, &built, &scratch);
     t.print();
     let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run `cargo bench --bench limits` and `cargo bench --bench vm` and put the tables they print
+# Run `cargo bench --bench limits`, `views` and `vm` and put the tables they print
 # into README.md, each between its `<!-- NAME:begin -->` and `<!-- NAME:end -->` lines. As
 # root, on an idle machine (takes about 10 minutes): BENCH_RUNS=5 scripts/bench-readme.sh
 # Only some: scripts/bench-readme.sh vm
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 table=$(mktemp)
 trap 'rm -f "$table"' EXIT
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(limits vm)
+[ ${#benches[@]} -gt 0 ] || benches=(limits views vm)
 for name in "${benches[@]}"; do
     cargo bench --locked --bench "$name" | sed -n "/<!-- $name:begin -->/,/<!-- $name:end -->/p" >"$table"
     grep -q "$name:end" "$table" || { echo "bench-readme.sh: the $name bench printed no table" >&2; exit 1; }

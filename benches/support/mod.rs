@@ -130,3 +130,46 @@ pub fn prepare_bash(scratch: &Path) -> PathBuf {
     assert!(status.unwrap().success(), "--prepare bash coreutils failed");
     bash
 }
+
+/// The view's regular files that are the host's own files at the same path (same size), in
+/// the view's order, relative to `/`.
+pub fn host_backed_files(built: &Path) -> Vec<String> {
+    let list = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && find . -type f -printf '%P %s\\n'", built.display()))
+        .output()
+        .unwrap();
+    String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(p, size)| {
+            let host = Path::new("/").join(p);
+            fs::symlink_metadata(&host).is_ok_and(|m| m.is_file() && m.len().to_string() == *size)
+        })
+        .map(|(p, _)| p.to_string())
+        .collect()
+}
+
+/// The time of `mount -t tmpfs` + `ls` + `umount`: what any mount costs.
+pub fn tmpfs_ready(mp: &Path) -> Duration {
+    fs::create_dir_all(mp).unwrap();
+    let start = Instant::now();
+    assert!(Command::new("mount").args(["-t", "tmpfs", "none"]).arg(mp).status().unwrap().success());
+    fs::read_dir(mp).unwrap().count();
+    assert!(Command::new("umount").arg(mp).status().unwrap().success());
+    start.elapsed()
+}
+
+pub fn build(bin: &str, format: &str, extra: &[&str], out: &Path) -> Duration {
+    let start = Instant::now();
+    let status = Command::new(bin)
+        .args(["--build", "-f", format])
+        .args(extra)
+        .arg(LIBGUESTFS_APPLIANCE)
+        .arg("-o")
+        .arg(out)
+        .status();
+    assert!(status.unwrap().success(), "{bin} --build -f {format} failed");
+    start.elapsed()
+}

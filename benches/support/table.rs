@@ -93,3 +93,10 @@ fn machine(bench: &str) -> String {
         runs()
     )
 }
+
+/// A readiness row: the time against a tmpfs mount's, and its target in milliseconds.
+pub fn ready_row(t: &mut Table, what: &str, ready: Duration, tmpfs: Duration, target: (&'static str, f64)) {
+    let ratio = format!("{:.1}x", ms(ready) / ms(tmpfs));
+    let met = ms(ready) <= target.1;
+    t.push(what, fmt_ms(ready), format!("tmpfs mount {}", fmt_ms(tmpfs)), ratio, target.0, Some(met));
+}

@@ -30,6 +30,7 @@ pub fn cached(kernel: &Kernel) -> Result<PathBuf> {
         log::info!("run --vm: the mini initrd {} (cached)", path.display());
         return Ok(path);
     }
+    require_virtiofs(kernel)?;
     let tmp = cache.dir().join(format!(".vm-initrd.{}", newfile::random_suffix()));
     let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
     let written = initrd::write(&kernel.modpath, initrd::VM, (file, &tmp))
@@ -41,4 +42,22 @@ pub fn cached(kernel: &Kernel) -> Result<PathBuf> {
     log::info!("run --vm: wrote the mini initrd {}", path.display());
     cache.trim();
     Ok(path)
+}
+
+/// An error unless `kernel` has virtio-fs, as a module (`modules.dep`) or built in
+/// (`modules.builtin`): without it the guest could not mount its root.
+fn require_virtiofs(kernel: &Kernel) -> Result<()> {
+    let listed = |file: &str| {
+        kernel.modpath.read(file).is_ok_and(|text| {
+            String::from_utf8_lossy(&text).lines().any(|l| l.split(':').next().is_some_and(|m| m.contains("/virtiofs.ko")))
+        })
+    };
+    if listed("modules.dep") || listed("modules.builtin") {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "run --vm: the kernel {} ({}) has no virtio-fs (CONFIG_VIRTIO_FS): install a kernel with it, or pass --kernel",
+        kernel.path.display(),
+        kernel.version
+    )))
 }
