@@ -17,7 +17,7 @@ mod support;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{KernelUring, ENABLE_URING, LIBGUESTFS_APPLIANCE, ORACLE, OURS};
 use support::table::{fmt_ms, ready_row, Table};

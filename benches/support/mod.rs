@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{daemon_pid, median, ours, Mounted, ORACLE};
+use crate::common::{daemon_pid, median, ours, Mounted, LIBGUESTFS_APPLIANCE, ORACLE};
 
 pub mod table;
 
