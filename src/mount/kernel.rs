@@ -85,12 +85,8 @@ fn unsupported_options(opts: &MountOptions) -> Option<&'static str> {
 /// everything the image is made from (the tree, and which base images it stores bytes of:
 /// each file's identity, as the decompressed-image cache names them, not its bytes).
 fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Result<PathBuf> {
-    // Not the root's time: a view shows the time it was first made there, as a build's root
-    // shows when it was built (else each second would have its own image).
-    let mut root = manifest.inodes[crate::manifest::ROOT as usize].meta;
-    root.mtime = 0;
-    let encoded =
-        postcard::to_stdvec(&(&root, &manifest.inodes[1..])).map_err(|e| Error::new(format!("mount --kernel: {e}")))?;
+    let mut h = DefaultHasher::new();
+    hash_tree(manifest, &mut h)?;
     // The root carries the record (`user.supermin.*`), as a FUSE view's root does, minus the
     // daemon's pid: `materialize` and `inspect` read it from a kernel view too.
     let xattrs: Vec<(Vec<u8>, Vec<u8>)> = record
@@ -98,8 +94,6 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Res
         .into_iter()
         .map(|(name, value)| (name.trim_start_matches("user.").as_bytes().to_vec(), value))
         .collect();
-    let mut h = DefaultHasher::new();
-    encoded.hash(&mut h);
     xattrs.hash(&mut h);
     for image in &manifest.images {
         let m = fs::metadata(&image.path).at(&image.path, "cannot stat")?;
@@ -123,6 +117,32 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Res
     log::info!("mount --kernel: wrote {}", path.display());
     cache.trim();
     Ok(path)
+}
+
+/// Hash the tree as the image would hold it, except directories' times and sizes: a view
+/// shows the times its image was made with, as a build's directories show when it was built.
+/// Else every mount after a file came or went in `/tmp` (whose time the appliance's `/tmp`
+/// takes) would write a new image; what a directory holds is in the hash all the same.
+fn hash_tree(manifest: &Manifest, h: &mut DefaultHasher) -> Result<()> {
+    struct HashOut<'a>(&'a mut DefaultHasher);
+    impl std::io::Write for HashOut<'_> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.write(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = HashOut(h);
+    for inode in &manifest.inodes {
+        let mut meta = inode.meta;
+        if meta.file_type() == crate::manifest::S_IFDIR {
+            (meta.mtime, meta.mtime_nsec, meta.size) = (0, 0, 0);
+        }
+        out = postcard::to_io(&(meta, &inode.node), out).map_err(|e| Error::new(format!("mount --kernel: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Detach and remove `layer.*` directories a killed `mount --kernel` left in the cache (one
