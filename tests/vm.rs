@@ -194,3 +194,59 @@ fn missing_qemu_or_kernel_is_one_line() {
     cmd.args(["--kernel", "/nonexistent/vmlinuz"]).arg(example()).args(["--", "/bin/true"]);
     assert_one_line_error(&run(&mut cmd), &["/nonexistent/vmlinuz"]);
 }
+
+/// `--accel auto` never hangs: KVM only if a probe guest runs on it, else TCG with one line
+/// (this machine's nested /dev/kvm aborts or hangs every guest).
+#[test]
+fn accel_auto_never_hangs() {
+    need("qemu-system-x86_64");
+    let s = Scratch::new("vm-auto");
+    let started = Instant::now();
+    let r = ok(ours().env("TMPDIR", s.path("")).args(["run", "--vm", "--accel", "auto"]).arg(example()).args([
+        "--",
+        "/bin/bash",
+        "-c",
+        "echo booted",
+    ]));
+    assert_eq!(stdout(&r), "booted\n");
+    let said = stderr(&r);
+    assert!(said.is_empty() || (said.lines().count() == 1 && said.contains("using TCG")), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
+}
+
+/// With no command and no appliance `/init`, a terminal gets the appliance's shell on the
+/// console, and `run --vm` exits with the shell's status (a pseudo-terminal made by `script`).
+#[test]
+fn a_terminal_gets_an_interactive_shell() {
+    need("script");
+    let s = Scratch::new("vm-tty");
+    let run_vm = format!("TMPDIR={} {OURS} run --vm --accel tcg {}", s.path("").display(), example().display());
+    let mut child = Command::new("script")
+        .args(["-qec", &run_vm, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut out, &mut buf) {
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    // Typed once the shell prompts (what is typed before the guest's console is set up is lost).
+    let mut seen = String::new();
+    while !seen.contains("/# ") {
+        seen.push_str(&rx.recv_timeout(Duration::from_secs(120)).expect("no prompt within 120 s"));
+    }
+    stdin.write_all(b"echo INTERACTIVE $((6*7)); exit 5\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push_str(&chunk);
+    }
+    assert!(seen.contains("INTERACTIVE 42"), "{seen}");
+    assert_eq!(status.code(), Some(5), "{seen}");
+}

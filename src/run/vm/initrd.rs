@@ -49,7 +49,9 @@ pub fn cached(kernel: &Kernel) -> Result<PathBuf> {
 fn require_virtiofs(kernel: &Kernel) -> Result<()> {
     let listed = |file: &str| {
         kernel.modpath.read(file).is_ok_and(|text| {
-            String::from_utf8_lossy(&text).lines().any(|l| l.split(':').next().is_some_and(|m| m.contains("/virtiofs.ko")))
+            String::from_utf8_lossy(&text)
+                .lines()
+                .any(|l| l.split(':').next().is_some_and(|m| m.contains("/virtiofs.ko")))
         })
     };
     if listed("modules.dep") || listed("modules.builtin") {
