@@ -193,6 +193,12 @@ fn missing_qemu_or_kernel_is_one_line() {
     let mut cmd = vm(&s.path("tmp"));
     cmd.args(["--kernel", "/nonexistent/vmlinuz"]).arg(example()).args(["--", "/bin/true"]);
     assert_one_line_error(&run(&mut cmd), &["/nonexistent/vmlinuz"]);
+    // A command the appliance does not have: 127 and one line, as a shell says it.
+    let r = run(vm(&s.path("tmp")).arg(example()).args(["--", "/usr/bin/no-such-command"]));
+    let said = stderr(&r);
+    assert_eq!(r.status.code(), Some(127), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("/usr/bin/no-such-command: cannot run in the appliance"), "{said}");
 }
 
 /// `--accel auto` never hangs: KVM only if a probe guest runs on it, else TCG with one line

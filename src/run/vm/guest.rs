@@ -178,11 +178,17 @@ fn run_command(guest: &Guest, ports: Ports) -> Result<()> {
     };
     cmd.env_clear().envs(env).env("TERM", &guest.term);
     let [i, o, e] = stdio;
+    let mut err = e.try_clone().map(fs::File::from).map_err(|e| Error::new(format!("dup: {e}")))?;
     cmd.stdin(i).stdout(o).stderr(e);
     if guest.interactive {
         crate::util::sys::new_session_on_stdin(&mut cmd);
     }
-    let code = crate::run::init::supervise(cmd)?;
+    // A command that cannot start is the command's failure, as in a shell: 127 and why.
+    let code = crate::run::init::supervise(cmd).unwrap_or_else(|e| {
+        let _ = err.write_all(format!("supermin: run --vm: {e}\n").as_bytes());
+        127
+    });
+    drop(err);
     if let Some(status) = status {
         let mut f = fs::File::from(status);
         let _ = f.write_all(format!("{code}\n").as_bytes());
