@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Arg, ArgAction, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::args::{self, flag, parse, root_args, verbose};
 use super::logger;
@@ -100,21 +100,7 @@ pub fn run(argv: &[String]) -> Result<()> {
         let host = std::fs::canonicalize(host).at(std::path::Path::new(host), "--bind")?;
         binds.push((host, PathBuf::from(guest)));
     }
-    let mount = MountOptions {
-        inputs: m.get_many::<PathBuf>("src").map(|v| v.cloned().collect()).unwrap_or_default(),
-        mountpoint: PathBuf::new(),
-        daemon: false,
-        allow_other: true,
-        suid: true,
-        dev: false,
-        passthrough: None,
-        threads: 0,
-        settings: args::settings(&m),
-        root: args::sysroot(&m)?,
-        packager: m.get_one::<String>("packager").cloned(),
-        trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
-        view: ViewKind::Auto,
-    };
+    let mount = MountOptions { allow_other: true, suid: true, view: ViewKind::Auto, ..view_options(&m)? };
     let command = m.get_many::<String>("command").map(|v| v.cloned().collect()).unwrap_or_default();
     let opts = Options { mount, writable: m.get_flag("writable"), binds, command };
     let code = if m.get_flag("vm") {
@@ -174,7 +160,15 @@ pub(super) fn serve_command() -> Command {
 pub fn serve(argv: &[String]) -> Result<()> {
     let m = parse(serve_command(), argv)?;
     logger::init(&m);
-    let mount = MountOptions {
+    let mount = view_options(&m)?;
+    let socket = m.get_one::<PathBuf>("vhost-user").cloned().unwrap_or_default();
+    run::vm::serve(&mount, &socket)
+}
+
+/// The view `run` and `serve` resolve (served by this process, read-only, no special files):
+/// the sources, `--sysroot`, `--packager`, `--deps` and `--trace`.
+fn view_options(m: &ArgMatches) -> Result<MountOptions> {
+    Ok(MountOptions {
         inputs: m.get_many::<PathBuf>("src").map(|v| v.cloned().collect()).unwrap_or_default(),
         mountpoint: PathBuf::new(),
         daemon: false,
@@ -183,12 +177,10 @@ pub fn serve(argv: &[String]) -> Result<()> {
         dev: false,
         passthrough: None,
         threads: 0,
-        settings: args::settings(&m),
-        root: args::sysroot(&m)?,
+        settings: args::settings(m),
+        root: args::sysroot(m)?,
         packager: m.get_one::<String>("packager").cloned(),
         trace: m.get_one::<PathBuf>("trace").map(|t| args::output_file(t)).transpose()?,
         view: ViewKind::Fuse,
-    };
-    let socket = m.get_one::<PathBuf>("vhost-user").cloned().unwrap_or_default();
-    run::vm::serve(&mount, &socket)
+    })
 }
