@@ -304,7 +304,7 @@ fn bench_bytes(t: &mut Table, dirs: &Dirs, bash: &Path, reference_output: u64) {
 
     let initrd: u64 = snapshot(&[&dirs.vm_cache])
         .iter()
-        .filter(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with("vm-initrd-"))
+        .filter(|(p, _)| p.file_name().unwrap().to_string_lossy().ends_with(".initrd"))
         .map(|(_, &(_, size))| size)
         .sum();
     let total = du(&dirs.vm_cache);

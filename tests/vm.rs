@@ -155,7 +155,7 @@ fn serve_to_a_qemu_started_by_someone_else() {
     // A first run leaves the initrd in the cache; -v names it.
     let r = ok(vm(&s.path("tmp")).arg("-v").arg(example()).args(["--", "/bin/true"]));
     let said = stderr(&r);
-    let (kernel, initrd) = (named(&said, "/vmlinu"), named(&said, "/vm-initrd-"));
+    let (kernel, initrd) = (named(&said, "/vmlinu"), named(&said, ".initrd"));
     let (Some(kernel), Some(initrd)) = (kernel, initrd) else { panic!("-v named no kernel and initrd: {said}") };
     let sock = s.path("app.sock");
     let mut server = ours().args(["serve", "--vhost-user"]).arg(&sock).arg(example()).spawn().unwrap();

@@ -101,7 +101,7 @@ impl Kernel {
     }
 
     /// The kernel file, opened inside its root.
-    fn open(&self) -> std::io::Result<fs::File> {
+    pub fn open(&self) -> std::io::Result<fs::File> {
         host::open_in_root(&self.root, &inside(&self.root, &self.path))
     }
 

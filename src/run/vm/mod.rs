@@ -54,7 +54,7 @@ pub fn run(opts: &super::Options, vm: &VmOptions) -> Result<i32> {
             )));
         }
     }
-    let initrd = initrd::cached(&kernel)?;
+    let (kernel_copy, initrd) = initrd::cached(&kernel)?;
     let mut view = crate::mount::resolve_view(&opts.mount)?;
     if opts.mount.trace.is_some() {
         view.trace();
@@ -64,7 +64,7 @@ pub fn run(opts: &super::Options, vm: &VmOptions) -> Result<i32> {
         opts.command.is_empty() && !view.has_init() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
     let tmp = std::env::temp_dir();
     let dir = staging::create_unique(&tmp, "supermin-vm", 0o700)?;
-    let result = boot(opts, vm, &qemu_bin, &kernel.path, &initrd, &dir, view.clone(), interactive);
+    let result = boot(opts, vm, &qemu_bin, &kernel_copy, &initrd, &dir, view.clone(), interactive);
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(trace) = &opts.mount.trace {
         let (read, looked_up) = view.write_trace(trace)?;
