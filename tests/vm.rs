@@ -256,3 +256,17 @@ fn a_terminal_gets_an_interactive_shell() {
     assert!(seen.contains("INTERACTIVE 42"), "{seen}");
     assert_eq!(status.code(), Some(5), "{seen}");
 }
+
+/// No root needed: a user with no privilege boots the view (the guest's command runs as the
+/// appliance's root, inside the VM only).
+#[test]
+fn a_user_without_privileges_runs_a_vm() {
+    let s = Scratch::new("vm-user");
+    let tmp = hostile_dir(&s.0, "tmp");
+    let mut cmd = ours();
+    cmd.env("TMPDIR", &tmp).args(["run", "--vm", "--accel", "tcg"]).arg(example());
+    cmd.args(["--", "/bin/bash", "-c", "echo uid $(id -u) in the guest"]);
+    let r = ok(&mut as_hostile(cmd));
+    assert_eq!(stdout(&r), "uid 0 in the guest\n");
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+}
