@@ -40,47 +40,72 @@ pub struct VmOptions {
 
 /// Boot the appliance of `opts` and run its command; returns the command's exit status.
 pub fn run(opts: &super::Options, vm: &VmOptions) -> Result<i32> {
-    let qemu_bin = qemu::program()?;
+    // Before any thread starts, so that every thread inherits the mask: a stop signal is taken
+    // by `relay::supervise`'s wait (which stops qemu), never by a thread's default action.
+    let signals = stop_signals();
+    signals.thread_block().map_err(|e| Error::new(format!("run --vm: cannot block signals: {e}")))?;
+    let result = prepare_and_boot(opts, vm, signals);
+    let _ = signals.thread_unblock();
+    result
+}
+
+/// What [`boot`] starts qemu with.
+struct Boot {
+    qemu: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    /// The private directory of the sockets.
+    dir: PathBuf,
+    interactive: bool,
+}
+
+fn prepare_and_boot(opts: &super::Options, vm: &VmOptions, signals: SigSet) -> Result<i32> {
+    let qemu = qemu::program()?;
     let kernel = match &vm.kernel {
         Some(file) => crate::boot::kernel::from_file(&opts.mount.root, file)?,
         None => crate::boot::kernel::find(&opts.mount.root, std::env::consts::ARCH)?,
     };
     log::info!("run --vm: the kernel {} ({})", kernel.path.display(), kernel.version);
-    for (host, _) in &opts.binds {
-        if !host.is_dir() {
-            return Err(Error::new(format!(
-                "run --vm --bind: {}: not a directory (a VM shares directories, over 9p)",
-                host.display()
-            )));
-        }
+    if let Some((host, _)) = opts.binds.iter().find(|(host, _)| !host.is_dir()) {
+        return Err(Error::new(format!(
+            "run --vm --bind: {}: not a directory (a VM shares directories, over 9p)",
+            host.display()
+        )));
     }
-    let (kernel_copy, initrd) = initrd::cached(&kernel)?;
-    let mut view = crate::mount::resolve_view(&opts.mount)?;
-    if opts.mount.trace.is_some() {
-        view.trace();
-    }
-    let view = Arc::new(view);
+    let (kernel, initrd) = initrd::cached(&kernel)?;
+    let view = Arc::new(traced_view(&opts.mount)?);
     let interactive =
         opts.command.is_empty() && !view.has_init() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    let tmp = std::env::temp_dir();
-    let dir = staging::create_unique(&tmp, "supermin-vm", 0o700)?;
-    let result = boot(opts, vm, &qemu_bin, &kernel_copy, &initrd, &dir, view.clone(), interactive);
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(trace) = &opts.mount.trace {
+    let dir = staging::create_unique(&std::env::temp_dir(), "supermin-vm", 0o700)?;
+    let b = Boot { qemu, kernel, initrd, dir, interactive };
+    let result = boot(opts, vm, &b, view.clone(), signals);
+    let _ = std::fs::remove_dir_all(&b.dir);
+    write_trace(&opts.mount, &view)?;
+    result
+}
+
+/// The view of `opts`, recording what is used when `--trace` asks.
+fn traced_view(opts: &MountOptions) -> Result<crate::view::ManifestView> {
+    let mut view = crate::mount::resolve_view(opts)?;
+    if opts.trace.is_some() {
+        view.trace();
+    }
+    Ok(view)
+}
+
+/// `--trace FILE`: what the guest used.
+fn write_trace(opts: &MountOptions, view: &crate::view::ManifestView) -> Result<()> {
+    if let Some(trace) = &opts.trace {
         let (read, looked_up) = view.write_trace(trace)?;
         log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display());
     }
-    result
+    Ok(())
 }
 
 /// `supermin serve --vhost-user SOCKET`: the view of `opts` to one VM someone else starts,
 /// until it disconnects.
 pub fn serve(opts: &MountOptions, socket: &Path) -> Result<()> {
-    let mut view = crate::mount::resolve_view(opts)?;
-    if opts.trace.is_some() {
-        view.trace();
-    }
-    let view = Arc::new(view);
+    let view = Arc::new(traced_view(opts)?);
     let listener = UnixListener::bind(socket).map_err(|e| {
         let hint =
             if e.kind() == std::io::ErrorKind::AddrInUse { " (remove it first if no one serves it)" } else { "" };
@@ -91,63 +116,50 @@ pub fn serve(opts: &MountOptions, socket: &Path) -> Result<()> {
     let served = supermin_fuse::serve_vhost_user(view.clone(), listener, &fuse_opts);
     let _ = std::fs::remove_file(socket);
     served.map_err(|e| Error::io(socket, "virtio-fs", e))?;
-    if let Some(trace) = &opts.trace {
-        let (read, looked_up) = view.write_trace(trace)?;
-        log::info!("trace: {read} paths read and {looked_up} only looked up, in {}", trace.display());
-    }
-    Ok(())
+    write_trace(opts, &view)
 }
 
-/// Serve the view and the channels in `dir`, run qemu to its end; the command's status.
-#[allow(clippy::too_many_arguments)]
+/// Serve the view and the channels in `b.dir`, run qemu to its end; the command's status.
 fn boot(
     opts: &super::Options,
     vm: &VmOptions,
-    qemu_bin: &Path,
-    kernel: &Path,
-    initrd: &Path,
-    dir: &Path,
+    b: &Boot,
     view: Arc<crate::view::ManifestView>,
-    interactive: bool,
+    signals: SigSet,
 ) -> Result<i32> {
     let verbose = log::log_enabled!(log::Level::Info);
     let guest = cmdline::Guest {
         command: opts.command.clone(),
         writable: opts.writable,
-        interactive,
+        interactive: b.interactive,
         verbose,
         binds: opts.binds.iter().map(|(_, g)| g.clone()).collect(),
         term: std::env::var("TERM").unwrap_or_default(),
     };
     let quiet = if verbose { "" } else { " quiet loglevel=3" };
     let append = format!("console=ttyS0 panic=-1 rootfstype=virtiofs{quiet} {}", guest.to_cmdline()?);
-    let accel = qemu::choose(vm.accel, qemu_bin, dir);
     let binds: Vec<PathBuf> = opts.binds.iter().map(|(h, _)| h.clone()).collect();
     let machine = qemu::Machine {
-        accel,
+        accel: qemu::choose(vm.accel, &b.qemu, &b.dir),
         memory_mib: vm.memory_mib,
         cpus: vm.cpus,
-        kernel,
-        initrd,
+        kernel: &b.kernel,
+        initrd: &b.initrd,
         append,
-        dir,
-        interactive,
+        dir: &b.dir,
+        interactive: b.interactive,
         binds: &binds,
     };
-    let mut cmd = qemu::command(qemu_bin, &machine)?;
-    let listener = bind(dir, "vfs.sock")?;
+    let mut cmd = qemu::command(&b.qemu, &machine)?;
+    let listener = bind(&b.dir, "vfs.sock")?;
     let fuse_opts = crate::mount::fuse_options(&opts.mount, &view);
     std::thread::spawn(move || {
         if let Err(e) = supermin_fuse::serve_vhost_user(view, listener, &fuse_opts) {
             log::warn!("run --vm: the view's virtio-fs device: {e}");
         }
     });
-    let channels = relay::Channels::start(dir, interactive, verbose)?;
-    let signals = stop_signals();
-    signals.thread_block().map_err(|e| Error::new(format!("run --vm: cannot block signals: {e}")))?;
-    let outcome = relay::supervise(&mut cmd, channels, signals, dir);
-    SigSet::all().thread_unblock().ok();
-    outcome
+    let channels = relay::Channels::start(&b.dir, b.interactive, verbose)?;
+    relay::supervise(&mut cmd, channels, signals, &b.dir)
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP stop the guest; SIGCHLD says qemu ended.
