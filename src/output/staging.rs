@@ -13,9 +13,11 @@
 //! Anything else (a user's files, a symlink, a regular file) needs `--force`; `/` never.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use nix::fcntl::{RenameFlags, AT_FDCWD};
 
 use crate::bail;
 use crate::error::{strerror, Error, IoContext, Result};
@@ -71,16 +73,11 @@ impl Staging {
             )));
         }
         remove_abandoned(&parent, &name.to_string_lossy());
-        // Private while it is built: the writers give it its mode when they finish.
-        let tmp = create_unique(&parent, &name.to_string_lossy(), 0o700)?;
+        let tmp = create_marked(&parent, &name.to_string_lossy())?;
         let dir = match Dir::open_own(&tmp) {
             Ok(dir) => dir,
             Err(e) => bail!("{}: cannot use the temporary directory just made: {}", tmp.display(), strerror(&e)),
         };
-        // Mark it as ours and alive, so a later run can tell an abandoned one (a killed build).
-        let pid = std::process::id().to_string();
-        let _ = sys::set_xattr(&tmp, OWNER_XATTR, pid.as_bytes());
-        let _ = sys::set_xattr(&tmp, STAGING_XATTR, pid.as_bytes());
         Ok(Staging { tmp, dir, out, replace, committed: false })
     }
 
@@ -190,12 +187,54 @@ fn is_output(dir: &Path, shape: Shape) -> Result<bool> {
     Ok(!shape.files.is_empty() && complete && names.iter().all(known))
 }
 
+/// `parent/prefix.<random>`, private while it is built (the writers give it its mode when
+/// they finish), marked as ours and alive so that a later run can tell an abandoned one (a
+/// killed build). It is made and marked as `.prefix.PID.<random>`, then renamed: a build
+/// killed before the marks leaves an empty directory whose name says whose it was.
+fn create_marked(parent: &Path, prefix: &str) -> Result<PathBuf> {
+    let pid = std::process::id().to_string();
+    let hidden = create_unique(parent, &format!(".{prefix}.{pid}"), 0o700)?;
+    let _ = sys::set_xattr(&hidden, OWNER_XATTR, pid.as_bytes());
+    let _ = sys::set_xattr(&hidden, STAGING_XATTR, pid.as_bytes());
+    for _ in 0..100 {
+        let tmp = parent.join(format!("{prefix}.{}", newfile::random_suffix()));
+        match nix::fcntl::renameat2(AT_FDCWD, &hidden, AT_FDCWD, &tmp, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(tmp),
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => {
+                let _ = fs::remove_dir(&hidden);
+                return Err(Error::io(&tmp, "cannot create temporary directory", e.into()));
+            }
+        }
+    }
+    let _ = fs::remove_dir(&hidden);
+    Err(Error::new(format!("{}: cannot pick a temporary directory name", parent.display())))
+}
+
+/// An empty `.prefix.PID.<random>` of ours whose process is gone: a build killed between
+/// making its temporary directory and marking it ([`create_marked`]).
+fn remove_unmarked(parent: &Path, name: &str, prefix: &str) {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_prefix(prefix)).and_then(|n| n.strip_prefix('.'))
+    else {
+        return;
+    };
+    let Some((pid, suffix)) = rest.split_once('.') else { return };
+    let (Ok(pid), 8) = (pid.parse::<u32>(), suffix.len()) else { return };
+    let path = parent.join(name);
+    let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == sys::geteuid());
+    if ours && !sys::process_running(pid) && fs::remove_dir(&path).is_ok() {
+        log::info!("removed {}, left by a build that was killed", path.display());
+    }
+}
+
 /// Delete `prefix.<random>` siblings left by builds that were killed: only directories we
-/// marked, whose builder process no longer exists.
+/// marked, whose builder process no longer exists (and empty unmarked ones, see
+/// [`remove_unmarked`]).
 fn remove_abandoned(parent: &Path, prefix: &str) {
     let Ok(rd) = fs::read_dir(parent) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        remove_unmarked(parent, &name, prefix);
         let Some(suffix) = name.strip_prefix(prefix).and_then(|s| s.strip_prefix('.')) else { continue };
         if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
             continue;
@@ -248,5 +287,32 @@ fn strip_one_trailing_slash(p: &Path) -> PathBuf {
     match s.strip_suffix('/') {
         Some(t) if !t.is_empty() => PathBuf::from(t),
         _ => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build killed between making its temporary directory and marking it leaves an empty
+    /// `.NAME.PID.<random>`: the next build removes it when that process is gone, and leaves
+    /// a live builder's, and anything not empty, alone.
+    #[test]
+    fn unmarked_temporaries_of_killed_builds_are_removed() {
+        let parent = std::env::temp_dir().join(format!("supermin-staging-{}", std::process::id()));
+        fs::create_dir_all(&parent).unwrap();
+        let dead = parent.join(".out.4000000.abcdefgh");
+        let alive = parent.join(format!(".out.{}.abcdefgh", std::process::id()));
+        let full = parent.join(".out.4000001.abcdefgh");
+        for d in [&dead, &alive, &full] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(full.join("f"), b"").unwrap();
+        remove_abandoned(&parent, "out");
+        assert!(!dead.exists() && alive.exists() && full.exists());
+        let made = create_marked(&parent, "out").unwrap();
+        assert!(made.file_name().unwrap().to_string_lossy().starts_with("out."));
+        assert!(sys::get_xattr(&made, STAGING_XATTR).is_ok());
+        fs::remove_dir_all(&parent).unwrap();
     }
 }
