@@ -149,6 +149,15 @@ fn sysroot_stubs_redirect_inside_the_sysroot() {
     assert_eq!(xattr(&meta.join("usr/lib/y"), "trusted.overlay.redirect").as_deref(), Some(&b"/usr/lib/y"[..]));
 }
 
+/// The example's chroot build (the oracle) in `s`, and an empty mountpoint beside it.
+fn built_and_mountpoint(s: &Scratch) -> (PathBuf, PathBuf) {
+    let built = s.path("built");
+    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    (built, mnt)
+}
+
 /// `mount --kernel`'s images in the cache (the kernel view's): names and inode numbers (a
 /// use touches an image's time, a rewrite makes a new inode).
 fn cached_images() -> Vec<(String, u64)> {
@@ -170,10 +179,7 @@ fn cached_images() -> Vec<(String, u64)> {
 #[test]
 fn mount_kernel_is_the_chroot_build_with_no_daemon() {
     let s = Scratch::new("kview-mount");
-    let built = s.path("built");
-    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
-    let mnt = s.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
+    let (built, mnt) = built_and_mountpoint(&s);
     for round in 0..2 {
         let guard = Mounted::new(&mnt);
         // The root shows the time the view was made: a later second must not need a new image.
@@ -243,10 +249,7 @@ fn the_kernel_view_never_follows_a_swapped_in_symlink() {
 #[test]
 fn materialize_and_inspect_read_a_kernel_view() {
     let s = Scratch::new("kview-record");
-    let built = s.path("built");
-    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
-    let mnt = s.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
+    let (built, mnt) = built_and_mountpoint(&s);
     let _guard = Mounted::new(&mnt);
     ok(ours().args(["mount", "--kernel"]).arg(example()).arg(&mnt));
     let out = s.path("materialized");
@@ -306,10 +309,7 @@ fn the_default_is_the_kernel_view_where_it_works() {
 #[test]
 fn the_image_through_a_loop_device() {
     let s = Scratch::new("kview-loop");
-    let built = s.path("built");
-    ok(ours().args(["--build", "-f", "chroot"]).arg(example()).arg("-o").arg(&built));
-    let mnt = s.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
+    let (built, mnt) = built_and_mountpoint(&s);
     let guard = Mounted::new(&mnt);
     let r = ok(ours().args(["mount", "--kernel", "-v"]).env("SUPERMIN_EROFS_LOOP", "1").arg(example()).arg(&mnt));
     let said = stderr(&r);

@@ -93,8 +93,35 @@ impl ImageCache {
     fn entry(&self, source: &Path, m: &fs::Metadata) -> PathBuf {
         let mut h = DefaultHasher::new();
         source.as_os_str().as_bytes().hash(&mut h);
-        (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(&mut h);
+        hash_identity(m, &mut h);
         self.dir.join(format!("{:016x}.tar", h.finish()))
+    }
+
+    /// The entry `name`, marked used, if the cache has it (a regular file, not a symlink).
+    pub fn cached(&self, name: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(name);
+        let f = fs::OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok()?;
+        touch(&f);
+        Some(path)
+    }
+
+    /// Make the entry `name` by `write` (given the new file and its path): written under a
+    /// temporary name and renamed, so no reader sees it half-written; nothing is left when
+    /// `write` fails. The caller trims the cache once it has made what it needed.
+    pub fn make(
+        &self,
+        name: &str,
+        write: impl FnOnce((File, &Path)) -> crate::error::Result<()>,
+    ) -> crate::error::Result<PathBuf> {
+        use crate::error::IoContext;
+        let (path, tmp) = (self.dir.join(name), self.dir.join(format!(".{name}.{}", newfile::random_suffix())));
+        let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
+        let written = write((file, &tmp)).and_then(|()| fs::rename(&tmp, &path).at(&path, "cannot rename"));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map(|()| path)
     }
 
     /// The cached decompressed form of `source` (whose metadata is `m`), if there is one.
@@ -136,6 +163,12 @@ impl ImageCache {
         self.trim();
         map(&File::open(&dest)?)
     }
+}
+
+/// Which file `m` describes, and its version: what a cache key takes from a file it is made
+/// from (its bytes are not read).
+pub fn hash_identity(m: &fs::Metadata, h: &mut impl Hasher) {
+    (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(h);
 }
 
 /// Mark an entry used now: [`ImageCache::trim`] removes the least recently used first.

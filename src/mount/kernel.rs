@@ -14,7 +14,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -25,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::cache::ImageCache;
 use crate::manifest::Manifest;
 use crate::output::{erofs, staging};
-use crate::util::{newfile, sys};
+use crate::util::sys;
 use crate::view::Record;
 
 /// Why a kernel view was not mounted.
@@ -97,23 +96,15 @@ fn cached_image(cache: &ImageCache, manifest: &Manifest, record: &Record) -> Res
     xattrs.hash(&mut h);
     for image in &manifest.images {
         let m = fs::metadata(&image.path).at(&image.path, "cannot stat")?;
-        (&image.path, m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()).hash(&mut h);
+        image.path.hash(&mut h);
+        crate::inputs::cache::hash_identity(&m, &mut h);
     }
-    let path = cache.dir().join(format!("kernel-{:016x}.erofs", h.finish()));
-    if let Ok(f) = fs::OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
-        // Recently used: the cache's trim removes the least recently used entries first.
-        crate::inputs::cache::touch(&f);
+    let name = format!("kernel-{:016x}.erofs", h.finish());
+    if let Some(path) = cache.cached(&name) {
         log::info!("mount --kernel: {} (cached)", path.display());
         return Ok(path);
     }
-    let tmp = cache.dir().join(format!(".kernel-{:016x}.{}", h.finish(), newfile::random_suffix()));
-    let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
-    let written = erofs::write_with(manifest, &xattrs, file, &tmp)
-        .and_then(|()| fs::rename(&tmp, &path).at(&path, "cannot rename"));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
+    let path = cache.make(&name, |(file, tmp)| erofs::write_with(manifest, &xattrs, file, tmp))?;
     log::info!("mount --kernel: wrote {}", path.display());
     cache.trim();
     Ok(path)

@@ -196,19 +196,13 @@ fn create_marked(parent: &Path, prefix: &str) -> Result<PathBuf> {
     let hidden = create_unique(parent, &format!(".{prefix}.{pid}"), 0o700)?;
     let _ = sys::set_xattr(&hidden, OWNER_XATTR, pid.as_bytes());
     let _ = sys::set_xattr(&hidden, STAGING_XATTR, pid.as_bytes());
-    for _ in 0..100 {
-        let tmp = parent.join(format!("{prefix}.{}", newfile::random_suffix()));
-        match nix::fcntl::renameat2(AT_FDCWD, &hidden, AT_FDCWD, &tmp, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => return Ok(tmp),
-            Err(nix::errno::Errno::EEXIST) => continue,
-            Err(e) => {
-                let _ = fs::remove_dir(&hidden);
-                return Err(Error::io(&tmp, "cannot create temporary directory", e.into()));
-            }
-        }
+    let renamed = unique_name(parent, prefix, |tmp| {
+        nix::fcntl::renameat2(AT_FDCWD, &hidden, AT_FDCWD, tmp, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+    });
+    if renamed.is_err() {
+        let _ = fs::remove_dir(&hidden);
     }
-    let _ = fs::remove_dir(&hidden);
-    Err(Error::new(format!("{}: cannot pick a temporary directory name", parent.display())))
+    renamed
 }
 
 /// An empty `.prefix.PID.<random>` of ours whose process is gone: a build killed between
@@ -261,9 +255,14 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
 
 /// Create `parent/prefix.<random>` with `mode`, failing if the name is taken.
 pub fn create_unique(parent: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
+    unique_name(parent, prefix, |path| fs::DirBuilder::new().mode(mode).create(path))
+}
+
+/// `make` a directory at `parent/prefix.<random>`, another name each time it is taken.
+fn unique_name(parent: &Path, prefix: &str, mut make: impl FnMut(&Path) -> std::io::Result<()>) -> Result<PathBuf> {
     for _ in 0..100 {
         let path = parent.join(format!("{prefix}.{}", newfile::random_suffix()));
-        match fs::DirBuilder::new().mode(mode).create(&path) {
+        match make(&path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(&path, "cannot create temporary directory", e)),

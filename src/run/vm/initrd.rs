@@ -7,14 +7,12 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::boot::initrd;
 use crate::boot::kernel::Kernel;
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::cache::ImageCache;
-use crate::util::newfile;
 
 /// The kernel and initrd qemu boots for `kernel`, from the cache or written there.
 pub fn cached(kernel: &Kernel) -> Result<(PathBuf, PathBuf)> {
@@ -28,34 +26,22 @@ pub fn cached(kernel: &Kernel) -> Result<(PathBuf, PathBuf)> {
     let mut h = DefaultHasher::new();
     kernel.version.hash(&mut h);
     for f in [&File::open("/proc/self/exe").at(Path::new("/proc/self/exe"), "cannot read")?, &image, &dep] {
-        let m = f.metadata().at(&kernel.path, "cannot stat")?;
-        (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+        crate::inputs::cache::hash_identity(&f.metadata().at(&kernel.path, "cannot stat")?, &mut h);
     }
     let name = format!("vm-{:016x}", h.finish());
-    let (kernel_copy, initrd) =
-        (cache.dir().join(format!("{name}.kernel")), cache.dir().join(format!("{name}.initrd")));
-    let touched = |p: &Path| std::fs::OpenOptions::new().append(true).open(p).map(|f| crate::inputs::cache::touch(&f));
-    if touched(&kernel_copy).is_ok() && touched(&initrd).is_ok() {
+    let (kernel_name, initrd_name) = (format!("{name}.kernel"), format!("{name}.initrd"));
+    if let (Some(kernel_copy), Some(initrd)) = (cache.cached(&kernel_name), cache.cached(&initrd_name)) {
         log::info!("run --vm: the mini initrd {} (cached)", initrd.display());
         return Ok((kernel_copy, initrd));
     }
     require_virtiofs(kernel)?;
-    make(&kernel_copy, |(mut file, _)| std::io::copy(&mut image, &mut file).map(drop).at(&kernel.path, "cannot copy"))?;
-    make(&initrd, |out| initrd::write(&kernel.modpath, initrd::VM, out))?;
+    let kernel_copy = cache.make(&kernel_name, |(mut file, _)| {
+        std::io::copy(&mut image, &mut file).map(drop).at(&kernel.path, "cannot copy")
+    })?;
+    let initrd = cache.make(&initrd_name, |out| initrd::write(&kernel.modpath, initrd::VM, out))?;
     log::info!("run --vm: wrote the mini initrd {}", initrd.display());
     cache.trim();
     Ok((kernel_copy, initrd))
-}
-
-/// Write `path` by `write` under a temporary name, then rename it into place.
-fn make(path: &Path, write: impl FnOnce((File, &Path)) -> Result<()>) -> Result<()> {
-    let tmp = path.with_file_name(format!(".vm.{}", newfile::random_suffix()));
-    let file = newfile::create(&tmp, 0o600).at(&tmp, "cannot create")?;
-    let written = write((file, &tmp)).and_then(|()| std::fs::rename(&tmp, path).at(path, "cannot rename"));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// An error unless `kernel` has virtio-fs, as a module (`modules.dep`) or built in
